@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` and `make test`. Both install what is
+# missing first (`make setup`, idempotent, seconds when nothing is missing).
+
+VENV := .venv
+PY := $(VENV)/bin/python
+PACKAGES := p2v agent imagebuilder
+
+.PHONY: setup lint typecheck test test-unit test-integration test-e2e demo fixtures clean
+
+setup:
+	@scripts/setup-host.sh
+
+lint: setup
+	$(VENV)/bin/ruff check $(PACKAGES) tests bench
+	$(VENV)/bin/ruff format --check $(PACKAGES) tests bench
+
+typecheck: setup
+	$(VENV)/bin/mypy $(PACKAGES)
+
+# Fixtures first, so their (cached) build shows its own progress instead of
+# happening silently inside a test.
+fixtures: setup
+	$(PY) -m tests.fixtures bios-ext4
+	$(PY) -m tests.fixtures uefi-lvm
+
+test: lint typecheck fixtures
+	$(PY) -m pytest -v tests/unit tests/integration tests/e2e
+
+test-unit: setup
+	$(PY) -m pytest tests/unit
+
+demo: setup
+	$(VENV)/bin/p2v doctor
+	$(PY) -m tests.fixtures bios-ext4 --boot
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

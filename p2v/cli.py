@@ -1,0 +1,79 @@
+"""`p2v`: the command line of the conversion host."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from p2v import __version__, accel, doctor
+from p2v.errors import P2VError
+from p2v.virt import DEFAULT_URI
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    checks = doctor.run_checks(args.connect, with_appliance=not args.no_appliance)
+    healthy = all(check.ok for check in checks)
+    if args.json:
+        decision = accel.detect() if checks[0].ok else None
+        print(json.dumps({
+            "ok": healthy,
+            "accelerator": (
+                {"accel": decision.accel, "reason": decision.reason} if decision else None
+            ),
+            "checks": [check.to_dict() for check in checks],
+        }, indent=2))
+    else:
+        width = max(len(check.component) for check in checks)
+        for check in checks:
+            mark = "ok  " if check.ok else "FAIL"
+            print(f"{mark} {check.component:<{width}}  {check.detail}")
+            if check.fix:
+                print(f"     {'':<{width}}  fix: {check.fix}")
+    return 0 if healthy else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="p2v",
+        description="Turn physical Linux servers into KVM virtual machines.",
+    )
+    parser.add_argument("--version", action="version", version=f"p2v {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    p = verbs.add_parser(
+        "doctor",
+        help="check that this host can run conversions",
+        description="Check each component the toolkit needs (QEMU, accelerator, libguestfs, "
+        "libvirt, libnbd, nbdkit, state directory); exit non-zero if one is missing or broken.",
+    )
+    p.add_argument("-c", "--connect", default=DEFAULT_URI, metavar="URI",
+                   help=f"libvirt URI to check (default {DEFAULT_URI})")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--no-appliance", action="store_true",
+                   help="skip launching a libguestfs appliance (the slowest check)")
+    p.set_defaults(func=_cmd_doctor)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except P2VError as error:
+        if args.debug:
+            raise
+        print(f"p2v: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("p2v: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""Where the UEFI firmware (OVMF) for x86_64 guests lives on this host."""
+
+from pathlib import Path
+
+from p2v.errors import MissingComponent
+
+OVMF_DIR = Path("/usr/share/OVMF")
+# The 4 MiB builds: what current libvirt and QEMU pick for q35 guests.
+OVMF_CODE = OVMF_DIR / "OVMF_CODE_4M.fd"
+OVMF_VARS = OVMF_DIR / "OVMF_VARS_4M.fd"
+
+
+def ovmf() -> tuple[Path, Path]:
+    """(code, vars template) of OVMF, or MissingComponent."""
+    for path in (OVMF_CODE, OVMF_VARS):
+        if not path.exists():
+            raise MissingComponent(f"UEFI firmware {path}", "install ovmf")
+    return OVMF_CODE, OVMF_VARS

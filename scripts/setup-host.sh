@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Installs what the toolkit and its tests need on a Debian 12 host, then makes .venv.
+# Idempotent: when nothing is missing it only checks, which takes seconds.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+venv="$here/.venv"
+stamp_dir="$venv/.p2v-setup"
+
+# QEMU comes from bookworm-backports (10.x): bookworm's 7.2 corrupts guest memory
+# during pre-copy migration under TCG.
+backports_pkgs=(qemu-system-x86 qemu-utils qemu-block-extra)
+
+debian_pkgs=(
+  # libguestfs, with a kernel for its appliance
+  libguestfs-tools python3-guestfs linux-image-amd64
+  # libvirt: the session daemon, the client and the binding
+  libvirt-daemon libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients python3-libvirt libxml2-utils
+  # NBD
+  libnbd-bin python3-libnbd nbdkit qemu-block-extra
+  # firmware and disk tools
+  ovmf seabios debootstrap parted gdisk dosfstools e2fsprogs lvm2 mdadm kpartx
+  dmidecode pciutils ethtool util-linux
+  # ISO pieces
+  squashfs-tools xorriso mtools grub-pc-bin grub-efi-amd64-bin grub-common
+  cpio zstd
+  # the virtual environment and pyparted's build
+  python3-venv python3-dev libparted-dev pkg-config gcc
+)
+
+log() { printf 'setup: %s\n' "$*"; }
+
+missing_pkgs() {
+  # Prints the packages of "$@" that dpkg does not list as installed.
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || echo "$p"
+  done
+}
+
+debian_mirror() {
+  # The mirror apt already uses for bookworm; the backports suite lives beside it.
+  apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null \
+    | awk '$2 == "bookworm" { print $1; exit }'
+}
+
+ensure_backports_source() {
+  local list=/etc/apt/sources.list.d/p2v-bookworm-backports.sources
+  if apt-get indextargets --format '$(RELEASE)' 2>/dev/null | grep -qx bookworm-backports; then
+    return 0
+  fi
+  local mirror
+  mirror=$(debian_mirror)
+  if [ -z "$mirror" ]; then
+    apt-get update -qq
+    mirror=$(debian_mirror)
+  fi
+  [ -n "$mirror" ] || { log "cannot find the Debian mirror apt uses for bookworm"; exit 1; }
+  log "adding bookworm-backports from $mirror"
+  cat >"$list" <<SRC
+Types: deb
+URIs: $mirror
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  apt-get update -qq
+}
+
+qemu_is_backport() {
+  local v
+  v=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
+  [[ "$v" == *bpo* ]]
+}
+
+install_packages() {
+  local need_bpo need_main
+  need_bpo=$(missing_pkgs "${backports_pkgs[@]}")
+  qemu_is_backport || need_bpo="${backports_pkgs[*]}"
+  need_main=$(missing_pkgs "${debian_pkgs[@]}")
+  if [ -z "$need_bpo" ] && [ -z "$need_main" ]; then
+    log "Debian packages: all present"
+    return 0
+  fi
+  [ "$(id -u)" = 0 ] || { log "missing packages: $need_bpo $need_main; run as root"; exit 1; }
+  export DEBIAN_FRONTEND=noninteractive
+  ensure_backports_source
+  if [ -n "$need_bpo" ]; then
+    log "installing from bookworm-backports: $need_bpo"
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends -t bookworm-backports $need_bpo
+  fi
+  need_main=$(missing_pkgs "${debian_pkgs[@]}")
+  if [ -n "$need_main" ]; then
+    log "installing: $need_main"
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $need_main
+  fi
+}
+
+make_venv() {
+  local recipe_hash
+  recipe_hash=$(cat "$here/pyproject.toml" "$0" | sha256sum | cut -c1-16)
+  if [ -f "$stamp_dir/$recipe_hash" ] && [ -x "$venv/bin/p2v" ]; then
+    log "virtual environment: up to date"
+    return 0
+  fi
+  log "creating $venv"
+  # Debian's python3: the libguestfs, libvirt and libnbd bindings are Debian packages.
+  /usr/bin/python3 -m venv --system-site-packages "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -e "$here[test]"
+  rm -rf "$stamp_dir"
+  mkdir -p "$stamp_dir"
+  touch "$stamp_dir/$recipe_hash"
+}
+
+install_packages
+make_venv
+log "done"

@@ -1,0 +1,34 @@
+"""Shared test set-up. A test that needs a missing component fails and names it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+def require_programs(*names: str) -> None:
+    missing = [name for name in names if shutil.which(name) is None]
+    if missing:
+        pytest.fail(f"missing component(s): {', '.join(missing)}; run `make setup`")
+
+
+def require_root(why: str) -> None:
+    if os.geteuid() != 0:
+        pytest.fail(f"this test needs root: {why}")
+
+
+@pytest.fixture(autouse=True)
+def _private_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test session gets its own P2V_HOME, never the user's real state."""
+    monkeypatch.setenv("P2V_HOME", str(tmp_path_factory.getbasetemp() / "p2v-home"))
+
+
+def fixture_image(name: str) -> Path:
+    from tests.fixtures import builder
+
+    require_programs("debootstrap", "sfdisk", "losetup", "qemu-system-x86_64")
+    require_root("building fixtures uses loop devices")
+    return builder.build(name)
