@@ -15,7 +15,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check $(PACKAGES) tests bench
 
 typecheck: setup
-	$(VENV)/bin/mypy $(PACKAGES)
+	$(VENV)/bin/mypy $(PACKAGES) tests/fixtures
 
 # Fixtures first, so their (cached) build shows its own progress instead of
 # happening silently inside a test.

@@ -18,13 +18,18 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     healthy = all(check.ok for check in checks)
     if args.json:
         decision = accel.detect() if checks[0].ok else None
-        print(json.dumps({
-            "ok": healthy,
-            "accelerator": (
-                {"accel": decision.accel, "reason": decision.reason} if decision else None
-            ),
-            "checks": [check.to_dict() for check in checks],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "ok": healthy,
+                    "accelerator": (
+                        {"accel": decision.accel, "reason": decision.reason} if decision else None
+                    ),
+                    "checks": [check.to_dict() for check in checks],
+                },
+                indent=2,
+            )
+        )
     else:
         width = max(len(check.component) for check in checks)
         for check in checks:
@@ -50,19 +55,29 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check each component the toolkit needs (QEMU, accelerator, libguestfs, "
         "libvirt, libnbd, nbdkit, state directory); exit non-zero if one is missing or broken.",
     )
-    p.add_argument("-c", "--connect", default=DEFAULT_URI, metavar="URI",
-                   help=f"libvirt URI to check (default {DEFAULT_URI})")
+    p.add_argument(
+        "-c",
+        "--connect",
+        default=DEFAULT_URI,
+        metavar="URI",
+        help=f"libvirt URI to check (default {DEFAULT_URI})",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--no-appliance", action="store_true",
-                   help="skip launching a libguestfs appliance (the slowest check)")
+    p.add_argument(
+        "--no-appliance",
+        action="store_true",
+        help="skip launching a libguestfs appliance (the slowest check)",
+    )
     p.set_defaults(func=_cmd_doctor)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(args.func(args))
     except P2VError as error:

@@ -36,7 +36,9 @@ def check_qemu() -> Check:
     text = f"{major}.{minor}.{micro}"
     if (major, minor) < qemu.MINIMUM_VERSION:
         return Check(
-            "qemu", False, f"QEMU {text} is too old (live migration under TCG corrupts memory)",
+            "qemu",
+            False,
+            f"QEMU {text} is too old (live migration under TCG corrupts memory)",
             "install qemu-system-x86 and qemu-utils from bookworm-backports (`make setup`)",
         )
     return Check("qemu", True, f"QEMU {text} with qemu-img and qemu-nbd")
@@ -63,7 +65,9 @@ def check_libguestfs(decision: accel.AccelDecision) -> Check:
         handle.shutdown()
     except RuntimeError as error:
         return Check(
-            "libguestfs", False, f"the appliance does not launch: {error}",
+            "libguestfs",
+            False,
+            f"the appliance does not launch: {error}",
             "run `libguestfs-test-tool` to see why; it needs a kernel in /boot "
             "(linux-image-amd64) readable by this user",
         )
@@ -72,7 +76,8 @@ def check_libguestfs(decision: accel.AccelDecision) -> Check:
     seconds = time.monotonic() - start
     settings = ",".join(decision.guestfs_backend_settings) or "kvm"
     return Check(
-        "libguestfs", True,
+        "libguestfs",
+        True,
         f"{version['major']}.{version['minor']}.{version['release']}: appliance launched in "
         f"{seconds:.1f} s (backend direct, {settings})",
     )
@@ -91,8 +96,10 @@ def check_libvirt(uri: str, decision: accel.AccelDecision) -> Check:
     wanted = decision.libvirt_domain_type
     if wanted not in types:
         return Check(
-            "libvirt", False, f"{uri} (libvirt {version}) offers domain types {sorted(types)}, "
-            f"not {wanted!r}", "install libvirt-daemon-driver-qemu",
+            "libvirt",
+            False,
+            f"{uri} (libvirt {version}) offers domain types {sorted(types)}, not {wanted!r}",
+            "install libvirt-daemon-driver-qemu",
         )
     return Check("libvirt", True, f"{uri} answers (libvirt {version}); domain type {wanted}")
 
@@ -101,8 +108,9 @@ def check_libnbd() -> Check:
     try:
         import nbd
     except ImportError:
-        return Check("libnbd", False, "the libnbd Python binding is missing",
-                     "install python3-libnbd")
+        return Check(
+            "libnbd", False, "the libnbd Python binding is missing", "install python3-libnbd"
+        )
     return Check("libnbd", True, f"libnbd {nbd.NBD().get_version()}")
 
 
@@ -119,8 +127,9 @@ def check_state_dir() -> Check:
     free = shutil.disk_usage(path).free
     detail = f"{path}: {free / (1 << 30):.1f} GiB free"
     if free < MIN_FREE_BYTES:
-        return Check("state directory", False, detail,
-                     "free space there, or point P2V_HOME somewhere larger")
+        return Check(
+            "state directory", False, detail, "free space there, or point P2V_HOME somewhere larger"
+        )
     return Check("state directory", True, detail)
 
 

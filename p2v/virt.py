@@ -64,8 +64,10 @@ def domain_types(conn: Any, arch: str = "x86_64") -> set[str]:
 
 def _start_privileged_daemon() -> None:
     """Start virtlogd and libvirtd (idle-exiting) when running as root without systemd."""
-    for daemon, args in (("virtlogd", ["--daemon"]),
-                         ("libvirtd", ["--daemon", "--timeout", str(IDLE_EXIT_S)])):
+    for daemon, args in (
+        ("virtlogd", ["--daemon"]),
+        ("libvirtd", ["--daemon", "--timeout", str(IDLE_EXIT_S)]),
+    ):
         path = shutil.which(daemon) or f"/usr/sbin/{daemon}"
         if not os.path.exists(path):
             raise MissingComponent(daemon, "install libvirt-daemon-system")

@@ -30,6 +30,18 @@ debian_pkgs=(
 
 log() { printf 'setup: %s\n' "$*"; }
 
+apt_log=$(mktemp /tmp/p2v-setup.XXXXXX)
+trap 'rm -f "$apt_log"' EXIT
+
+quiet_apt() {
+  # apt's chatter goes to a log, shown only when it fails.
+  if ! apt-get "$@" >"$apt_log" 2>&1; then
+    cat "$apt_log" >&2
+    log "apt-get $* failed"
+    exit 1
+  fi
+}
+
 missing_pkgs() {
   # Prints the packages of "$@" that dpkg does not list as installed.
   local p
@@ -52,7 +64,7 @@ ensure_backports_source() {
   local mirror
   mirror=$(debian_mirror)
   if [ -z "$mirror" ]; then
-    apt-get update -qq
+    quiet_apt update
     mirror=$(debian_mirror)
   fi
   [ -n "$mirror" ] || { log "cannot find the Debian mirror apt uses for bookworm"; exit 1; }
@@ -64,7 +76,7 @@ Suites: bookworm-backports
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
-  apt-get update -qq
+  quiet_apt update
 }
 
 qemu_is_backport() {
@@ -85,16 +97,17 @@ install_packages() {
   [ "$(id -u)" = 0 ] || { log "missing packages: $need_bpo $need_main; run as root"; exit 1; }
   export DEBIAN_FRONTEND=noninteractive
   ensure_backports_source
+  quiet_apt update
   if [ -n "$need_bpo" ]; then
     log "installing from bookworm-backports: $need_bpo"
     # shellcheck disable=SC2086
-    apt-get install -y -qq --no-install-recommends -t bookworm-backports $need_bpo
+    quiet_apt install -y --no-install-recommends -t bookworm-backports $need_bpo
   fi
   need_main=$(missing_pkgs "${debian_pkgs[@]}")
   if [ -n "$need_main" ]; then
     log "installing: $need_main"
     # shellcheck disable=SC2086
-    apt-get install -y -qq --no-install-recommends $need_main
+    quiet_apt install -y --no-install-recommends $need_main
   fi
 }
 
@@ -108,7 +121,11 @@ make_venv() {
   log "creating $venv"
   # Debian's python3: the libguestfs, libvirt and libnbd bindings are Debian packages.
   /usr/bin/python3 -m venv --system-site-packages "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -e "$here[test]"
+  if ! "$venv/bin/pip" install -q --disable-pip-version-check -e "$here[test]" >"$apt_log" 2>&1; then
+    cat "$apt_log" >&2
+    log "pip could not install the project into $venv"
+    exit 1
+  fi
   rm -rf "$stamp_dir"
   mkdir -p "$stamp_dir"
   touch "$stamp_dir/$recipe_hash"

@@ -21,7 +21,9 @@ def require_root(why: str) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _private_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _private_state(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each test session gets its own P2V_HOME, never the user's real state."""
     monkeypatch.setenv("P2V_HOME", str(tmp_path_factory.getbasetemp() / "p2v-home"))
 

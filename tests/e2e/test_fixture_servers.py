@@ -44,6 +44,5 @@ def test_fixture_does_not_boot_on_virtio_blk(name: str) -> None:
     result = boot.boot(image, recipe.firmware, "virtio")
     assert not result.booted, f"{name} booted on virtio-blk: {result.fields}"
     assert result.root_not_found, (
-        f"{name} on virtio-blk should stop in the initramfs for want of its root:\n"
-        f"{result.tail()}"
+        f"{name} on virtio-blk should stop in the initramfs for want of its root:\n{result.tail()}"
     )
