@@ -88,7 +88,12 @@ def check_libvirt(uri: str, decision: accel.AccelDecision) -> Check:
     try:
         conn = virt.connect(uri)
     except P2VError as error:
-        return Check("libvirt", False, str(error), "run `make setup`")
+        fix = (
+            "run `make setup` (libvirt-daemon-system, libvirt-daemon-driver-qemu)"
+            if uri in virt.LOCAL_URIS
+            else "check the URI, and that libvirtd runs there and lets this user in"
+        )
+        return Check("libvirt", False, str(error), fix)
     try:
         types = virt.domain_types(conn)
         version = virt.version_string(conn)

@@ -17,7 +17,7 @@ DEFAULT_URI = "qemu:///session"
 # For root, libvirt serves qemu:///session from the privileged daemon's socket. On a
 # host without systemd nothing starts that daemon on demand, so we do, the way an
 # unprivileged session is autostarted: it exits by itself after IDLE_EXIT_S idle.
-_LOCAL_URIS = ("qemu:///session", "qemu:///system")
+LOCAL_URIS = ("qemu:///session", "qemu:///system")
 _PRIVILEGED_SOCKET = Path("/run/libvirt/libvirt-sock")
 IDLE_EXIT_S = 600
 
@@ -35,14 +35,13 @@ def connect(uri: str = DEFAULT_URI) -> Any:
     libvirt = _libvirt()
     # libvirt prints its errors on stderr by default; ours carry the message instead.
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    if uri in _LOCAL_URIS and os.geteuid() == 0 and not _PRIVILEGED_SOCKET.exists():
+    if uri in LOCAL_URIS and os.geteuid() == 0 and not _PRIVILEGED_SOCKET.exists():
         _start_privileged_daemon()
     try:
         return libvirt.open(uri)
     except libvirt.libvirtError as error:
         raise ComponentError(
-            f"libvirt at {uri} does not answer: {error.get_error_message()}; "
-            "check that libvirt-daemon and libvirt-daemon-driver-qemu are installed"
+            f"libvirt at {uri} does not answer: {error.get_error_message()}"
         ) from error
 
 
