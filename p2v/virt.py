@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import time
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Any
 
 from p2v.errors import ComponentError, MissingComponent
@@ -18,8 +17,8 @@ DEFAULT_URI = "qemu:///session"
 # host without systemd nothing starts that daemon on demand, so we do, the way an
 # unprivileged session is autostarted: it exits by itself after IDLE_EXIT_S idle.
 LOCAL_URIS = ("qemu:///session", "qemu:///system")
-_PRIVILEGED_SOCKET = Path("/run/libvirt/libvirt-sock")
 IDLE_EXIT_S = 600
+DAEMON_START_S = 15
 
 
 def _libvirt() -> Any:
@@ -35,14 +34,24 @@ def connect(uri: str = DEFAULT_URI) -> Any:
     libvirt = _libvirt()
     # libvirt prints its errors on stderr by default; ours carry the message instead.
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    if uri in LOCAL_URIS and os.geteuid() == 0 and not _PRIVILEGED_SOCKET.exists():
-        _start_privileged_daemon()
     try:
         return libvirt.open(uri)
     except libvirt.libvirtError as error:
-        raise ComponentError(
-            f"libvirt at {uri} does not answer: {error.get_error_message()}"
-        ) from error
+        first_error = error
+    if uri in LOCAL_URIS and os.geteuid() == 0:
+        deadline = time.monotonic() + DAEMON_START_S
+        while time.monotonic() < deadline:
+            # Again each round: a daemon that was exiting (idle timeout) when we
+            # first looked is gone now and must be started anew.
+            _start_privileged_daemon()
+            try:
+                return libvirt.open(uri)
+            except libvirt.libvirtError as error:
+                first_error = error
+                time.sleep(0.2)
+    raise ComponentError(
+        f"libvirt at {uri} does not answer: {first_error.get_error_message()}"
+    ) from first_error
 
 
 def version_string(conn: Any) -> str:
@@ -72,6 +81,3 @@ def _start_privileged_daemon() -> None:
             raise MissingComponent(daemon, "install libvirt-daemon-system")
         if subprocess.run(["pgrep", "-x", daemon], capture_output=True).returncode != 0:
             subprocess.run([path, *args], check=False, capture_output=True)
-    deadline = time.monotonic() + 10
-    while not _PRIVILEGED_SOCKET.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
