@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from p2v import __version__, accel, doctor
+from p2v.commands import transfer
 from p2v.errors import P2VError
 from p2v.virt import DEFAULT_URI
 
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip launching a libguestfs appliance (the slowest check)",
     )
     p.set_defaults(func=_cmd_doctor)
+    transfer.register(verbs)
     return parser
 
 

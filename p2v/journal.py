@@ -1,0 +1,206 @@
+"""The journal: every job, its parameters, progress and outcome, in one SQLite file.
+
+A copy records each finished block with its digest, but only once the target has
+been flushed after the block's writes, so after a crash the journal never claims
+more than the target really holds. Secrets never go in here: parameters name
+files and URIs, never their contents.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from p2v.errors import InputError
+from p2v.paths import state_dir
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,           -- running, failed, done
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    pid INTEGER,
+    params TEXT NOT NULL,          -- JSON
+    result TEXT,                   -- JSON
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS job_blocks (
+    job TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    block INTEGER NOT NULL,
+    digest BLOB,                   -- NULL when the block was only partly written
+    PRIMARY KEY (job, block)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_bad_ranges (
+    job TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    start INTEGER NOT NULL,
+    length INTEGER NOT NULL
+);
+"""
+
+
+@dataclass
+class JobRecord:
+    id: str
+    kind: str
+    state: str
+    created: float
+    updated: float
+    pid: int | None
+    params: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+
+    @property
+    def interrupted(self) -> bool:
+        """A job marked running whose process is gone (killed, crashed, rebooted)."""
+        return self.state == "running" and not _alive(self.pid)
+
+    @property
+    def status(self) -> str:
+        return "interrupted" if self.interrupted else self.state
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "state": self.status,
+            "created": self.created,
+            "updated": self.updated,
+            "params": self.params,
+            "result": self.result,
+            "error": self.error,
+        }
+
+
+class Journal:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or state_dir() / "journal.sqlite"
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise InputError(
+                f"journal {self.path} was written by a newer p2v (schema {version}); "
+                "upgrade p2v to read it"
+            )
+        self.db.executescript(_SCHEMA)
+        self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def create(self, kind: str, params: dict[str, Any]) -> JobRecord:
+        job_id = f"{kind}-{secrets.token_hex(4)}"
+        now = time.time()
+        self.db.execute(
+            "INSERT INTO jobs (id, kind, state, created, updated, pid, params) "
+            "VALUES (?, ?, 'running', ?, ?, ?, ?)",
+            (job_id, kind, now, now, os.getpid(), json.dumps(params)),
+        )
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> JobRecord:
+        row = self.db.execute(
+            "SELECT id, kind, state, created, updated, pid, params, result, error "
+            "FROM jobs WHERE id = ?",
+            (job_id,),
+        ).fetchone()
+        if row is None:
+            raise InputError(f"no job {job_id!r} in the journal {self.path}")
+        return _record(row)
+
+    def jobs(self, limit: int = 50) -> list[JobRecord]:
+        rows = self.db.execute(
+            "SELECT id, kind, state, created, updated, pid, params, result, error "
+            "FROM jobs ORDER BY created DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [_record(row) for row in rows]
+
+    def claim(self, job_id: str) -> None:
+        """Mark a job running again in this process (resume)."""
+        self.db.execute(
+            "UPDATE jobs SET state = 'running', pid = ?, error = NULL, updated = ? WHERE id = ?",
+            (os.getpid(), time.time(), job_id),
+        )
+
+    def finish(self, job_id: str, result: dict[str, Any]) -> None:
+        self.db.execute(
+            "UPDATE jobs SET state = 'done', result = ?, error = NULL, updated = ? WHERE id = ?",
+            (json.dumps(result), time.time(), job_id),
+        )
+
+    def fail(self, job_id: str, error: str, result: dict[str, Any] | None = None) -> None:
+        self.db.execute(
+            "UPDATE jobs SET state = 'failed', error = ?, result = ?, updated = ? WHERE id = ?",
+            (error, json.dumps(result) if result else None, time.time(), job_id),
+        )
+
+    # -- blocks of a copy ---------------------------------------------------
+
+    def record_blocks(
+        self,
+        job_id: str,
+        blocks: Iterable[tuple[int, bytes | None]],
+        bad: Iterable[tuple[int, int]],
+    ) -> None:
+        with self.db:  # one transaction
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO job_blocks (job, block, digest) VALUES (?, ?, ?)",
+                ((job_id, index, digest) for index, digest in blocks),
+            )
+            self.db.executemany(
+                "INSERT INTO job_bad_ranges (job, start, length) VALUES (?, ?, ?)",
+                ((job_id, start, length) for start, length in bad),
+            )
+            self.db.execute("UPDATE jobs SET updated = ? WHERE id = ?", (time.time(), job_id))
+
+    def blocks(self, job_id: str) -> dict[int, bytes | None]:
+        rows = self.db.execute("SELECT block, digest FROM job_blocks WHERE job = ?", (job_id,))
+        return {block: digest for block, digest in rows}
+
+    def bad_ranges(self, job_id: str) -> list[tuple[int, int]]:
+        rows = self.db.execute(
+            "SELECT start, length FROM job_bad_ranges WHERE job = ? ORDER BY start", (job_id,)
+        )
+        return [(start, length) for start, length in rows]
+
+
+def _record(row: tuple[Any, ...]) -> JobRecord:
+    return JobRecord(
+        id=row[0],
+        kind=row[1],
+        state=row[2],
+        created=row[3],
+        updated=row[4],
+        pid=row[5],
+        params=json.loads(row[6]),
+        result=json.loads(row[7]) if row[7] else None,
+        error=row[8],
+    )
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # Our own pid recorded by an earlier process means that process is gone.
+    return pid != os.getpid()

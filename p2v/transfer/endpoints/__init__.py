@@ -1,0 +1,152 @@
+"""Open a source or a target from what the user typed.
+
+- a path: a raw file or block device is read and written directly; any other
+  image format goes through a private qemu-nbd (a target's format follows its
+  file name, `.qcow2` or raw, unless given);
+- an NBD URI that libnbd accepts (nbd://, nbds:// with TLS, nbd+unix://, ...);
+- `null:` (a target that discards) or `null:SIZE` (a source of zeros).
+
+Sources are always opened read-only.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from typing import Any
+
+from p2v.errors import InputError
+from p2v.transfer.endpoints.base import Endpoint
+from p2v.transfer.endpoints.file import FileEndpoint
+from p2v.transfer.endpoints.nbd import NbdEndpoint
+from p2v.transfer.endpoints.null import NullEndpoint
+from p2v.transfer.endpoints.qemunbd import QemuNbdServer, create_image, image_format
+from p2v.units import parse_size
+
+__all__ = ["Endpoint", "open_source", "open_target", "target_format"]
+
+_NBD_SCHEMES = ("nbd://", "nbds://", "nbd+unix://", "nbds+unix://", "nbd+vsock://", "nbds+vsock://")
+TARGET_FORMATS = ("raw", "qcow2")
+
+
+def is_nbd_uri(spec: str) -> bool:
+    return spec.startswith(_NBD_SCHEMES)
+
+
+def open_source(
+    spec: str, *, input_format: str | None = None, bitmap: str | None = None
+) -> Endpoint:
+    if spec.startswith("null:"):
+        size = spec[len("null:") :]
+        if not size:
+            raise InputError("a null: source needs a size, for example null:4G")
+        return NullEndpoint(parse_size(size))
+    if is_nbd_uri(spec):
+        return NbdEndpoint(spec, _uri_connector(spec), writable=False, bitmap=bitmap)
+    mode = _stat(spec, "source")
+    if stat.S_ISDIR(mode):
+        raise InputError(f"source {spec} is a directory, not a disk image or device")
+    fmt = "raw" if stat.S_ISBLK(mode) else (input_format or image_format(spec))
+    if fmt == "raw" and not bitmap:
+        try:
+            return FileEndpoint.open_source(spec)
+        except PermissionError as e:
+            raise InputError(f"source {spec} is not readable: {e.strerror}") from e
+    return _served(spec, fmt, read_only=True, bitmap=bitmap)
+
+
+def target_format(spec: str, output_format: str | None) -> str:
+    if output_format:
+        if output_format not in TARGET_FORMATS:
+            raise InputError(f"output format must be one of {', '.join(TARGET_FORMATS)}")
+        return output_format
+    return "qcow2" if spec.endswith(".qcow2") else "raw"
+
+
+def open_target(
+    spec: str,
+    size: int,
+    *,
+    output_format: str | None = None,
+    overwrite: bool = False,
+    existing: bool = False,
+) -> Endpoint:
+    """Open or create a target able to hold `size` bytes.
+
+    `existing` means the target must already be there and is updated in place
+    (resume, incremental copy); otherwise an existing target is refused unless
+    `overwrite` is given, and a file is then made afresh.
+    """
+    if spec.startswith("null:"):
+        return NullEndpoint(size)
+    if is_nbd_uri(spec):
+        return _checked(NbdEndpoint(spec, _uri_connector(spec), writable=True), size)
+    fmt = target_format(spec, output_format)
+    if existing:
+        mode = _stat(spec, "target")
+        if fmt == "raw" or stat.S_ISBLK(mode):
+            return _checked(FileEndpoint.open_target(spec), size)
+        return _checked(_served(spec, fmt, read_only=False), size)
+    if os.path.lexists(spec):
+        if not overwrite:
+            raise InputError(f"target {spec} exists; add --overwrite to replace it")
+        if stat.S_ISBLK(os.stat(spec).st_mode):
+            return _checked(FileEndpoint.open_target(spec), size)
+        os.unlink(spec)
+    parent = os.path.dirname(os.path.abspath(spec))
+    if not os.path.isdir(parent):
+        raise InputError(f"target directory {parent} does not exist")
+    if fmt == "raw":
+        return FileEndpoint.create(spec, size)
+    create_image(spec, fmt, size)
+    try:
+        return _served(spec, fmt, read_only=False)
+    except BaseException:
+        os.unlink(spec)
+        raise
+
+
+def _checked(target: Endpoint, size: int) -> Endpoint:
+    if target.size < size:
+        target.close()
+        raise InputError(
+            f"target {target.name} holds {target.size} bytes, less than the source's {size}"
+        )
+    return target
+
+
+def _stat(path: str, role: str) -> int:
+    try:
+        return os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputError(f"{role} {path}: no such file or block device") from None
+    except PermissionError:
+        raise InputError(f"{role} {path}: permission denied") from None
+
+
+def _served(path: str, fmt: str, *, read_only: bool, bitmap: str | None = None) -> Endpoint:
+    server = QemuNbdServer(path, fmt, read_only=read_only, bitmap=bitmap)
+    try:
+        return NbdEndpoint(
+            path,
+            _unix_connector(server.socket),
+            writable=not read_only,
+            bitmap=bitmap,
+            on_close=server.stop,
+        )
+    except BaseException:
+        server.stop()
+        raise
+
+
+def _uri_connector(uri: str) -> Callable[[Any], None]:
+    def connect(h: Any) -> None:
+        h.set_uri_allow_local_file(True)  # lets ?tls-psk-file= name a key file
+        h.connect_uri(uri)
+
+    return connect
+
+
+def _unix_connector(path: str) -> Callable[[Any], None]:
+    return lambda h: h.connect_unix(path)

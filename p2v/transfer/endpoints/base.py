@@ -1,0 +1,80 @@
+"""The one interface every endpoint of the transfer engine implements.
+
+An endpoint is a disk the engine reads from or writes to. The copy loop knows only
+this interface. Data-path calls start an operation and report its end through a
+callback: NBD endpoints keep many operations in flight on one connection and
+complete them while the worker waits for I/O; local files complete at once.
+Each worker thread uses its own clone, so a clone is never shared between threads.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from p2v.transfer.extents import Extent, Kind, Range
+
+Done = Callable[[OSError | None], None]
+
+
+class Endpoint(ABC):
+    #: What users see in messages and the journal; never carries a secret.
+    name: str
+    size: int
+    #: Several connections may be used side by side (NBD multi-conn, local files).
+    multi_conn: bool = True
+
+    def extents(self, start: int, length: int) -> Iterator[Extent]:
+        """What [start, start + length) holds; by default, data everywhere."""
+        yield Extent(start, length, Kind.DATA)
+
+    def dirty_ranges(self, start: int, length: int) -> Iterator[Range]:
+        """Ranges marked dirty by the incremental bitmap this endpoint was opened with."""
+        raise NotImplementedError(f"{self.name}: dirty bitmaps need an NBD source")
+
+    def known_zero(self) -> bool:
+        """True when the whole disk reads as zeros, so zero ranges need no writes."""
+        return False
+
+    @abstractmethod
+    def clone(self) -> Endpoint:
+        """Another handle on the same disk, for another worker thread."""
+
+    @abstractmethod
+    def start_read(self, view: memoryview, offset: int, done: Done) -> None: ...
+
+    def start_write(self, view: memoryview, offset: int, done: Done) -> None:
+        raise PermissionError(f"{self.name} is open read-only")
+
+    def start_zero(self, offset: int, length: int, done: Done) -> None:
+        raise PermissionError(f"{self.name} is open read-only")
+
+    def start_flush(self, done: Done) -> None:
+        done(None)
+
+    def forget_cache(self) -> None:  # noqa: B027 - most endpoints cache nothing
+        """Drop what the host caches of this disk, so the next reads reach it."""
+
+    def nbd_handle(self) -> Any:
+        """The libnbd handle to wait on, or None when operations complete at once."""
+        return None
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Endpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run_now(operation: Callable[[], None], done: Done) -> None:
+    """Run a synchronous operation and report its outcome the way async ones do."""
+    try:
+        operation()
+    except OSError as e:
+        done(e)
+    else:
+        done(None)

@@ -1,0 +1,153 @@
+"""Local raw files and block devices, read and written with pread/pwrite.
+
+Holes are found with SEEK_DATA/SEEK_HOLE and made with fallocate, so a sparse
+source gives a sparse target. Sources are opened O_RDONLY: nothing in this module
+can write to them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+from collections.abc import Iterator
+
+from p2v.transfer.endpoints.base import Done, Endpoint, run_now
+from p2v.transfer.extents import Extent, Kind
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """Make [offset, offset + length) read as zeros and free its space.
+
+    On a block device the kernel turns this into a zeroing discard.
+    """
+    if _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+class FileEndpoint(Endpoint):
+    def __init__(self, path: str, fd: int, *, zero: bool = False, owner: bool = True) -> None:
+        self.name = path
+        self.fd = fd
+        self.size = os.lseek(fd, 0, os.SEEK_END)
+        self.is_block = stat.S_ISBLK(os.fstat(fd).st_mode)
+        self._zero = zero
+        self._owner = owner
+        self._zero_by_writing = False
+
+    @classmethod
+    def open_source(cls, path: str) -> FileEndpoint:
+        return cls(path, os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+
+    @classmethod
+    def open_target(cls, path: str) -> FileEndpoint:
+        """An existing file or block device, opened for writing."""
+        return cls(path, os.open(path, os.O_RDWR | os.O_CLOEXEC))
+
+    @classmethod
+    def create(cls, path: str, size: int) -> FileEndpoint:
+        """A new sparse file of `size` bytes; it reads as zeros."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        return cls(path, fd, zero=True)
+
+    def extents(self, start: int, length: int) -> Iterator[Extent]:
+        end = start + length
+        if self.is_block:
+            yield Extent(start, length, Kind.DATA)
+            return
+        pos = start
+        while pos < end:
+            try:
+                data = os.lseek(self.fd, pos, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # only a hole from here to the end
+                    data = end
+                elif e.errno == errno.EINVAL:  # no SEEK_DATA: say it is all data
+                    yield Extent(pos, end - pos, Kind.DATA)
+                    return
+                else:
+                    raise
+            data = min(data, end)
+            if data > pos:
+                yield Extent(pos, data - pos, Kind.ZERO)
+            if data >= end:
+                return
+            hole = min(os.lseek(self.fd, data, os.SEEK_HOLE), end)
+            yield Extent(data, hole - data, Kind.DATA)
+            pos = hole
+
+    def known_zero(self) -> bool:
+        if self._zero:
+            return True
+        if self.is_block:
+            return False
+        return all(e.kind is Kind.ZERO for e in self.extents(0, self.size))
+
+    def clone(self) -> FileEndpoint:
+        # pread/pwrite take the offset with each call, so clones share the descriptor.
+        twin = FileEndpoint.__new__(FileEndpoint)
+        twin.__dict__.update(self.__dict__)
+        twin._owner = False
+        return twin
+
+    def start_read(self, view: memoryview, offset: int, done: Done) -> None:
+        run_now(lambda: self._read(view, offset), done)
+
+    def _read(self, view: memoryview, offset: int) -> None:
+        pos = 0
+        while pos < len(view):
+            n = os.preadv(self.fd, [view[pos:]], offset + pos)
+            if n == 0:
+                raise OSError(errno.EIO, f"unexpected end of file at offset {offset + pos}")
+            pos += n
+
+    def start_write(self, view: memoryview, offset: int, done: Done) -> None:
+        run_now(lambda: self._write(view, offset), done)
+
+    def _write(self, view: memoryview, offset: int) -> None:
+        pos = 0
+        while pos < len(view):
+            pos += os.pwritev(self.fd, [view[pos:]], offset + pos)
+
+    def start_zero(self, offset: int, length: int, done: Done) -> None:
+        run_now(lambda: self._zero_range(offset, length), done)
+
+    def _zero_range(self, offset: int, length: int) -> None:
+        if not self._zero_by_writing:
+            try:
+                punch_hole(self.fd, offset, length)
+                return
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL):
+                    raise
+                self._zero_by_writing = True
+        zeros = memoryview(bytes(min(length, 1 << 20)))
+        pos = offset
+        while pos < offset + length:
+            chunk = min(len(zeros), offset + length - pos)
+            self._write(zeros[:chunk], pos)
+            pos += chunk
+
+    def start_flush(self, done: Done) -> None:
+        run_now(lambda: os.fdatasync(self.fd), done)
+
+    def forget_cache(self) -> None:
+        os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+    def close(self) -> None:
+        if self._owner and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -1,0 +1,229 @@
+"""The copy loop: extents first, then blocks to workers, digests and durability back.
+
+1. Ask the source what it holds (all extents, before the first byte moves).
+2. A producer turns extents into block work; blocks with nothing to read or write
+   are finished on the spot, the rest go through a bounded queue to the workers.
+3. Each worker owns one connection to each side and a few block buffers.
+4. Blocks come back durable (after a target flush) with their digests; the caller
+   records them (the journal), and the disk digest is assembled at the end.
+The first error stops everything; what was durable by then is kept.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from p2v.transfer import blockhash
+from p2v.transfer import extents as ext
+from p2v.transfer.endpoints.base import Endpoint
+from p2v.transfer.extents import Extent, Kind, Range
+from p2v.transfer.plan import BlockWork, plan_blocks
+from p2v.transfer.progress import Counters, QuietReporter, Reporter, Snapshot, TokenBucket
+from p2v.transfer.worker import Completion, Worker, WorkerSettings
+
+
+@dataclass
+class Settings:
+    connections: int = 4
+    requests: int = 4  # blocks in flight per connection
+    rescue: bool = False
+    bwlimit: int | None = None  # bytes/s
+    checkpoint_interval: float = 2.0
+
+
+@dataclass
+class Outcome:
+    digest: str | None  # None when parts were left alone (incremental copy)
+    snapshot: Snapshot
+    bad: list[Range] = field(default_factory=list)
+
+
+class Transfer:
+    def __init__(
+        self,
+        source: Endpoint,
+        target: Endpoint,
+        *,
+        size: int | None = None,
+        settings: Settings | None = None,
+        target_zero: bool = False,
+        free: Iterable[Range] = (),
+        done: Mapping[int, bytes | None] | None = None,
+        on_durable: Callable[[list[Completion]], None] = lambda batch: None,
+        reporter: Reporter | None = None,
+    ) -> None:
+        self.source, self.target = source, target
+        self.size = source.size if size is None else size
+        self.settings = settings or Settings()
+        self.target_zero = target_zero
+        self.free = list(free)
+        self.done = dict(done or {})
+        self.on_durable = on_durable
+        self.reporter = reporter or QuietReporter()
+
+    def run(self) -> Outcome:
+        size = self.size
+        found = self._extents(size)
+        connections = self.settings.connections
+        if not (self.source.multi_conn and self.target.multi_conn):
+            connections = 1
+        depth = max(1, self.settings.requests)
+        work: queue.Queue[BlockWork | None] = queue.Queue(maxsize=connections * depth * 2)
+        durable: queue.SimpleQueue[list[Completion]] = queue.SimpleQueue()
+        stop = threading.Event()
+        worker_settings = WorkerSettings(
+            depth=depth,
+            target_zero=self.target_zero,
+            rescue=self.settings.rescue,
+            checkpoint_interval=self.settings.checkpoint_interval,
+            limiter=TokenBucket(self.settings.bwlimit) if self.settings.bwlimit else None,
+        )
+        workers = [
+            Worker(src, dst, work, durable, stop, worker_settings)
+            for src, dst in self._handles(connections)
+        ]
+        producer = _Producer(found, size, self.done, self.target_zero, work, durable, stop)
+        producer.consumers = len(workers)
+        resumed = sum(blockhash.block_length(i, size) for i in self.done)
+        digest = blockhash.DiskDigest(size)
+        for index, block in self.done.items():
+            digest.add(index, block)
+        unknown = False
+        bad: list[Range] = []
+        counters = [producer.counters] + [w.counters for w in workers]
+        started = time.monotonic()
+
+        def collect(timeout: float) -> None:
+            nonlocal unknown
+            try:
+                batch = durable.get(timeout=timeout)
+            except queue.Empty:
+                return
+            for completion in batch:
+                if completion.digest is None:
+                    unknown = True
+                else:
+                    digest.add(completion.index, completion.digest)
+                bad.extend(completion.bad)
+            self.on_durable(batch)
+
+        threads: list[threading.Thread] = [producer, *workers]
+        try:
+            for thread in threads:
+                thread.start()
+            while any(t.is_alive() for t in threads):
+                collect(0.25)
+                self.reporter.update(
+                    Snapshot.of(counters, size, resumed, time.monotonic() - started)
+                )
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            for thread in threads:
+                thread.join()
+            while not durable.empty():
+                collect(0)
+            for worker in workers[1:]:
+                worker.source.close()
+                worker.target.close()
+        snap = Snapshot.of(counters, size, resumed, time.monotonic() - started)
+        self.reporter.close(snap)
+        for thread in threads:
+            error = getattr(thread, "error", None)
+            if error is not None:
+                raise error
+        return Outcome(None if unknown else digest.hexdigest(), snap, ext.coalesce(bad))
+
+    def _extents(self, size: int) -> list[Extent]:
+        found: Iterator[Extent] = ext.merge(self.source.extents(0, size))
+        if self.free:
+            found = ext.merge(ext.overlay(found, self.free, Kind.ZERO))
+        return list(found)
+
+    def _handles(self, connections: int) -> list[tuple[Endpoint, Endpoint]]:
+        """The first worker uses the endpoints themselves, the others clones."""
+        pairs = [(self.source, self.target)]
+        try:
+            for _ in range(connections - 1):
+                pairs.append((self.source.clone(), self.target.clone()))
+        except BaseException:
+            for src, dst in pairs[1:]:
+                src.close()
+                dst.close()
+            raise
+        return pairs
+
+
+class _Producer(threading.Thread):
+    """Turns extents into block work; finishes blocks that need no I/O itself."""
+
+    def __init__(
+        self,
+        found: list[Extent],
+        size: int,
+        done: Mapping[int, bytes | None],
+        target_zero: bool,
+        work: queue.Queue[BlockWork | None],
+        durable: queue.SimpleQueue[list[Completion]],
+        stop: threading.Event,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.found, self.size, self.done = found, size, done
+        self.target_zero = target_zero
+        self.work, self.durable, self.stop = work, durable, stop
+        self.counters = Counters()
+        self.error: BaseException | None = None
+        self.consumers = 1
+
+    def run(self) -> None:
+        try:
+            self._produce()
+        except BaseException as e:
+            self.error = e
+            self.stop.set()
+        finally:
+            self._finish_queue()
+
+    def _produce(self) -> None:
+        batch: list[Completion] = []
+        for block in plan_blocks(self.found, self.size):
+            if self.stop.is_set():
+                return
+            if block.index in self.done:
+                continue
+            if not block.reads and (self.target_zero or not block.zeros):
+                # Nothing to read or write: zeros on a zero target, or clean blocks.
+                zero = block.skipped == 0
+                batch.append(
+                    Completion(block.index, blockhash.zero_block(block.length) if zero else None)
+                )
+                self.counters.add(zeroed=block.length - block.skipped, skipped=block.skipped)
+                if len(batch) >= 256:
+                    self.durable.put(batch)
+                    batch = []
+                continue
+            if batch:
+                self.durable.put(batch)
+                batch = []
+            self._put(block)
+        if batch:
+            self.durable.put(batch)
+
+    def _put(self, item: BlockWork | None) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.work.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _finish_queue(self) -> None:
+        for _ in range(self.consumers):  # one end marker per worker
+            if not self._put(None):
+                return  # stopping: workers stop on their own

@@ -1,0 +1,244 @@
+"""Copy jobs: open the endpoints, record the job, run the engine, verify, resume.
+
+This is what `p2v copy` and `p2v checksum` call, and what the other pipelines
+(convert, clone, migrate, backup) use to move a disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2v.errors import InputError, TransferError
+from p2v.journal import Journal
+from p2v.transfer.endpoints import Endpoint, open_source, open_target
+from p2v.transfer.endpoints.null import NullEndpoint
+from p2v.transfer.engine import Outcome, Settings, Transfer
+from p2v.transfer.progress import QuietReporter, Reporter
+from p2v.transfer.worker import Completion, SourceReadError, TargetWriteError
+
+REQUEST_VERSION = 1
+
+
+@dataclass
+class CopyRequest:
+    source: str
+    target: str
+    input_format: str | None = None
+    output_format: str | None = None
+    overwrite: bool = False
+    dirty_bitmap: str | None = None
+    rescue: bool = False
+    verify: bool = False
+    connections: int = 4
+    requests: int = 4
+    bwlimit: int | None = None
+    free: list[tuple[int, int]] = field(default_factory=list)  # (offset, length) known free
+
+    def settings(self) -> Settings:
+        return Settings(
+            connections=self.connections,
+            requests=self.requests,
+            rescue=self.rescue,
+            bwlimit=self.bwlimit,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": REQUEST_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CopyRequest:
+        if data.get("version") != REQUEST_VERSION:
+            raise InputError(f"copy request version {data.get('version')} is not supported")
+        fields = {k: v for k, v in data.items() if k != "version"}
+        fields["free"] = [tuple(r) for r in fields.get("free", [])]
+        return cls(**fields)
+
+
+@dataclass
+class CopyResult:
+    job_id: str
+    source: str
+    target: str
+    size: int
+    digest: str | None
+    copied: int
+    zeroed: int
+    skipped: int
+    resumed: int
+    elapsed: float
+    bad: list[tuple[int, int]]  # (offset, length) filled with zeros by --rescue
+    verified: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def copy(request: CopyRequest, journal: Journal, reporter: Reporter | None = None) -> CopyResult:
+    source = open_source(
+        request.source, input_format=request.input_format, bitmap=request.dirty_bitmap
+    )
+    try:
+        incremental = request.dirty_bitmap is not None
+        target = open_target(
+            request.target,
+            source.size,
+            output_format=request.output_format,
+            overwrite=request.overwrite,
+            existing=incremental,
+        )
+        try:
+            job = journal.create("copy", {"request": request.to_json(), "size": source.size})
+            target_zero = not incremental and target.known_zero()
+            return _run(job.id, request, source, target, journal, reporter, {}, target_zero)
+        finally:
+            target.close()
+    finally:
+        source.close()
+
+
+def resume(
+    job_id: str,
+    journal: Journal,
+    reporter: Reporter | None = None,
+    bwlimit: int | None = None,
+) -> CopyResult:
+    job = journal.get(job_id)
+    if job.kind != "copy":
+        raise InputError(f"job {job_id} is a {job.kind} job, not a copy")
+    if job.state == "done":
+        raise InputError(f"job {job_id} is already done")
+    if job.state == "running" and not job.interrupted:
+        raise InputError(f"job {job_id} is still running (pid {job.pid})")
+    request = CopyRequest.from_json(job.params["request"])
+    if bwlimit is not None:
+        request.bwlimit = bwlimit
+    source = open_source(
+        request.source, input_format=request.input_format, bitmap=request.dirty_bitmap
+    )
+    try:
+        if source.size != job.params["size"]:
+            raise InputError(
+                f"source {source.name} is now {source.size} bytes, not {job.params['size']} "
+                "as when the job started; start a new copy"
+            )
+        target = open_target(
+            request.target, source.size, output_format=request.output_format, existing=True
+        )
+        try:
+            journal.claim(job_id)
+            done = journal.blocks(job_id)
+            return _run(job_id, request, source, target, journal, reporter, done, False)
+        finally:
+            target.close()
+    finally:
+        source.close()
+
+
+def _run(
+    job_id: str,
+    request: CopyRequest,
+    source: Endpoint,
+    target: Endpoint,
+    journal: Journal,
+    reporter: Reporter | None,
+    done: dict[int, bytes | None],
+    target_zero: bool,
+) -> CopyResult:
+    reporter = reporter or QuietReporter()
+    reporter.start(job_id, f"{source.name} -> {target.name}", source.size)
+
+    def record(batch: list[Completion]) -> None:
+        journal.record_blocks(
+            job_id,
+            ((c.index, c.digest) for c in batch),
+            ((lo, hi - lo) for c in batch for lo, hi in c.bad),
+        )
+
+    transfer = Transfer(
+        source,
+        target,
+        settings=request.settings(),
+        target_zero=target_zero,
+        free=[(offset, offset + length) for offset, length in request.free],
+        done=done,
+        on_durable=record,
+        reporter=reporter,
+    )
+    try:
+        outcome = transfer.run()
+    except (SourceReadError, TargetWriteError, OSError) as e:
+        journal.fail(job_id, str(e))
+        raise TransferError(str(e), job_id) from e
+    except KeyboardInterrupt:
+        journal.fail(job_id, "interrupted")
+        raise TransferError("interrupted", job_id) from None
+    except BaseException as e:
+        journal.fail(job_id, str(e) or type(e).__name__)
+        raise
+    result = _result(job_id, source, target, outcome, journal.bad_ranges(job_id))
+    if request.verify:
+        result.verified = verify(source, target, outcome.digest)
+        if not result.verified:
+            message = f"verification failed: {target.name} does not hold what was read"
+            journal.fail(job_id, message, result.to_json())
+            raise TransferError(message)
+    journal.finish(job_id, result.to_json())
+    return result
+
+
+def _result(
+    job_id: str, source: Endpoint, target: Endpoint, outcome: Outcome, bad: list[tuple[int, int]]
+) -> CopyResult:
+    snap = outcome.snapshot
+    return CopyResult(
+        job_id=job_id,
+        source=source.name,
+        target=target.name,
+        size=source.size,
+        digest=outcome.digest,
+        copied=snap.copied,
+        zeroed=snap.zeroed,
+        skipped=snap.skipped,
+        resumed=snap.resumed,
+        elapsed=round(snap.elapsed, 3),
+        bad=bad,
+    )
+
+
+def verify(source: Endpoint, target: Endpoint, digest: str | None) -> bool:
+    """Read the target back (not from the page cache) and compare digests."""
+    expected = digest or endpoint_digest(source)
+    target.forget_cache()
+    return endpoint_digest(target, size=source.size) == expected
+
+
+def endpoint_digest(
+    endpoint: Endpoint,
+    *,
+    size: int | None = None,
+    settings: Settings | None = None,
+    reporter: Reporter | None = None,
+) -> str:
+    """The block-hash digest of an endpoint's first `size` bytes (all by default)."""
+    outcome = Transfer(
+        endpoint,
+        NullEndpoint(endpoint.size if size is None else size),
+        size=size,
+        settings=settings,
+        target_zero=True,
+        reporter=reporter,
+    ).run()
+    assert outcome.digest is not None
+    return outcome.digest
+
+
+def checksum(
+    spec: str, *, input_format: str | None = None, reporter: Reporter | None = None
+) -> tuple[str, int]:
+    """(digest, size) of any source `p2v copy` accepts."""
+    with open_source(spec, input_format=input_format) as source:
+        if reporter:
+            reporter.start(None, f"checksum {source.name}", source.size)
+        return endpoint_digest(source, reporter=reporter), source.size

@@ -1,0 +1,303 @@
+"""A worker: one handle on each side, several blocks in flight, buffers reused.
+
+For each block the worker reads the pieces that hold data, hashes every piece,
+writes the runs of non-zero pieces and zeroes (or leaves as holes) the rest, then
+reports the block finished. Finished blocks become durable only after a flush of
+the target that started after their writes completed; only then are they handed
+to the engine for the journal.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2v.transfer import blockhash
+from p2v.transfer.endpoints.base import Endpoint
+from p2v.transfer.endpoints.nbd import wait_for_io
+from p2v.transfer.extents import Range, coalesce
+from p2v.transfer.plan import BlockWork, zero_runs
+from p2v.transfer.progress import Counters, TokenBucket
+
+READ_ATTEMPTS = 4  # a range is read this many times before it is split or declared bad
+
+
+class SourceReadError(Exception):
+    def __init__(self, source: str, bad: list[Range], cause: OSError) -> None:
+        spans = ", ".join(f"{lo}-{hi}" for lo, hi in bad[:8])
+        more = f" and {len(bad) - 8} more" if len(bad) > 8 else ""
+        super().__init__(
+            f"cannot read {source}: {cause.strerror} at byte ranges {spans}{more} "
+            f"(add --rescue to copy the rest and fill these with zeros)"
+        )
+        self.bad = bad
+
+
+class TargetWriteError(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class Completion:
+    index: int
+    digest: bytes | None  # None when parts of the block were left alone (incremental)
+    bad: list[Range] = field(default_factory=list)
+
+
+@dataclass
+class WorkerSettings:
+    depth: int  # blocks in flight
+    target_zero: bool  # the target reads as zeros: zero runs need no writes
+    rescue: bool
+    checkpoint_interval: float
+    limiter: TokenBucket | None = None
+
+
+_READING, _WRITING = "reading", "writing"
+
+
+class _Slot:
+    """One block in flight and the buffer it owns for the whole copy."""
+
+    def __init__(self) -> None:
+        self.view = memoryview(bytearray(blockhash.BLOCK_SIZE))
+        self.work: BlockWork | None = None
+
+    def begin(self, work: BlockWork) -> None:
+        self.work = work
+        self.stage = _READING
+        self.pending = 0
+        self.failures: list[tuple[Range, OSError]] = []
+        self.attempts: dict[Range, int] = {}
+        self.bad: list[tuple[Range, OSError]] = []
+        self.write_error: OSError | None = None
+        self.digest: bytes | None = None
+        self.copied = 0
+
+
+class Worker(threading.Thread):
+    def __init__(
+        self,
+        source: Endpoint,
+        target: Endpoint,
+        work: queue.Queue[BlockWork | None],
+        durable: queue.SimpleQueue[list[Completion]],
+        stop: threading.Event,
+        settings: WorkerSettings,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.source, self.target = source, target
+        self.work, self.durable, self.stop, self.settings = work, durable, stop, settings
+        self.counters = Counters()
+        self.error: BaseException | None = None
+        self._handles = [source.nbd_handle(), target.nbd_handle()]
+        self._unflushed: list[Completion] = []
+        self._flushing = False
+        self._flush_error: OSError | None = None
+        self._last_flush = time.monotonic()
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:
+            self.error = e
+            self.stop.set()
+        finally:
+            self._drain()
+
+    def _loop(self) -> None:
+        free = [_Slot() for _ in range(self.settings.depth)]
+        active: list[_Slot] = []
+        exhausted = False
+        while True:
+            while free and not exhausted and not self.stop.is_set():
+                item = self._take(wait=not active)
+                if item is _EMPTY:
+                    break
+                if item is None:
+                    exhausted = True
+                    break
+                slot = free.pop()
+                active.append(slot)
+                self._start(slot, item)
+            for slot in [s for s in active if s.pending == 0]:
+                if self._advance(slot):
+                    active.remove(slot)
+                    free.append(slot)
+            if self._flush_error:
+                raise TargetWriteError(f"flushing {self.target.name}: {self._flush_error.strerror}")
+            if not active and (exhausted or self.stop.is_set()):
+                break
+            if active and all(s.pending for s in active):
+                wait_for_io(self._handles, 0.5)
+            self._checkpoint(force=False)
+        self._checkpoint(force=True)
+        while self._flushing:
+            wait_for_io(self._handles, 0.5)
+        if self._flush_error:
+            raise TargetWriteError(f"flushing {self.target.name}: {self._flush_error.strerror}")
+
+    def _take(self, wait: bool) -> Any:
+        while True:
+            try:
+                return self.work.get(timeout=0.2) if wait else self.work.get_nowait()
+            except queue.Empty:
+                if not wait or self.stop.is_set():
+                    return _EMPTY
+
+    # -- reading ------------------------------------------------------------
+
+    def _start(self, slot: _Slot, work: BlockWork) -> None:
+        slot.begin(work)
+        if self.settings.limiter:
+            self.settings.limiter.take(work.read_bytes)
+        for span in work.reads:
+            self._read(slot, span)
+
+    def _read(self, slot: _Slot, span: Range) -> None:
+        assert slot.work is not None
+        base = slot.work.start
+
+        def done(error: OSError | None) -> None:
+            slot.pending -= 1
+            if error:
+                slot.failures.append((span, error))
+
+        slot.pending += 1
+        self.source.start_read(slot.view[span[0] - base : span[1] - base], span[0], done)
+
+    def _retry(self, slot: _Slot) -> None:
+        """Read failed ranges again; split stubborn ones to find the bad pieces."""
+        failures, slot.failures = slot.failures, []
+        for span, error in failures:
+            attempt = slot.attempts.get(span, 0) + 1
+            slot.attempts[span] = attempt
+            if attempt < READ_ATTEMPTS:
+                time.sleep(0.05 * attempt)
+                self._read(slot, span)
+            elif span[1] - span[0] > blockhash.PIECE_SIZE:
+                for lo in range(span[0], span[1], blockhash.PIECE_SIZE):
+                    piece = (lo, min(lo + blockhash.PIECE_SIZE, span[1]))
+                    slot.attempts[piece] = READ_ATTEMPTS - 1  # one last try each
+                    self._read(slot, piece)
+            else:
+                slot.bad.append((span, error))
+
+    # -- hashing and writing ------------------------------------------------
+
+    def _advance(self, slot: _Slot) -> bool:
+        """Move a block with nothing in flight on; True once it is finished."""
+        if slot.stage == _READING:
+            if slot.failures:
+                self._retry(slot)
+                return False
+            if slot.bad:
+                self._handle_bad(slot)
+            self._hash_and_write(slot)
+            if slot.pending:
+                return False
+        if slot.write_error:
+            raise TargetWriteError(
+                f"writing {self.target.name}: {slot.write_error.strerror}"
+            ) from slot.write_error
+        self._finish(slot)
+        return True
+
+    def _handle_bad(self, slot: _Slot) -> None:
+        bad = coalesce(span for span, _ in slot.bad)
+        if not self.settings.rescue:
+            raise SourceReadError(self.source.name, bad, slot.bad[0][1])
+        assert slot.work is not None
+        for lo, hi in bad:
+            slot.view[lo - slot.work.start : hi - slot.work.start] = bytes(hi - lo)
+
+    def _hash_and_write(self, slot: _Slot) -> None:
+        work, view = slot.work, slot.view
+        assert work is not None
+        base, piece = work.start, blockhash.PIECE_SIZE
+        target_zero = self.settings.target_zero
+        digests: dict[int, bytes] = {}
+        writes: list[Range] = []
+        zeros: list[Range] = [] if target_zero else list(work.zeros)
+        for span in work.reads:
+            flags = []
+            for lo in range(span[0], span[1], piece):
+                n = min(piece, span[1] - lo)
+                digest = blockhash.piece_digest(view[lo - base : lo - base + n])
+                digests[(lo - base) // piece] = digest
+                flags.append(digest == blockhash.zero_piece(n))
+            data, zero = zero_runs(span, flags)
+            writes += data
+            if not target_zero:
+                zeros += zero
+        if not work.skipped:
+            lengths = blockhash.piece_lengths(work.length)
+            slot.digest = blockhash.block_digest(
+                digests.get(i) or blockhash.zero_piece(n) for i, n in enumerate(lengths)
+            )
+        slot.stage = _WRITING
+        slot.copied = sum(hi - lo for lo, hi in writes)
+        for lo, hi in writes:
+            slot.pending += 1
+            self.target.start_write(view[lo - base : hi - base], lo, self._write_done(slot))
+        for lo, hi in coalesce(zeros):
+            slot.pending += 1
+            self.target.start_zero(lo, hi - lo, self._write_done(slot))
+
+    @staticmethod
+    def _write_done(slot: _Slot) -> Any:
+        def done(error: OSError | None) -> None:
+            slot.pending -= 1
+            if error and not slot.write_error:
+                slot.write_error = error
+
+        return done
+
+    def _finish(self, slot: _Slot) -> None:
+        work = slot.work
+        assert work is not None
+        self.counters.add(
+            copied=slot.copied,
+            zeroed=work.length - slot.copied - work.skipped,
+            skipped=work.skipped,
+        )
+        bad = coalesce(span for span, _ in slot.bad)
+        self._unflushed.append(Completion(work.index, slot.digest, bad))
+        slot.work = None
+
+    # -- durability ---------------------------------------------------------
+
+    def _checkpoint(self, force: bool) -> None:
+        """Flush the target now and then; what was finished before is then durable."""
+        if self._flushing or not self._unflushed:
+            return
+        if not force and time.monotonic() - self._last_flush < self.settings.checkpoint_interval:
+            return
+        batch, self._unflushed = self._unflushed, []
+        self._flushing = True
+        self._last_flush = time.monotonic()
+
+        def done(error: OSError | None) -> None:
+            self._flushing = False
+            if error:
+                self._flush_error = error
+            else:
+                self.durable.put(batch)
+
+        self.target.start_flush(done)
+
+    def _drain(self) -> None:
+        """Wait for commands still in flight: their buffers must outlive them."""
+        deadline = time.monotonic() + 60
+        handles = [h for h in self._handles if h is not None]
+        while any(h.aio_in_flight() for h in handles) and time.monotonic() < deadline:
+            try:
+                wait_for_io(handles, 0.5)
+            except Exception:  # the connection broke; nothing more will complete
+                return
+
+
+_EMPTY = object()
