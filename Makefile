@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PACKAGES := p2v agent imagebuilder
 
-.PHONY: setup lint typecheck test test-unit test-integration test-e2e demo fixtures clean
+.PHONY: setup lint typecheck test test-unit test-integration test-e2e demo fixtures bench clean
 
 setup:
 	@scripts/setup-host.sh
@@ -32,6 +32,10 @@ test-unit: setup
 demo: setup
 	$(VENV)/bin/p2v doctor
 	$(PY) -m tests.fixtures bios-ext4 --boot
+
+# Benchmarks against peer tools (minutes; not part of `make test`).
+bench: setup
+	$(PY) -m bench.transfer
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

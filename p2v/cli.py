@@ -8,13 +8,15 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from p2v import __version__, accel, doctor
+from p2v import __version__
 from p2v.commands import transfer
 from p2v.errors import P2VError
-from p2v.virt import DEFAULT_URI
+from p2v.virt import DEFAULT_URI  # libvirt itself loads only on connect
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
+    from p2v import accel, doctor
+
     checks = doctor.run_checks(args.connect, with_appliance=not args.no_appliance)
     healthy = all(check.ok for check in checks)
     if args.json:

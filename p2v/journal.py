@@ -202,5 +202,4 @@ def _alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    # Our own pid recorded by an earlier process means that process is gone.
-    return pid != os.getpid()
+    return True

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from p2v.errors import InputError
-from p2v.journal import Journal
-from p2v.transfer import blockhash, jobs
-from p2v.transfer.endpoints import TARGET_FORMATS
-from p2v.transfer.progress import BarReporter, JsonReporter, QuietReporter, Reporter
+from p2v.transfer import TARGET_FORMATS, blockhash
 from p2v.units import format_size, parse_size
+
+if TYPE_CHECKING:
+    from p2v.transfer.progress import Reporter
+
+# The engine and its libraries load only when a verb runs: `p2v --help` stays quick.
 
 _ENDPOINTS = """\
 endpoints:
@@ -94,12 +96,18 @@ def register(verbs: Any) -> None:
 
 
 def _reporter(args: argparse.Namespace) -> Reporter:
+    from p2v.transfer.progress import BarReporter, JsonReporter, QuietReporter
+
     if args.json:
         return JsonReporter()
     return BarReporter() if sys.stderr.isatty() else QuietReporter()
 
 
 def _cmd_copy(args: argparse.Namespace) -> int:
+    from p2v.journal import Journal
+    from p2v.transfer import jobs
+    from p2v.transfer.progress import JsonReporter
+
     reporter = _reporter(args)
     journal = Journal()
     try:
@@ -149,6 +157,9 @@ def _cmd_copy(args: argparse.Namespace) -> int:
 
 
 def _cmd_checksum(args: argparse.Namespace) -> int:
+    from p2v.transfer import jobs
+    from p2v.transfer.progress import BarReporter, QuietReporter
+
     reporter = BarReporter() if sys.stderr.isatty() and not args.json else QuietReporter()
     digest, size = jobs.checksum(args.source, input_format=args.input_format, reporter=reporter)
     if args.json:

@@ -6,3 +6,5 @@ blockhash   the format-independent digest
 worker      one connection per side, several blocks in flight; engine runs them
 jobs        copy / resume / checksum with the journal
 """
+
+TARGET_FORMATS = ("raw", "qcow2")  # formats a new target can be written in

@@ -73,7 +73,8 @@ class Transfer:
             connections = 1
         depth = max(1, self.settings.requests)
         work: queue.Queue[BlockWork | None] = queue.Queue(maxsize=connections * depth * 2)
-        durable: queue.SimpleQueue[list[Completion]] = queue.SimpleQueue()
+        # Durable blocks, and None from each thread as it ends.
+        durable: queue.SimpleQueue[list[Completion] | None] = queue.SimpleQueue()
         stop = threading.Event()
         worker_settings = WorkerSettings(
             depth=depth,
@@ -97,11 +98,16 @@ class Transfer:
         counters = [producer.counters] + [w.counters for w in workers]
         started = time.monotonic()
 
+        finished = 0
+
         def collect(timeout: float) -> None:
-            nonlocal unknown
+            nonlocal unknown, finished
             try:
                 batch = durable.get(timeout=timeout)
             except queue.Empty:
+                return
+            if batch is None:  # a thread has ended
+                finished += 1
                 return
             for completion in batch:
                 if completion.digest is None:
@@ -115,8 +121,8 @@ class Transfer:
         try:
             for thread in threads:
                 thread.start()
-            while any(t.is_alive() for t in threads):
-                collect(0.25)
+            while finished < len(threads):
+                collect(0.5)
                 self.reporter.update(
                     Snapshot.of(counters, size, resumed, time.monotonic() - started)
                 )
@@ -169,7 +175,7 @@ class _Producer(threading.Thread):
         done: Mapping[int, bytes | None],
         target_zero: bool,
         work: queue.Queue[BlockWork | None],
-        durable: queue.SimpleQueue[list[Completion]],
+        durable: queue.SimpleQueue[list[Completion] | None],
         stop: threading.Event,
     ) -> None:
         super().__init__(daemon=True)
@@ -188,6 +194,7 @@ class _Producer(threading.Thread):
             self.stop.set()
         finally:
             self._finish_queue()
+            self.durable.put(None)
 
     def _produce(self) -> None:
         batch: list[Completion] = []

@@ -67,6 +67,7 @@ class CopyResult:
     zeroed: int
     skipped: int
     resumed: int
+    retried: int
     elapsed: float
     bad: list[tuple[int, int]]  # (offset, length) filled with zeros by --rescue
     verified: bool | None = None
@@ -179,7 +180,11 @@ def _run(
         raise
     result = _result(job_id, source, target, outcome, journal.bad_ranges(job_id))
     if request.verify:
-        result.verified = verify(source, target, outcome.digest)
+        expected = outcome.digest
+        if expected is None:  # incremental: the whole source, not just what was dirty
+            with open_source(request.source, input_format=request.input_format) as whole:
+                expected = endpoint_digest(whole)
+        result.verified = verify(target, expected, source.size)
         if not result.verified:
             message = f"verification failed: {target.name} does not hold what was read"
             journal.fail(job_id, message, result.to_json())
@@ -202,16 +207,16 @@ def _result(
         zeroed=snap.zeroed,
         skipped=snap.skipped,
         resumed=snap.resumed,
+        retried=snap.retried,
         elapsed=round(snap.elapsed, 3),
         bad=bad,
     )
 
 
-def verify(source: Endpoint, target: Endpoint, digest: str | None) -> bool:
+def verify(target: Endpoint, expected: str, size: int) -> bool:
     """Read the target back (not from the page cache) and compare digests."""
-    expected = digest or endpoint_digest(source)
     target.forget_cache()
-    return endpoint_digest(target, size=source.size) == expected
+    return endpoint_digest(target, size=size) == expected
 
 
 def endpoint_digest(

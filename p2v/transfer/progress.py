@@ -13,8 +13,6 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, TextIO
 
-from tqdm import tqdm
-
 from p2v.units import format_size
 
 
@@ -25,6 +23,7 @@ class Counters:
         self.copied = 0  # data written
         self.zeroed = 0  # zeros found and left as holes or zeroed
         self.skipped = 0  # left alone: free space, clean in an incremental copy
+        self.retried = 0  # reads issued again after an error
 
     def add(self, copied: int = 0, zeroed: int = 0, skipped: int = 0) -> None:
         self.copied += copied
@@ -39,6 +38,7 @@ class Snapshot:
     zeroed: int = 0
     skipped: int = 0
     resumed: int = 0  # finished by an earlier run of the same job
+    retried: int = 0
     elapsed: float = 0.0
 
     @property
@@ -57,6 +57,7 @@ class Snapshot:
             zeroed=sum(c.zeroed for c in counters),
             skipped=sum(c.skipped for c in counters),
             resumed=resumed,
+            retried=sum(c.retried for c in counters),
             elapsed=elapsed,
         )
 
@@ -95,6 +96,8 @@ class BarReporter:
         self._bar: Any = None
 
     def start(self, job_id: str | None, what: str, total: int) -> None:
+        from tqdm import tqdm  # only people watching a terminal need it
+
         self._bar = tqdm(
             total=total,
             unit="B",

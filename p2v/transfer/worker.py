@@ -9,6 +9,7 @@ to the engine for the journal.
 
 from __future__ import annotations
 
+import mmap
 import queue
 import threading
 import time
@@ -22,7 +23,7 @@ from p2v.transfer.extents import Range, coalesce
 from p2v.transfer.plan import BlockWork, zero_runs
 from p2v.transfer.progress import Counters, TokenBucket
 
-READ_ATTEMPTS = 4  # a range is read this many times before it is split or declared bad
+READ_ATTEMPTS = 5  # a range is read this many times before it is split or declared bad
 
 
 class SourceReadError(Exception):
@@ -63,7 +64,8 @@ class _Slot:
     """One block in flight and the buffer it owns for the whole copy."""
 
     def __init__(self) -> None:
-        self.view = memoryview(bytearray(blockhash.BLOCK_SIZE))
+        # mmap memory is page-aligned, as direct I/O needs.
+        self.view = memoryview(mmap.mmap(-1, blockhash.BLOCK_SIZE))
         self.work: BlockWork | None = None
 
     def begin(self, work: BlockWork) -> None:
@@ -84,7 +86,7 @@ class Worker(threading.Thread):
         source: Endpoint,
         target: Endpoint,
         work: queue.Queue[BlockWork | None],
-        durable: queue.SimpleQueue[list[Completion]],
+        durable: queue.SimpleQueue[list[Completion] | None],
         stop: threading.Event,
         settings: WorkerSettings,
     ) -> None:
@@ -107,6 +109,7 @@ class Worker(threading.Thread):
             self.stop.set()
         finally:
             self._drain()
+            self.durable.put(None)
 
     def _loop(self) -> None:
         free = [_Slot() for _ in range(self.settings.depth)]
@@ -175,6 +178,7 @@ class Worker(threading.Thread):
         for span, error in failures:
             attempt = slot.attempts.get(span, 0) + 1
             slot.attempts[span] = attempt
+            self.counters.retried += 1
             if attempt < READ_ATTEMPTS:
                 time.sleep(0.05 * attempt)
                 self._read(slot, span)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from p2v.errors import InputError
+from p2v.transfer import TARGET_FORMATS
 from p2v.transfer.endpoints.base import Endpoint
 from p2v.transfer.endpoints.file import FileEndpoint
 from p2v.transfer.endpoints.nbd import NbdEndpoint
@@ -27,7 +28,6 @@ from p2v.units import parse_size
 __all__ = ["Endpoint", "open_source", "open_target", "target_format"]
 
 _NBD_SCHEMES = ("nbd://", "nbds://", "nbd+unix://", "nbds+unix://", "nbd+vsock://", "nbds+vsock://")
-TARGET_FORMATS = ("raw", "qcow2")
 
 
 def is_nbd_uri(spec: str) -> bool:

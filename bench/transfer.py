@@ -1,0 +1,239 @@
+"""Benchmark: `p2v copy` against nbdcopy and qemu-img convert, same input, one run.
+
+The input is a 4 GiB raw image holding 1 GiB of random data in scattered chunks
+(64 KiB to 8 MiB), and a qcow2 copy of it. Cases: file to file, qcow2 to raw, and
+an NBD export (qemu-nbd) to a file. Before every run the output is removed and the
+page cache dropped, so each tool reads from the disk; every tool is asked to make
+its output durable (nbdcopy --flush, qemu-img -t writeback; p2v always flushes).
+Each figure is the median of several runs, the tools taking turns.
+
+    python -m bench.transfer [--dir DIR] [--runs N]
+
+Prints wall time, peak memory (the tool and its children, sampled) and the ratio
+to nbdcopy, and checks that every output has the source's digest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+SIZE = 4 << 30
+DATA = 1 << 30
+CHUNKS = [64 << 10, 256 << 10, 1 << 20, 4 << 20, 8 << 20]
+P2V = [sys.executable, "-m", "p2v.cli"]
+
+
+@dataclass
+class Measure:
+    walls: list[float] = field(default_factory=list)
+    peaks: list[int] = field(default_factory=list)
+    digests_ok: list[bool] = field(default_factory=list)
+
+
+def make_source(path: Path, seed: int = 42) -> None:
+    """Chunks of random data separated by random gaps, never overlapping."""
+    rng = random.Random(seed)
+    sizes: list[int] = []
+    while sum(sizes) < DATA:
+        sizes.append(min(rng.choice(CHUNKS), DATA - sum(sizes)))
+    cuts = sorted(rng.randrange(0, (SIZE - DATA) // 4096) * 4096 for _ in sizes)
+    gaps = [b - a for a, b in zip([0, *cuts], cuts, strict=False)]
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.truncate(SIZE)
+        pos = 0
+        for gap, size in zip(gaps, sizes, strict=True):
+            pos += gap
+            f.seek(pos)
+            f.write(rng.randbytes(size))
+            pos += size
+    tmp.rename(path)
+
+
+def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """Wall time and peak RSS of a command and all its children."""
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        root = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                procs = [root, *root.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in procs))
+            except psutil.Error:
+                pass
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, err = proc.communicate()
+    wall = time.monotonic() - started
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{err.decode(errors='replace')}")
+    return wall, peak
+
+
+def digest(path: str, env: dict[str, str]) -> str:
+    out = subprocess.run(
+        [*P2V, "checksum", path], env=env, capture_output=True, text=True, check=True
+    )
+    return out.stdout.split()[0]
+
+
+def drop_caches() -> None:
+    os.sync()
+    if os.geteuid() == 0:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=Path("/var/tmp/p2v-bench"))
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    for tool in ("nbdcopy", "qemu-img", "qemu-nbd"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing; run `make setup`")
+    work: Path = args.dir
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "P2V_HOME": str(work / "home")}
+    raw, qcow2, out = work / "source.raw", work / "source.qcow2", str(work / "out.raw")
+    if not raw.exists():
+        print(f"making {raw} (4 GiB, 1 GiB of data) ...", flush=True)
+        make_source(raw)
+    if not qcow2.exists():
+        subprocess.run(
+            ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2) + ".tmp"],
+            check=True,
+        )
+        os.rename(str(qcow2) + ".tmp", qcow2)
+    expected = digest(str(raw), env)
+    sock = work / "nbd.sock"
+    server = subprocess.Popen(
+        ["qemu-nbd", "-r", "-f", "raw", "--shared=8", "-t", f"--socket={sock}", str(raw)]
+    )
+    try:
+        while not sock.exists():
+            time.sleep(0.05)
+        uri = f"nbd+unix:///?socket={sock}"
+        cases = {
+            "file -> file": {
+                "p2v copy": [*P2V, "copy", str(raw), out],
+                "nbdcopy": ["nbdcopy", "--flush", str(raw), out],
+                "qemu-img": [
+                    "qemu-img",
+                    "convert",
+                    "-t",
+                    "writeback",
+                    "-f",
+                    "raw",
+                    str(raw),
+                    "-O",
+                    "raw",
+                    out,
+                ],
+            },
+            "qcow2 -> raw": {
+                "p2v copy": [*P2V, "copy", str(qcow2), out],
+                "nbdcopy": [
+                    "nbdcopy",
+                    "--flush",
+                    "--",
+                    "[",
+                    "qemu-nbd",
+                    "-r",
+                    "-f",
+                    "qcow2",
+                    str(qcow2),
+                    "]",
+                    out,
+                ],
+                "qemu-img": [
+                    "qemu-img",
+                    "convert",
+                    "-t",
+                    "writeback",
+                    "-f",
+                    "qcow2",
+                    str(qcow2),
+                    "-O",
+                    "raw",
+                    out,
+                ],
+            },
+            "nbd -> file": {
+                "p2v copy": [*P2V, "copy", uri, out],
+                "nbdcopy": ["nbdcopy", "--flush", uri, out],
+                "qemu-img": [
+                    "qemu-img",
+                    "convert",
+                    "-t",
+                    "writeback",
+                    "-f",
+                    "raw",
+                    uri,
+                    "-O",
+                    "raw",
+                    out,
+                ],
+            },
+        }
+        results: dict[tuple[str, str], Measure] = {}
+        for case, tools in cases.items():
+            names = list(tools)
+            for run in range(args.runs):
+                for name in names[run % len(names) :] + names[: run % len(names)]:
+                    if os.path.exists(out):
+                        os.unlink(out)
+                    drop_caches()
+                    wall, peak = run_measured(tools[name], env)
+                    m = results.setdefault((case, name), Measure())
+                    m.walls.append(wall)
+                    m.peaks.append(peak)
+                    m.digests_ok.append(digest(out, env) == expected)
+                    print(f"  {case:<13} {name:<9} run {run + 1}: {wall:6.2f} s", flush=True)
+    finally:
+        server.terminate()
+        server.wait()
+        if os.path.exists(out):
+            os.unlink(out)
+    print()
+    print(f"source digest {expected}")
+    header = f"{'case':<14}{'tool':<10}{'wall s':>8}{'peak MiB':>10}{'vs nbdcopy':>12}  digest"
+    print(header)
+    print("-" * len(header))
+    failed = False
+    for case, tools in cases.items():
+        base = statistics.median(results[(case, "nbdcopy")].walls)
+        for name in tools:
+            m = results[(case, name)]
+            wall = statistics.median(m.walls)
+            ok = all(m.digests_ok)
+            failed |= not ok
+            print(
+                f"{case:<14}{name:<10}{wall:>8.2f}{max(m.peaks) / 2**20:>10.0f}"
+                f"{wall / base:>11.2f}x  {'same' if ok else 'DIFFERENT'}"
+            )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""`p2v copy` and `p2v checksum` against real files, qemu-nbd and qemu-img."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_programs
+from tests.integration.transfer.disks import (
+    MiB,
+    allocated,
+    copy_json,
+    digest,
+    make_disk,
+    p2v,
+    qemu_nbd,
+)
+
+SIZE = 64 * MiB
+# Data at odd offsets, across a block boundary, and in the disk's last bytes.
+CHUNKS = [(0, MiB), (10 * MiB + 12345, 3 * MiB), (SIZE - 100 * 1024, 100 * 1024)]
+
+
+@pytest.fixture(autouse=True)
+def _tools() -> None:
+    require_programs("qemu-img", "qemu-nbd", "qemu-io", "nbdkit")
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    path = tmp_path / "source.raw"
+    make_disk(path, SIZE, CHUNKS)
+    # An allocated run of zeros inside data: read, found zero, not written.
+    with open(path, "r+b") as f:
+        f.seek(30 * MiB)
+        f.write(bytes(2 * MiB))
+    return path
+
+
+def unchanged(path: Path, before: tuple[str, float]) -> bool:
+    return (digest(path), os.stat(path).st_mtime) == before
+
+
+def test_copy_gives_the_same_bytes_sparse_and_the_same_digest(source: Path, tmp_path: Path) -> None:
+    before = (digest(source), os.stat(source).st_mtime)
+    target = tmp_path / "copy.raw"
+    done = copy_json(str(source), str(target))
+    assert target.read_bytes() == source.read_bytes()
+    assert done["digest"] == before[0]
+    data = sum(length for _, length in CHUNKS)
+    edges = 4 * 64 * 1024  # data is written in whole 64 KiB pieces
+    assert done["copied"] <= data + edges
+    assert allocated(source) >= data + 2 * MiB
+    assert allocated(target) <= data + edges  # holes and the zero run stayed holes
+    assert unchanged(source, before)
+
+
+def test_raw_and_qcow2_of_one_disk_have_one_digest(source: Path, tmp_path: Path) -> None:
+    before = (digest(source), os.stat(source).st_mtime)
+    qcow2 = tmp_path / "peer.qcow2"
+    subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(source), str(qcow2)], check=True)
+    assert digest(qcow2) == before[0]
+
+    ours = tmp_path / "ours.qcow2"
+    assert copy_json(str(source), str(ours))["digest"] == before[0]
+    assert (
+        json.loads(subprocess.check_output(["qemu-img", "info", "--output=json", str(ours)]))[
+            "format"
+        ]
+        == "qcow2"
+    )
+    subprocess.run(["qemu-img", "compare", "-q", str(source), str(ours)], check=True)
+    back = tmp_path / "back.raw"
+    assert copy_json(str(ours), str(back), "--verify")["verified"] is True
+    assert back.read_bytes() == source.read_bytes()
+    assert unchanged(source, before)
+
+
+def test_nbd_exports_as_source_and_as_target(source: Path, tmp_path: Path) -> None:
+    before = (digest(source), os.stat(source).st_mtime)
+    with qemu_nbd(source, tmp_path / "src.sock", "raw", "--read-only") as uri:
+        assert digest(uri) == before[0]
+        out = tmp_path / "from-nbd.raw"
+        assert copy_json(uri, str(out))["digest"] == before[0]
+    assert out.read_bytes() == source.read_bytes()
+
+    target = tmp_path / "nbd-target.raw"
+    target.write_bytes(b"")
+    os.truncate(target, SIZE)
+    with qemu_nbd(target, tmp_path / "dst.sock") as uri:
+        assert copy_json(str(source), uri)["digest"] == before[0]
+    assert target.read_bytes() == source.read_bytes()
+    assert unchanged(source, before)
+
+
+def test_output_format_is_taken_from_the_option(source: Path, tmp_path: Path) -> None:
+    target = tmp_path / "disk.img"
+    copy_json(str(source), str(target), "--output-format", "qcow2")
+    info = json.loads(subprocess.check_output(["qemu-img", "info", "--output=json", str(target)]))
+    assert info["format"] == "qcow2"
+
+
+def test_free_ranges_are_not_read_and_read_as_zeros(source: Path, tmp_path: Path) -> None:
+    free = tmp_path / "free.json"
+    free.write_text(json.dumps([[10 * MiB, 4 * MiB]]))  # covers the middle chunk
+    target = tmp_path / "copy.raw"
+    done = copy_json(str(source), str(target), "--free-map", str(free))
+    expected = bytearray(source.read_bytes())
+    expected[10 * MiB : 14 * MiB] = bytes(4 * MiB)
+    assert target.read_bytes() == expected
+    assert done["digest"] == digest(target)
+    assert done["copied"] < 2 * MiB
+
+
+def test_null_target_and_null_source(source: Path) -> None:
+    assert copy_json(str(source), "null:")["digest"] == digest(source)
+    zeros = copy_json("null:8M", "null:")
+    assert zeros["copied"] == 0 and zeros["zeroed"] == 8 * MiB
+
+
+def test_incremental_copy_takes_only_what_the_dirty_bitmap_marks(tmp_path: Path) -> None:
+    base = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "64M"], check=True)
+    qemu_io(base, "write -P 0x11 0 4M", "write -P 0x22 20M 3M")
+    target = tmp_path / "backup.raw"
+    copy_json(str(base), str(target))
+    subprocess.run(["qemu-img", "bitmap", "--add", str(base), "since-backup"], check=True)
+    qemu_io(base, "write -P 0x33 1M 64k", "write -z 20M 1M", "write -P 0x44 40M 512k")
+
+    done = copy_json(str(base), str(target), "--dirty-bitmap", "since-backup", "--verify")
+    subprocess.run(["qemu-img", "compare", "-q", str(base), str(target)], check=True)
+    assert done["copied"] <= 64 * 1024 + 512 * 1024
+    assert done["skipped"] >= 60 * MiB
+    assert done["verified"] is True
+
+
+def qemu_io(image: Path, *commands: str) -> None:
+    argv = ["qemu-io", "-f", "qcow2"]
+    for command in commands:
+        argv += ["-c", command]
+    subprocess.run([*argv, str(image)], check=True, capture_output=True)
+
+
+# -- bad input: a clear error, and nothing lost ----------------------------
+
+
+def test_a_missing_source_is_named(tmp_path: Path) -> None:
+    done = p2v("copy", str(tmp_path / "nope.raw"), str(tmp_path / "out.raw"), check=False)
+    assert done.returncode == 2
+    assert "no such file or block device" in done.stderr
+    assert not (tmp_path / "out.raw").exists()
+
+
+def test_a_directory_is_not_a_source(tmp_path: Path) -> None:
+    done = p2v("checksum", str(tmp_path), check=False)
+    assert done.returncode == 2 and "is a directory" in done.stderr
+
+
+def test_an_existing_target_is_kept_unless_overwrite(source: Path, tmp_path: Path) -> None:
+    target = tmp_path / "precious.raw"
+    target.write_bytes(b"keep me")
+    done = p2v("copy", str(source), str(target), check=False)
+    assert done.returncode == 2 and "--overwrite" in done.stderr
+    assert target.read_bytes() == b"keep me"
+    copy_json(str(source), str(target), "--overwrite")
+    assert target.read_bytes() == source.read_bytes()
+
+
+def test_a_smaller_target_is_refused_before_copying(source: Path, tmp_path: Path) -> None:
+    target = tmp_path / "small.raw"
+    target.write_bytes(b"\x5a" * MiB)
+    with qemu_nbd(target, tmp_path / "small.sock") as uri:
+        done = p2v("copy", str(source), uri, check=False)
+    assert done.returncode == 2
+    assert "less than the source" in done.stderr
+    assert target.read_bytes() == b"\x5a" * MiB
+
+
+def test_a_read_only_export_is_refused_as_target(source: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.raw"
+    other.write_bytes(bytes(SIZE))
+    with qemu_nbd(other, tmp_path / "ro.sock", "raw", "--read-only") as uri:
+        done = p2v("copy", str(source), uri, check=False)
+    assert done.returncode != 0 and "read-only export" in done.stderr
+
+
+def test_an_unknown_job_cannot_be_resumed() -> None:
+    done = p2v("copy", "--resume", "copy-00000000", check=False)
+    assert done.returncode == 2 and "no job 'copy-00000000'" in done.stderr
