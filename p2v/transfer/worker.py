@@ -24,6 +24,7 @@ from p2v.transfer.plan import BlockWork, zero_runs
 from p2v.transfer.progress import Counters, TokenBucket
 
 READ_ATTEMPTS = 5  # a range is read this many times before it is split or declared bad
+RETRY_DELAY = 0.02  # seconds, times the attempt number
 
 
 class SourceReadError(Exception):
@@ -78,6 +79,7 @@ class _Slot:
         self.write_error: OSError | None = None
         self.digest: bytes | None = None
         self.copied = 0
+        self.retry_at = 0.0
 
 
 class Worker(threading.Thread):
@@ -130,18 +132,27 @@ class Worker(threading.Thread):
                 if self._advance(slot):
                     active.remove(slot)
                     free.append(slot)
-            if self._flush_error:
-                raise TargetWriteError(f"flushing {self.target.name}: {self._flush_error.strerror}")
+            self._check_flush()
             if not active and (exhausted or self.stop.is_set()):
                 break
-            if active and all(s.pending for s in active):
-                wait_for_io(self._handles, 0.5)
+            if active and all(s.pending or s.failures for s in active):
+                self._wait(active)
             self._checkpoint(force=False)
-        self._checkpoint(force=True)
-        while self._flushing:
-            wait_for_io(self._handles, 0.5)
-        if self._flush_error:
-            raise TargetWriteError(f"flushing {self.target.name}: {self._flush_error.strerror}")
+        # A flush may be in flight with more blocks finished after it started.
+        while self._unflushed or self._flushing:
+            self._checkpoint(force=True)
+            if self._flushing:
+                wait_for_io(self._handles, 0.5)
+            self._check_flush()
+
+    def _wait(self, active: list[_Slot]) -> None:
+        """Wait for I/O to complete, or for the next failed read's turn to retry."""
+        now = time.monotonic()
+        timeout = max(0.0, min([0.5, *(s.retry_at - now for s in active if not s.pending)]))
+        if any(s.pending for s in active):
+            wait_for_io(self._handles, timeout)
+        else:
+            time.sleep(timeout)
 
     def _take(self, wait: bool) -> Any:
         while True:
@@ -180,7 +191,6 @@ class Worker(threading.Thread):
             slot.attempts[span] = attempt
             self.counters.retried += 1
             if attempt < READ_ATTEMPTS:
-                time.sleep(0.05 * attempt)
                 self._read(slot, span)
             elif span[1] - span[0] > blockhash.PIECE_SIZE:
                 for lo in range(span[0], span[1], blockhash.PIECE_SIZE):
@@ -196,7 +206,14 @@ class Worker(threading.Thread):
         """Move a block with nothing in flight on; True once it is finished."""
         if slot.stage == _READING:
             if slot.failures:
-                self._retry(slot)
+                # Give a struggling disk a moment, without holding up other blocks.
+                now = time.monotonic()
+                if not slot.retry_at:
+                    attempts = max(slot.attempts.get(span, 0) for span, _ in slot.failures)
+                    slot.retry_at = now + RETRY_DELAY * (attempts + 1)
+                elif now >= slot.retry_at:
+                    slot.retry_at = 0.0
+                    self._retry(slot)
                 return False
             if slot.bad:
                 self._handle_bad(slot)
@@ -292,6 +309,10 @@ class Worker(threading.Thread):
                 self.durable.put(batch)
 
         self.target.start_flush(done)
+
+    def _check_flush(self) -> None:
+        if self._flush_error:
+            raise TargetWriteError(f"flushing {self.target.name}: {self._flush_error.strerror}")
 
     def _drain(self) -> None:
         """Wait for commands still in flight: their buffers must outlive them."""

@@ -8,8 +8,10 @@ to it like to any other server, with several connections when it allows them.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -20,6 +22,7 @@ from p2v.errors import ComponentError
 from p2v.qemu import find_program
 
 _START_TIMEOUT = 15.0
+_PR_SET_PDEATHSIG = 1
 CONNECTIONS = 8
 
 
@@ -64,7 +67,11 @@ class QemuNbdServer:
         if bitmap:
             argv.append(f"--bitmap={bitmap}")
         self._proc = subprocess.Popen(
-            [*argv, image], stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log
+            [*argv, image],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+            preexec_fn=_die_with_parent,
         )
         try:
             self._wait_ready(image)
@@ -95,6 +102,12 @@ class QemuNbdServer:
                 self._proc.wait()
         self._log.close()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when we die, even by kill -9, so the image is let go."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _last_line(text: str) -> str:

@@ -1,0 +1,80 @@
+"""Interrupted copies: kill -9 and a full disk, then `p2v copy --resume`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from p2v.transfer import blockhash
+from tests.conftest import require_root
+from tests.integration.transfer.disks import (
+    MiB,
+    copy_json,
+    digest,
+    journal_blocks,
+    make_disk,
+    p2v,
+    scattered,
+)
+
+
+def data_blocks(job: str) -> int:
+    zero = blockhash.zero_block()
+    return sum(1 for d in journal_blocks(job).values() if d not in (None, zero))
+
+
+def test_kill_9_then_resume_copies_only_what_was_not_durable(tmp_path: Path) -> None:
+    source = tmp_path / "source.raw"
+    data = make_disk(source, 256 * MiB, scattered(256 * MiB, 48, 2 * MiB))
+    before = (digest(source), os.stat(source).st_mtime)
+    target = tmp_path / "target.qcow2"
+    copy = subprocess.Popen(
+        [sys.executable, "-m", "p2v.cli", "copy", "--json", "--bwlimit", "24M", str(source), str(target)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert copy.stdout is not None
+    job = json.loads(copy.stdout.readline())["job"]
+    deadline = time.monotonic() + 60
+    while data_blocks(job) < 8:  # some blocks durable, most still to do
+        assert time.monotonic() < deadline and copy.poll() is None
+        time.sleep(0.2)
+    os.kill(copy.pid, signal.SIGKILL)
+    copy.wait()
+    durable = data_blocks(job)
+
+    history = p2v("copy", "--resume", job, "--json", check=False)
+    done = json.loads(history.stdout.splitlines()[-1])
+    assert done["event"] == "done", history.stderr
+    assert done["digest"] == before[0]
+    assert done["resumed"] >= durable * blockhash.BLOCK_SIZE
+    assert done["copied"] <= data - durable * 2 * MiB  # each data block holds 2 MiB
+    assert digest(target) == before[0]
+    assert (digest(source), os.stat(source).st_mtime) == before
+    again = p2v("copy", "--resume", job, check=False)
+    assert again.returncode == 2 and "already done" in again.stderr
+
+
+def test_a_full_disk_fails_the_job_and_resume_finishes_it(tmp_path: Path) -> None:
+    require_root("mounts a small tmpfs to fill up")
+    source = tmp_path / "source.raw"
+    make_disk(source, 128 * MiB, scattered(128 * MiB, 24, 2 * MiB))  # 48 MiB of data
+    before = digest(source)
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20M", "tmpfs", str(small)], check=True)
+    try:
+        failed = p2v("copy", str(source), str(small / "target.raw"), check=False)
+        assert failed.returncode == 5
+        assert "No space left on device" in failed.stderr
+        job = failed.stderr.split("p2v copy --resume ")[1].split("`")[0]
+        subprocess.run(["mount", "-o", "remount,size=200M", str(small)], check=True)
+        done = copy_json("--resume", job)
+        assert done["digest"] == before
+        assert digest(small / "target.raw") == before
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
