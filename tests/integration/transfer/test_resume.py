@@ -33,10 +33,10 @@ def test_kill_9_then_resume_copies_only_what_was_not_durable(tmp_path: Path) -> 
     data = make_disk(source, 256 * MiB, scattered(256 * MiB, 48, 2 * MiB))
     before = (digest(source), os.stat(source).st_mtime)
     target = tmp_path / "target.qcow2"
+    argv = ["copy", "--json", "--bwlimit", "24M", str(source), str(target)]
     copy = subprocess.Popen(
-        [sys.executable, "-m", "p2v.cli", "copy", "--json", "--bwlimit", "24M", str(source), str(target)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "p2v.cli", *argv], stdout=subprocess.PIPE, text=True
+    )
     assert copy.stdout is not None
     job = json.loads(copy.stdout.readline())["job"]
     deadline = time.monotonic() + 60
