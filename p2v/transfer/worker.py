@@ -102,6 +102,7 @@ class Worker(threading.Thread):
         self._flushing = False
         self._flush_error: OSError | None = None
         self._last_flush = time.monotonic()
+        self._completions = 0  # operations completed, to tell when waiting is over
 
     def run(self) -> None:
         try:
@@ -146,13 +147,16 @@ class Worker(threading.Thread):
             self._check_flush()
 
     def _wait(self, active: list[_Slot]) -> None:
-        """Wait for I/O to complete, or for the next failed read's turn to retry."""
+        """Wait until an operation completes, or the next failed read's turn to retry."""
         now = time.monotonic()
         timeout = max(0.0, min([0.5, *(s.retry_at - now for s in active if not s.pending)]))
-        if any(s.pending for s in active):
-            wait_for_io(self._handles, timeout)
-        else:
+        if not any(s.pending for s in active):
             time.sleep(timeout)
+            return
+        # A reply arrives in many pieces; this loop stays small while it does.
+        seen, deadline = self._completions, now + timeout
+        while self._completions == seen and time.monotonic() < deadline:
+            wait_for_io(self._handles, timeout)
 
     def _take(self, wait: bool) -> Any:
         while True:
@@ -177,6 +181,7 @@ class Worker(threading.Thread):
 
         def done(error: OSError | None) -> None:
             slot.pending -= 1
+            self._completions += 1
             if error:
                 slot.failures.append((span, error))
 
@@ -268,10 +273,10 @@ class Worker(threading.Thread):
             slot.pending += 1
             self.target.start_zero(lo, hi - lo, self._write_done(slot))
 
-    @staticmethod
-    def _write_done(slot: _Slot) -> Any:
+    def _write_done(self, slot: _Slot) -> Any:
         def done(error: OSError | None) -> None:
             slot.pending -= 1
+            self._completions += 1
             if error and not slot.write_error:
                 slot.write_error = error
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_programs
+from tests.conftest import require_programs, require_root
 from tests.integration.transfer.disks import (
     MiB,
     allocated,
@@ -191,3 +191,49 @@ def test_a_read_only_export_is_refused_as_target(source: Path, tmp_path: Path) -
 def test_an_unknown_job_cannot_be_resumed() -> None:
     done = p2v("copy", "--resume", "copy-00000000", check=False)
     assert done.returncode == 2 and "no job 'copy-00000000'" in done.stderr
+
+
+def test_tls_export_with_a_pre_shared_key(source: Path, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    (keys / "keys.psk").write_text("p2v:" + os.urandom(32).hex() + "\n")
+    sock = tmp_path / "tls.sock"
+    tls = ["--object", f"tls-creds-psk,id=tls0,endpoint=server,dir={keys}", "--tls-creds=tls0"]
+    with qemu_nbd(source, sock, "raw", "--read-only", *tls):
+        uri = f"nbds+unix://p2v@/?socket={sock}&tls-psk-file={keys / 'keys.psk'}"
+        assert copy_json(uri, str(tmp_path / "out.raw"))["digest"] == digest(source)
+        wrong = tmp_path / "wrong.psk"
+        wrong.write_text("p2v:" + os.urandom(32).hex() + "\n")
+        refused = p2v("checksum", uri.replace(str(keys / "keys.psk"), str(wrong)), check=False)
+        assert refused.returncode != 0 and "cannot open" in refused.stderr
+        plain = p2v("checksum", f"nbd+unix:///?socket={sock}", check=False)
+        assert plain.returncode != 0
+    assert (tmp_path / "out.raw").read_bytes() == source.read_bytes()
+
+
+def test_block_devices_as_source_and_target(source: Path, tmp_path: Path) -> None:
+    require_root("attaches loop devices")
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"\xee" * SIZE)  # not zero: zero ranges must really be zeroed
+    small = tmp_path / "small.img"
+    small.write_bytes(bytes(MiB))
+    devices = [losetup(source, "--read-only"), losetup(disk), losetup(small)]
+    try:
+        src, dst, tiny = devices
+        done = p2v("copy", src, dst, check=False)
+        assert done.returncode == 2 and "--overwrite" in done.stderr
+        assert copy_json(src, dst, "--overwrite")["digest"] == digest(source)
+        assert digest(dst) == digest(source)
+        refused = p2v("copy", src, tiny, "--overwrite", check=False)
+        assert refused.returncode == 2 and "less than the source" in refused.stderr
+    finally:
+        for device in devices:
+            subprocess.run(["losetup", "-d", device], check=False)
+    assert disk.read_bytes() == source.read_bytes()
+
+
+def losetup(image: Path, *options: str) -> str:
+    return subprocess.run(
+        ["losetup", "--find", "--show", *options, str(image)],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
