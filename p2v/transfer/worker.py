@@ -143,7 +143,10 @@ class Worker(threading.Thread):
         while self._unflushed or self._flushing:
             self._checkpoint(force=True)
             if self._flushing:
-                wait_for_io(self._handles, 0.5)
+                if any(h is not None and h.aio_in_flight() for h in self._handles):
+                    wait_for_io(self._handles, 0.5)
+                else:
+                    time.sleep(0.002)  # a local file's flush runs in its own thread
             self._check_flush()
 
     def _wait(self, active: list[_Slot]) -> None:

@@ -5,6 +5,8 @@ this interface. Data-path calls start an operation and report its end through a
 callback: NBD endpoints keep many operations in flight on one connection and
 complete them while the worker waits for I/O; local files complete at once.
 Each worker thread uses its own clone, so a clone is never shared between threads.
+Callbacks run in the worker's thread, except a flush's, which may come from another
+thread and must only set flags or fill thread-safe queues.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import ctypes
 import errno
 import os
 import stat
+import threading
 from collections.abc import Iterator
 
 from p2v.transfer.endpoints.base import Done, Endpoint, run_now
@@ -46,6 +47,7 @@ class FileEndpoint(Endpoint):
         self._owner = owner
         self._zero_by_writing = False
         self._direct = -1  # a second descriptor for direct reads, past the page cache
+        self._flusher = _Flusher(fd)  # shared by clones, like the descriptor
 
     @classmethod
     def open_source(cls, path: str) -> FileEndpoint:
@@ -158,15 +160,63 @@ class FileEndpoint(Endpoint):
             pos += chunk
 
     def start_flush(self, done: Done) -> None:
-        run_now(lambda: os.fdatasync(self.fd), done)
+        self._flusher.request(done)
 
     def forget_cache(self) -> None:
         os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
     def close(self) -> None:
         if self._owner and self.fd >= 0:
+            self._flusher.close()
             os.close(self.fd)
             self.fd = -1
             if self._direct >= 0:
                 os.close(self._direct)
                 self._direct = -1
+
+
+class _Flusher:
+    """fdatasync in a thread of its own, so that workers go on copying meanwhile.
+
+    Requests that arrive while a sync runs are all served by the next one. The
+    callbacks run in this thread, so they only set flags and fill queues.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._cond = threading.Condition()
+        self._waiting: list[Done] = []
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def request(self, done: Done) -> None:
+        with self._cond:
+            self._waiting.append(done)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._waiting and not self._closed:
+                    self._cond.wait()
+                if not self._waiting:
+                    return
+                batch, self._waiting = self._waiting, []
+            error: OSError | None = None
+            try:
+                os.fdatasync(self._fd)
+            except OSError as e:
+                error = e
+            for done in batch:
+                done(error)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
