@@ -9,8 +9,8 @@ Each figure is the median of several runs, the tools taking turns.
 
     python -m bench.transfer [--dir DIR] [--runs N]
 
-Prints wall time, peak memory (the tool and its children, sampled) and the ratio
-to nbdcopy, and checks that every output has the source's digest.
+Prints wall time, CPU time, peak memory (the tool and its children, sampled) and
+the ratio to nbdcopy, and checks that every output has the source's digest.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -39,6 +40,7 @@ P2V = [sys.executable, "-m", "p2v.cli"]
 class Measure:
     walls: list[float] = field(default_factory=list)
     peaks: list[int] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
     digests_ok: list[bool] = field(default_factory=list)
 
 
@@ -62,8 +64,9 @@ def make_source(path: Path, seed: int = 42) -> None:
     tmp.rename(path)
 
 
-def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Wall time and peak RSS of a command and all its children."""
+def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, int, float]:
+    """Wall time, peak RSS and CPU time of a command and all its children."""
+    cpu_before = _children_cpu()
     started = time.monotonic()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
@@ -78,7 +81,7 @@ def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
                 peak = max(peak, sum(p.memory_info().rss for p in procs))
             except psutil.Error:
                 pass
-            time.sleep(0.02)
+            time.sleep(0.1)  # walking /proc costs CPU the tools need
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -88,7 +91,12 @@ def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
     sampler.join()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed:\n{err.decode(errors='replace')}")
-    return wall, peak
+    return wall, peak, _children_cpu() - cpu_before
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def digest(path: str, env: dict[str, str]) -> str:
@@ -204,10 +212,11 @@ def main() -> int:
                     if os.path.exists(out):
                         os.unlink(out)
                     drop_caches()
-                    wall, peak = run_measured(tools[name], env)
+                    wall, peak, cpu = run_measured(tools[name], env)
                     m = results.setdefault((case, name), Measure())
                     m.walls.append(wall)
                     m.peaks.append(peak)
+                    m.cpus.append(cpu)
                     m.digests_ok.append(digest(out, env) == expected)
                     print(f"  {case:<13} {name:<9} run {run + 1}: {wall:6.2f} s", flush=True)
     finally:
@@ -217,7 +226,10 @@ def main() -> int:
             os.unlink(out)
     print()
     print(f"source digest {expected}")
-    header = f"{'case':<14}{'tool':<10}{'wall s':>8}{'peak MiB':>10}{'vs nbdcopy':>12}  digest"
+    header = (
+        f"{'case':<14}{'tool':<10}{'wall s':>8}{'cpu s':>7}{'peak MiB':>10}{'vs nbdcopy':>12}"
+        "  digest"
+    )
     print(header)
     print("-" * len(header))
     failed = False
@@ -229,7 +241,8 @@ def main() -> int:
             ok = all(m.digests_ok)
             failed |= not ok
             print(
-                f"{case:<14}{name:<10}{wall:>8.2f}{max(m.peaks) / 2**20:>10.0f}"
+                f"{case:<14}{name:<10}{wall:>8.2f}{statistics.median(m.cpus):>7.2f}"
+                f"{max(m.peaks) / 2**20:>10.0f}"
                 f"{wall / base:>11.2f}x  {'same' if ok else 'DIFFERENT'}"
             )
     return 1 if failed else 0

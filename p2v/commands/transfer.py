@@ -72,10 +72,17 @@ def register(verbs: Any) -> None:
     )
     p.add_argument("--bwlimit", metavar="RATE", type=parse_size, help="cap, in bytes/s (50M)")
     p.add_argument(
-        "--connections", type=int, default=4, metavar="N", help="NBD connections (default 4)"
+        "--connections",
+        type=int,
+        metavar="N",
+        help="connections to each side, one thread each (default: one per core, up to 4)",
     )
     p.add_argument(
-        "--requests", type=int, default=4, metavar="N", help="blocks in flight per connection"
+        "--requests",
+        type=int,
+        default=8,
+        metavar="N",
+        help="4 MiB blocks in flight per connection (default 8)",
     )
     p.add_argument(
         "--json", action="store_true", help="progress and result as JSON lines on stdout"
@@ -106,6 +113,7 @@ def _reporter(args: argparse.Namespace) -> Reporter:
 def _cmd_copy(args: argparse.Namespace) -> int:
     from p2v.journal import Journal
     from p2v.transfer import jobs
+    from p2v.transfer.engine import default_connections
     from p2v.transfer.progress import JsonReporter
 
     reporter = _reporter(args)
@@ -118,7 +126,7 @@ def _cmd_copy(args: argparse.Namespace) -> int:
         else:
             if not (args.source and args.target):
                 raise InputError("copy needs SRC and DST (or --resume JOB)")
-            if not 1 <= args.connections <= 16 or not 1 <= args.requests <= 64:
+            if not 1 <= (args.connections or 1) <= 16 or not 1 <= args.requests <= 64:
                 raise InputError("--connections must be 1-16 and --requests 1-64")
             request = jobs.CopyRequest(
                 source=args.source,
@@ -129,7 +137,7 @@ def _cmd_copy(args: argparse.Namespace) -> int:
                 dirty_bitmap=args.dirty_bitmap,
                 rescue=args.rescue,
                 verify=args.verify,
-                connections=args.connections,
+                connections=args.connections or default_connections(),
                 requests=args.requests,
                 bwlimit=args.bwlimit,
                 free=_free_map(args.free_map) if args.free_map else [],

@@ -11,6 +11,7 @@ The first error stops everything; what was durable by then is kept.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -26,10 +27,18 @@ from p2v.transfer.progress import Counters, QuietReporter, Reporter, Snapshot, T
 from p2v.transfer.worker import Completion, Worker, WorkerSettings
 
 
+def default_connections() -> int:
+    """One connection (and thread) per core, up to 4: more only fight over the cores."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+DEFAULT_REQUESTS = 8  # blocks in flight per connection: 32 MiB of buffers each
+
+
 @dataclass
 class Settings:
-    connections: int = 4
-    requests: int = 4  # blocks in flight per connection
+    connections: int = field(default_factory=default_connections)
+    requests: int = DEFAULT_REQUESTS
     rescue: bool = False
     bwlimit: int | None = None  # bytes/s
     checkpoint_interval: float = 2.0

@@ -14,7 +14,13 @@ from p2v.errors import InputError, TransferError
 from p2v.journal import Journal
 from p2v.transfer.endpoints import Endpoint, open_source, open_target
 from p2v.transfer.endpoints.null import NullEndpoint
-from p2v.transfer.engine import Outcome, Settings, Transfer
+from p2v.transfer.engine import (
+    DEFAULT_REQUESTS,
+    Outcome,
+    Settings,
+    Transfer,
+    default_connections,
+)
 from p2v.transfer.progress import QuietReporter, Reporter
 from p2v.transfer.worker import Completion, SourceReadError, TargetWriteError
 
@@ -31,8 +37,8 @@ class CopyRequest:
     dirty_bitmap: str | None = None
     rescue: bool = False
     verify: bool = False
-    connections: int = 4
-    requests: int = 4
+    connections: int = field(default_factory=default_connections)
+    requests: int = DEFAULT_REQUESTS
     bwlimit: int | None = None
     free: list[tuple[int, int]] = field(default_factory=list)  # (offset, length) known free
 
