@@ -23,6 +23,7 @@ _FALLOC_FL_PUNCH_HOLE = 0x02
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 _SYNC_FILE_RANGE_WRITE = 0x2
+_SYNC_FILE_RANGE_WAIT_ALL = 0x1 | 0x2 | 0x4  # wait before, write, wait after
 _DIRECT_ALIGN = 4096
 _libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
 
@@ -47,6 +48,7 @@ class FileEndpoint(Endpoint):
         self._owner = owner
         self._zero_by_writing = False
         self._direct = -1  # a second descriptor for direct reads, past the page cache
+        self._written: tuple[int, int] | None = None  # this clone's last write
         self._flusher = _Flusher(fd)  # shared by clones, like the descriptor
 
     @classmethod
@@ -113,6 +115,7 @@ class FileEndpoint(Endpoint):
         twin = FileEndpoint.__new__(FileEndpoint)
         twin.__dict__.update(self.__dict__)
         twin._owner = False
+        twin._written = None
         return twin
 
     def start_read(self, view: memoryview, offset: int, done: Done) -> None:
@@ -136,9 +139,16 @@ class FileEndpoint(Endpoint):
         pos = 0
         while pos < len(view):
             pos += os.pwritev(self.fd, [view[pos:]], offset + pos)
-        # Start writeback now rather than at the next flush: the disk stays busy all
-        # along and the writer is not throttled for a pile of dirty pages later.
+        # Start writeback at once, wait for this thread's previous write to reach the
+        # disk and drop it from the page cache: the disk stays busy from the start,
+        # the copy goes at the disk's pace instead of piling up dirty pages for the
+        # final flush, and a big copy does not push everything else out of memory.
         _libc.sync_file_range(self.fd, offset, len(view), _SYNC_FILE_RANGE_WRITE)
+        if self._written is not None:
+            lo, length = self._written
+            _libc.sync_file_range(self.fd, lo, length, _SYNC_FILE_RANGE_WAIT_ALL)
+            os.posix_fadvise(self.fd, lo, length, os.POSIX_FADV_DONTNEED)
+        self._written = (offset, len(view))
 
     def start_zero(self, offset: int, length: int, done: Done) -> None:
         run_now(lambda: self._zero_range(offset, length), done)
