@@ -34,6 +34,7 @@ SIZE = 4 << 30
 DATA = 1 << 30
 CHUNKS = [64 << 10, 256 << 10, 1 << 20, 4 << 20, 8 << 20]
 P2V = [sys.executable, "-m", "p2v.cli"]
+SETTLE = 3.0  # seconds
 
 
 @dataclass
@@ -110,12 +111,15 @@ def drop_caches() -> None:
     os.sync()
     if os.geteuid() == 0:
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    # Deleting the last output makes a filesystem mounted with `discard` send the
+    # device a gigabyte of discards; let that finish before the next tool starts.
+    time.sleep(SETTLE)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp/p2v-bench"))
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     for tool in ("nbdcopy", "qemu-img", "qemu-nbd"):
         if not shutil.which(tool):

@@ -11,6 +11,7 @@ The first error stops everything; what was durable by then is kept.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -25,6 +26,8 @@ from p2v.transfer.extents import Extent, Kind, Range
 from p2v.transfer.plan import BlockWork, plan_blocks
 from p2v.transfer.progress import Counters, QuietReporter, Reporter, Snapshot, TokenBucket
 from p2v.transfer.worker import Completion, Worker, WorkerSettings
+
+log = logging.getLogger(__name__)
 
 
 def default_connections() -> int:
@@ -76,7 +79,11 @@ class Transfer:
 
     def run(self) -> Outcome:
         size = self.size
+        begun = time.monotonic()
         found = self._extents(size)
+        log.debug(
+            "%d extents of %s in %.2f s", len(found), self.source.name, time.monotonic() - begun
+        )
         connections = self.settings.connections
         if not (self.source.multi_conn and self.target.multi_conn):
             connections = 1
@@ -147,6 +154,7 @@ class Transfer:
                 worker.source.close()
                 worker.target.close()
         snap = Snapshot.of(counters, size, resumed, time.monotonic() - started)
+        log.debug("%d connections, copy and flush done in %.2f s", len(workers), snap.elapsed)
         self.reporter.close(snap)
         for thread in threads:
             error = getattr(thread, "error", None)
