@@ -32,6 +32,8 @@ test-unit: setup
 demo: setup
 	$(VENV)/bin/p2v doctor
 	$(PY) -m tests.fixtures bios-ext4 --boot
+	@mkdir -p build/demo
+	$(VENV)/bin/p2v copy --overwrite --verify "$$($(PY) -m tests.fixtures bios-ext4 | tail -1)" build/demo/bios-ext4.qcow2
 
 # Benchmarks against peer tools (minutes; not part of `make test`).
 bench: setup
