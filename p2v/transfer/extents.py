@@ -87,26 +87,8 @@ def overlay(extents: Iterable[Extent], ranges: Iterable[Range], kind: Kind) -> I
     Used for a free-space map (free DATA becomes ZERO). Both inputs must be sorted;
     ranges may overlap each other.
     """
-    spans = _normalize(ranges)
-    i = 0
-    for ext in extents:
-        if ext.kind is not Kind.DATA:
-            yield ext
-            continue
-        pos = ext.start
-        while i < len(spans) and spans[i][1] <= pos:
-            i += 1
-        j = i
-        while pos < ext.end:
-            if j >= len(spans) or spans[j][0] >= ext.end:
-                yield Extent(pos, ext.end - pos, Kind.DATA)
-                break
-            lo, hi = max(spans[j][0], pos), min(spans[j][1], ext.end)
-            if lo > pos:
-                yield Extent(pos, lo - pos, Kind.DATA)
-            yield Extent(lo, hi - lo, kind)
-            pos = hi
-            j += 1
+    for part, inside in _partition(extents, ranges):
+        yield Extent(part.start, part.length, kind) if inside and part.kind is Kind.DATA else part
 
 
 def restrict(extents: Iterable[Extent], ranges: Iterable[Range]) -> Iterator[Extent]:
@@ -115,6 +97,12 @@ def restrict(extents: Iterable[Extent], ranges: Iterable[Range]) -> Iterator[Ext
     Used for an incremental copy: outside the dirty ranges the target already holds
     the right content.
     """
+    for part, inside in _partition(extents, ranges):
+        yield part if inside else Extent(part.start, part.length, Kind.SKIP)
+
+
+def _partition(extents: Iterable[Extent], ranges: Iterable[Range]) -> Iterator[tuple[Extent, bool]]:
+    """Cut sorted extents at the edges of `ranges`; tell for each part if it is inside."""
     spans = _normalize(ranges)
     i = 0
     for ext in extents:
@@ -124,12 +112,12 @@ def restrict(extents: Iterable[Extent], ranges: Iterable[Range]) -> Iterator[Ext
         j = i
         while pos < ext.end:
             if j >= len(spans) or spans[j][0] >= ext.end:
-                yield Extent(pos, ext.end - pos, Kind.SKIP)
+                yield Extent(pos, ext.end - pos, ext.kind), False
                 break
             lo, hi = max(spans[j][0], pos), min(spans[j][1], ext.end)
             if lo > pos:
-                yield Extent(pos, lo - pos, Kind.SKIP)
-            yield Extent(lo, hi - lo, ext.kind)
+                yield Extent(pos, lo - pos, ext.kind), False
+            yield Extent(lo, hi - lo, ext.kind), True
             pos = hi
             j += 1
 
