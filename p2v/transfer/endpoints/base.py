@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from p2v.transfer.extents import Extent, Kind, Range
+from p2v.transfer.extents import Extent, Kind
 
 Done = Callable[[OSError | None], None]
 
@@ -28,16 +28,15 @@ class Endpoint(ABC):
     multi_conn: bool = True
 
     def extents(self, start: int, length: int) -> Iterator[Extent]:
-        """What [start, start + length) holds; by default, data everywhere."""
-        yield Extent(start, length, Kind.DATA)
+        """What [start, start + length) holds; by default, data everywhere.
 
-    def dirty_ranges(self, start: int, length: int) -> Iterator[Range]:
-        """Ranges marked dirty by the incremental bitmap this endpoint was opened with."""
-        raise NotImplementedError(f"{self.name}: dirty bitmaps need an NBD source")
+        An endpoint opened with a dirty bitmap reports the clean ranges as SKIP.
+        """
+        yield Extent(start, length, Kind.DATA)
 
     def known_zero(self) -> bool:
         """True when the whole disk reads as zeros, so zero ranges need no writes."""
-        return False
+        return all(e.kind is Kind.ZERO for e in self.extents(0, self.size))
 
     @abstractmethod
     def clone(self) -> Endpoint:

@@ -104,11 +104,8 @@ class FileEndpoint(Endpoint):
             pos = hole
 
     def known_zero(self) -> bool:
-        if self._zero:
-            return True
-        if self.is_block:
-            return False
-        return all(e.kind is Kind.ZERO for e in self.extents(0, self.size))
+        # A block device reports one data extent, so it is never taken for zeros.
+        return self._zero or super().known_zero()
 
     def clone(self) -> FileEndpoint:
         # pread/pwrite take the offset with each call, so clones share the descriptor.

@@ -122,9 +122,6 @@ class NbdEndpoint(Endpoint):
             yield from ext.clip(found, pos, covered)
             pos = covered
 
-    def known_zero(self) -> bool:
-        return all(e.kind is Kind.ZERO for e in self.extents(0, self.size))
-
     # -- data path ----------------------------------------------------------
 
     def _start(self, issue: Callable[[Callable[[Any], int]], None], done: Done, what: str) -> None:

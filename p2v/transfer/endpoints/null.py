@@ -16,9 +16,6 @@ class NullEndpoint(Endpoint):
     def extents(self, start: int, length: int) -> Iterator[Extent]:
         yield Extent(start, length, Kind.ZERO)
 
-    def known_zero(self) -> bool:
-        return True
-
     def clone(self) -> NullEndpoint:
         return self
 
