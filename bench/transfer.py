@@ -100,6 +100,15 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def tools(source: str, fmt: str, nbdcopy_source: list[str], out: str) -> dict[str, list[str]]:
+    """The three command lines of one case; each tool makes its output durable."""
+    return {
+        "p2v copy": [*P2V, "copy", source, out],
+        "nbdcopy": ["nbdcopy", "--flush", *nbdcopy_source, out],
+        "qemu-img": ["qemu-img", "convert", "-t", "writeback", "-f", fmt, source, "-O", "raw", out],
+    }
+
+
 def digest(path: str, env: dict[str, str]) -> str:
     out = subprocess.run(
         [*P2V, "checksum", path], env=env, capture_output=True, text=True, check=True
@@ -146,77 +155,21 @@ def main() -> int:
         while not sock.exists():
             time.sleep(0.05)
         uri = f"nbd+unix:///?socket={sock}"
+        nbd_qcow2 = ["[", "qemu-nbd", "-r", "-f", "qcow2", str(qcow2), "]"]
         cases = {
-            "file -> file": {
-                "p2v copy": [*P2V, "copy", str(raw), out],
-                "nbdcopy": ["nbdcopy", "--flush", str(raw), out],
-                "qemu-img": [
-                    "qemu-img",
-                    "convert",
-                    "-t",
-                    "writeback",
-                    "-f",
-                    "raw",
-                    str(raw),
-                    "-O",
-                    "raw",
-                    out,
-                ],
-            },
-            "qcow2 -> raw": {
-                "p2v copy": [*P2V, "copy", str(qcow2), out],
-                "nbdcopy": [
-                    "nbdcopy",
-                    "--flush",
-                    "--",
-                    "[",
-                    "qemu-nbd",
-                    "-r",
-                    "-f",
-                    "qcow2",
-                    str(qcow2),
-                    "]",
-                    out,
-                ],
-                "qemu-img": [
-                    "qemu-img",
-                    "convert",
-                    "-t",
-                    "writeback",
-                    "-f",
-                    "qcow2",
-                    str(qcow2),
-                    "-O",
-                    "raw",
-                    out,
-                ],
-            },
-            "nbd -> file": {
-                "p2v copy": [*P2V, "copy", uri, out],
-                "nbdcopy": ["nbdcopy", "--flush", uri, out],
-                "qemu-img": [
-                    "qemu-img",
-                    "convert",
-                    "-t",
-                    "writeback",
-                    "-f",
-                    "raw",
-                    uri,
-                    "-O",
-                    "raw",
-                    out,
-                ],
-            },
+            "file -> file": tools(str(raw), "raw", [str(raw)], out),
+            "qcow2 -> raw": tools(str(qcow2), "qcow2", ["--", *nbd_qcow2], out),
+            "nbd -> file": tools(uri, "raw", [uri], out),
         }
         results: dict[tuple[str, str], Measure] = {}
-        for case, tools in cases.items():
-            names = list(tools)
+        for case, commands in cases.items():
+            names = list(commands)
             for run in range(args.runs):
                 for name in names[run % len(names) :] + names[: run % len(names)]:
                     if os.path.exists(out):
                         os.unlink(out)
                     drop_caches()
-                    wall, peak, cpu = run_measured(tools[name], env)
+                    wall, peak, cpu = run_measured(commands[name], env)
                     m = results.setdefault((case, name), Measure())
                     m.walls.append(wall)
                     m.peaks.append(peak)
@@ -237,9 +190,9 @@ def main() -> int:
     print(header)
     print("-" * len(header))
     failed = False
-    for case, tools in cases.items():
+    for case, commands in cases.items():
         base = statistics.median(results[(case, "nbdcopy")].walls)
-        for name in tools:
+        for name in commands:
             m = results[(case, name)]
             wall = statistics.median(m.walls)
             ok = all(m.digests_ok)
