@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,9 @@ endpoints:
                       any NBD URI that libnbd accepts
   null:               a target that discards (benchmarks); null:SIZE as a
                       source reads SIZE bytes of zeros
+  agent://HOST[:PORT]/DISK
+                      a disk served by `p2v-agent serve` (source only; DISK is
+                      its kernel name, e.g. sda); needs --secret-file
 """
 
 _DIGEST = f"""\
@@ -70,6 +74,9 @@ def register(verbs: Any) -> None:
         help="JSON list of [offset, length] ranges known to be free; they are not read "
         "and read as zeros on the target",
     )
+    p.add_argument(
+        "--secret-file", metavar="F", help="file holding the secret of an agent:// source"
+    )
     p.add_argument("--bwlimit", metavar="RATE", type=parse_size, help="cap, in bytes/s (50M)")
     p.add_argument(
         "--connections",
@@ -98,6 +105,9 @@ def register(verbs: Any) -> None:
     )
     p.add_argument("source", metavar="SRC")
     p.add_argument("--input-format", metavar="FMT", help="format of SRC (default: probed)")
+    p.add_argument(
+        "--secret-file", metavar="F", help="file holding the secret of an agent:// source"
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_cmd_checksum)
 
@@ -141,6 +151,7 @@ def _cmd_copy(args: argparse.Namespace) -> int:
                 requests=args.requests,
                 bwlimit=args.bwlimit,
                 free=_free_map(args.free_map) if args.free_map else [],
+                secret_file=args.secret_file and os.path.abspath(args.secret_file),
             )
             result = jobs.copy(request, journal, reporter)
     finally:
@@ -169,7 +180,12 @@ def _cmd_checksum(args: argparse.Namespace) -> int:
     from p2v.transfer.progress import BarReporter, QuietReporter
 
     reporter = BarReporter() if sys.stderr.isatty() and not args.json else QuietReporter()
-    digest, size = jobs.checksum(args.source, input_format=args.input_format, reporter=reporter)
+    digest, size = jobs.checksum(
+        args.source,
+        input_format=args.input_format,
+        secret_file=args.secret_file,
+        reporter=reporter,
+    )
     if args.json:
         print(json.dumps({"source": args.source, "size": size, "digest": digest}))
     else:

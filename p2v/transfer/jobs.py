@@ -41,6 +41,7 @@ class CopyRequest:
     requests: int = DEFAULT_REQUESTS
     bwlimit: int | None = None
     free: list[tuple[int, int]] = field(default_factory=list)  # (offset, length) known free
+    secret_file: str | None = None  # for an agent:// source: the file, never the secret
 
     def settings(self) -> Settings:
         return Settings(
@@ -83,9 +84,7 @@ class CopyResult:
 
 
 def copy(request: CopyRequest, journal: Journal, reporter: Reporter | None = None) -> CopyResult:
-    source = open_source(
-        request.source, input_format=request.input_format, bitmap=request.dirty_bitmap
-    )
+    source = _open_source(request)
     try:
         incremental = request.dirty_bitmap is not None
         target = open_target(
@@ -121,9 +120,7 @@ def resume(
     request = CopyRequest.from_json(job.params["request"])
     if bwlimit is not None:
         request.bwlimit = bwlimit
-    source = open_source(
-        request.source, input_format=request.input_format, bitmap=request.dirty_bitmap
-    )
+    source = _open_source(request)
     try:
         if source.size != job.params["size"]:
             raise InputError(
@@ -188,7 +185,7 @@ def _run(
     if request.verify:
         expected = outcome.digest
         if expected is None:  # incremental: the whole source, not just what was dirty
-            with open_source(request.source, input_format=request.input_format) as whole:
+            with _open_source(request, whole=True) as whole:
                 expected = endpoint_digest(whole)
         result.verified = verify(target, expected, source.size)
         if not result.verified:
@@ -197,6 +194,16 @@ def _run(
             raise TransferError(message)
     journal.finish(job_id, result.to_json())
     return result
+
+
+def _open_source(request: CopyRequest, whole: bool = False) -> Endpoint:
+    """The request's source; `whole` ignores its dirty bitmap."""
+    return open_source(
+        request.source,
+        input_format=request.input_format,
+        bitmap=None if whole else request.dirty_bitmap,
+        secret_file=request.secret_file,
+    )
 
 
 def _result(
@@ -246,10 +253,14 @@ def endpoint_digest(
 
 
 def checksum(
-    spec: str, *, input_format: str | None = None, reporter: Reporter | None = None
+    spec: str,
+    *,
+    input_format: str | None = None,
+    secret_file: str | None = None,
+    reporter: Reporter | None = None,
 ) -> tuple[str, int]:
     """(digest, size) of any source `p2v copy` accepts."""
-    with open_source(spec, input_format=input_format) as source:
+    with open_source(spec, input_format=input_format, secret_file=secret_file) as source:
         if reporter:
             reporter.start(None, f"checksum {source.name}", source.size)
         return endpoint_digest(source, reporter=reporter), source.size

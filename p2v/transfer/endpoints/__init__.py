@@ -4,7 +4,9 @@
   image format goes through a private qemu-nbd (a target's format follows its
   file name, `.qcow2` or raw, unless given);
 - an NBD URI that libnbd accepts (nbd://, nbds:// with TLS, nbd+unix://, ...);
-- `null:` (a target that discards) or `null:SIZE` (a source of zeros).
+- `null:` (a target that discards) or `null:SIZE` (a source of zeros);
+- `agent://HOST[:PORT]/DISK`, a disk served by `p2v-agent serve` (source only; the
+  agent's secret comes from `secret_file`).
 
 Sources are always opened read-only.
 """
@@ -35,8 +37,14 @@ def is_nbd_uri(spec: str) -> bool:
 
 
 def open_source(
-    spec: str, *, input_format: str | None = None, bitmap: str | None = None
+    spec: str,
+    *,
+    input_format: str | None = None,
+    bitmap: str | None = None,
+    secret_file: str | None = None,
 ) -> Endpoint:
+    if spec.startswith("agent://"):
+        return _agent_disk(spec, secret_file)
     if spec.startswith("null:"):
         size = spec[len("null:") :]
         if not size:
@@ -80,6 +88,8 @@ def open_target(
     """
     if spec.startswith("null:"):
         return NullEndpoint(size)
+    if spec.startswith("agent://"):
+        raise InputError("an agent's disks are read-only: agent:// can only be a source")
     if is_nbd_uri(spec):
         return _checked(NbdEndpoint(spec, _uri_connector(spec), writable=True), size)
     fmt = target_format(spec, output_format)
@@ -137,6 +147,18 @@ def _served(path: str, fmt: str, *, read_only: bool, bitmap: str | None = None) 
         )
     except BaseException:
         server.stop()
+        raise
+
+
+def _agent_disk(url: str, secret_file: str | None) -> Endpoint:
+    from p2v.agentclient import AgentSession, parse_disk_url
+
+    address, disk = parse_disk_url(url)
+    session = AgentSession(address, secret_file)
+    try:
+        return session.open_disk(disk, own=True)
+    except BaseException:
+        session.close()
         raise
 
 

@@ -1,0 +1,71 @@
+"""The contract between the agent and the conversion host.
+
+One TCP port carries everything: an NBD server that requires TLS with a pre-shared
+key (TLS-PSK, done by GnuTLS in nbdkit and libnbd). The inventory is an export of
+its own, next to one read-only export per disk, named by the disk's kernel name.
+
+The secret is 128 random bits written as 32 hex digits in groups of four, so that an
+operator can read it off the server's screen and type it on the conversion host. It
+is used as the PSK itself; the only thing shown elsewhere is its fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+from pathlib import Path
+
+DEFAULT_PORT = 8443
+INVENTORY_EXPORT = "inventory"
+PSK_IDENTITY = "p2v"
+LIVE_LABEL = "P2V-AGENT"  # volume label of the agent's boot medium
+SECRET_BITS = 128
+
+
+class SecretError(ValueError):
+    pass
+
+
+def generate_secret() -> str:
+    digits = secrets.token_hex(SECRET_BITS // 8)
+    return "-".join(digits[i : i + 4] for i in range(0, len(digits), 4))
+
+
+def normalize_secret(text: str) -> str:
+    """The hex key from a secret as typed: case, spaces and dashes do not matter."""
+    key = re.sub(r"[\s-]", "", text).lower()
+    if not re.fullmatch(r"[0-9a-f]+", key or "-"):
+        raise SecretError("a secret is made of hex digits (0-9, a-f), optionally grouped by dashes")
+    if len(key) * 4 < SECRET_BITS:
+        raise SecretError(
+            f"a secret needs at least {SECRET_BITS} bits ({SECRET_BITS // 4} hex digits)"
+        )
+    return key
+
+
+def read_secret_file(path: str | Path) -> str:
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise SecretError(f"cannot read secret file {path}: {e.strerror}") from None
+    try:
+        return normalize_secret(text)
+    except SecretError as e:
+        raise SecretError(f"secret file {path}: {e}") from None
+
+
+def fingerprint(key: str) -> str:
+    """What may be shown of a secret: enough to tell two apart, nothing to rebuild it."""
+    digest = hashlib.sha256(b"p2v-agent-secret:" + bytes.fromhex(key)).hexdigest()[:16]
+    return ":".join(digest[i : i + 4] for i in range(0, 16, 4))
+
+
+def write_psk_file(directory: Path, key: str) -> Path:
+    """A GnuTLS PSK file (identity:hexkey) readable by its owner only."""
+    path = directory / "psk"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{PSK_IDENTITY}:{key}\n")
+    return path

@@ -1,0 +1,162 @@
+"""The conversion host's side of the agent: where it is, the secret, the inventory,
+and its disks as transfer endpoints.
+
+Everything goes through libnbd with TLS-PSK, as the agent requires. The key file
+that libnbd reads lives in a private directory for the length of the session and
+is the only place the secret is written; names shown to users never carry it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbd
+
+from agent.inventory.model import Inventory, SchemaError
+from agent.protocol import (
+    DEFAULT_PORT,
+    INVENTORY_EXPORT,
+    PSK_IDENTITY,
+    SecretError,
+    fingerprint,
+    read_secret_file,
+    write_psk_file,
+)
+from p2v.errors import InputError, P2VError
+
+SCHEME = "agent://"
+MAX_INVENTORY = 64 << 20
+
+
+class AgentError(P2VError):
+    """The agent cannot be reached, refuses us, or speaks another version."""
+
+    exit_code = 6
+
+
+@dataclass(frozen=True)
+class AgentAddress:
+    host: str
+    port: int = DEFAULT_PORT
+
+    @classmethod
+    def parse(cls, text: str) -> AgentAddress:
+        """HOST, HOST:PORT or [IPv6]:PORT."""
+        host, port = text, str(DEFAULT_PORT)
+        if text.startswith("["):
+            end = text.find("]")
+            if end < 0:
+                raise InputError(f"agent address {text}: missing ]")
+            host, rest = text[1:end], text[end + 1 :]
+            if rest:
+                port = rest.removeprefix(":")
+        elif text.count(":") == 1:
+            host, port = text.split(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise InputError(f"agent address {text!r} is not HOST[:PORT]")
+        return cls(host, int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_disk_url(url: str) -> tuple[AgentAddress, str]:
+    """agent://HOST[:PORT]/DISK -> (address, kernel name of the disk)."""
+    rest = url.removeprefix(SCHEME)
+    where, _, disk = rest.partition("/")
+    disk = disk.strip("/")
+    if not where or not disk or "/" in disk:
+        raise InputError(
+            f"{url}: an agent disk is agent://HOST[:PORT]/DISK, e.g. agent://10.0.0.5/sda"
+        )
+    return AgentAddress.parse(where), disk
+
+
+class AgentSession:
+    """The secret in a private key file, and connections made with it."""
+
+    def __init__(self, address: AgentAddress, secret_file: str | None) -> None:
+        if not secret_file:
+            raise InputError(
+                f"the agent at {address} needs its secret: add --secret-file F "
+                "(the secret is shown on the server's console, or was given to the agent)"
+            )
+        try:
+            key = read_secret_file(secret_file)
+        except SecretError as e:
+            raise InputError(str(e)) from None
+        self.address = address
+        self.fingerprint = fingerprint(key)
+        self._dir = Path(tempfile.mkdtemp(prefix="p2v-agent-"))  # mode 0700
+        self._psk = write_psk_file(self._dir, key)
+
+    def connect(self, h: Any, export: str) -> None:
+        h.set_tls(nbd.TLS_REQUIRE)
+        h.set_tls_psk_file(str(self._psk))
+        h.set_tls_username(PSK_IDENTITY)
+        h.set_export_name(export)
+        try:
+            h.connect_tcp(self.address.host, str(self.address.port))
+        except nbd.Error as e:
+            raise self._explain(e, export) from None
+
+    def _explain(self, error: Any, export: str) -> AgentError:
+        text = (error.string or "").lower()
+        where = f"the agent at {self.address}"
+        if "connection refused" in text or "no route" in text or "timed out" in text:
+            return AgentError(
+                f"cannot reach {where}: {error.string} (is `p2v-agent serve` running there, "
+                "and the port open?)"
+            )
+        if "name or service not known" in text or "not known" in text:
+            return AgentError(f"cannot reach {where}: unknown host")
+        if "no export named" in text or "no such file" in text:
+            if export == INVENTORY_EXPORT:
+                return AgentError(f"{where} serves no inventory: is it a p2v agent?")
+            return AgentError(f"{where} does not export a disk named {export!r}")
+        if "handshake" in text or "tls" in text or "decrypt" in text or "psk" in text:
+            return AgentError(
+                f"{where} refused the secret (fingerprint {self.fingerprint}); check that "
+                "--secret-file holds the secret the agent shows or was given"
+            )
+        return AgentError(f"{where}: {error.string}")
+
+    def inventory(self) -> Inventory:
+        h = nbd.NBD()
+        self.connect(h, INVENTORY_EXPORT)
+        try:
+            size = h.get_size()
+            if size > MAX_INVENTORY:
+                raise AgentError(f"the agent at {self.address} sent an oversized inventory")
+            data = h.pread(size, 0) if size else b""
+        finally:
+            h.shutdown()
+        try:
+            return Inventory.from_json(data)
+        except SchemaError as e:
+            raise AgentError(f"the agent at {self.address}: {e}") from None
+
+    def open_disk(self, disk: str, *, own: bool = False) -> Any:
+        """A read-only transfer endpoint on one of the agent's disks; with `own`,
+        closing it ends this session too."""
+        from p2v.transfer.endpoints.nbd import NbdEndpoint
+
+        return NbdEndpoint(
+            f"{SCHEME}{self.address}/{disk}",
+            lambda h: self.connect(h, disk),
+            writable=False,
+            on_close=self.close if own else None,
+        )
+
+    def close(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> AgentSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
