@@ -123,7 +123,11 @@ class ExportServer:
             f"dir={self._dir / 'exports'}",
         ]
         self._proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **self._gnutls_settings()},
         )
         errors: list[str] = []
         threading.Thread(target=self._relay, args=(errors,), daemon=True).start()
@@ -137,6 +141,20 @@ class ExportServer:
                 return
             time.sleep(0.05)
         raise ServeError(f"nbdkit did not listen on {self.listen} within {START_TIMEOUT:.0f} s")
+
+    def _gnutls_settings(self) -> dict[str, str]:
+        """On a CPU with AES instructions, leave ChaCha20 out of the ciphers offered.
+
+        GnuTLS here picks ChaCha20-Poly1305, which runs at a third of AES-GCM's speed
+        on such CPUs and would make the TLS the slowest part of a copy. This is
+        GnuTLS's own configuration file, read by this nbdkit only.
+        """
+        assert self._dir is not None
+        if not cpu_has_aes():
+            return {}
+        config = self._dir / "gnutls.config"
+        config.write_text("[overrides]\ntls-disabled-cipher = CHACHA20-POLY1305\n")
+        return {"GNUTLS_SYSTEM_PRIORITY_FILE": str(config)}
 
     def _relay(self, errors: list[str]) -> None:
         """Turn nbdkit's messages into ones an operator can act on."""
@@ -167,6 +185,14 @@ class ExportServer:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+
+def cpu_has_aes() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " aes" in line for line in f)
+    except OSError:
+        return False
 
 
 def explain_server_message(line: str) -> str | None:

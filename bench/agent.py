@@ -1,0 +1,120 @@
+"""Benchmark: what authentication and encryption cost when reading a server's disk.
+
+A 4 GiB loop device holding 1 GiB of data (the image of bench.transfer) is copied,
+in one run, through `p2v-agent serve` on loopback (`p2v copy agent://...`: TLS-PSK,
+checked digest) and by `nbdcopy` from an unauthenticated `qemu-nbd` export of the
+same device. Both read the whole device (a block device reports no holes) and write
+a sparse raw file that is flushed.
+
+    python -m bench.agent [--dir DIR] [--runs N]
+
+Target: our throughput at least 0.8x of the plain export's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.transfer import P2V, drop_caches, make_source, run_measured
+
+AGENT_PORT, PLAIN_PORT = 18543, 18544
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=Path("/var/tmp/p2v-bench"))
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench.agent needs root: it attaches a loop device")
+    work: Path = args.dir
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "P2V_HOME": str(work / "home")}
+    raw, out = work / "source.raw", work / "out.raw"
+    if not raw.exists():
+        print(f"making {raw} (4 GiB, 1 GiB of data) ...", flush=True)
+        make_source(raw)
+    key = work / "agent.secret"
+    key.write_text(secrets.token_hex(16) + "\n")
+    key.chmod(0o600)
+    device = subprocess.run(
+        ["losetup", "--find", "--show", "--read-only", str(raw)],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    name = os.path.basename(device)
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "serve", "--listen", f"127.0.0.1:{AGENT_PORT}",
+         "--secret-file", str(key), "--disk", name],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    plain = subprocess.Popen(
+        ["qemu-nbd", "-r", "-f", "raw", "--shared=8", "-t", "-b", "127.0.0.1",
+         "-p", str(PLAIN_PORT), "-x", name, device]
+    )  # fmt: skip
+    try:
+        assert agent.stdout is not None
+        while "secret fingerprint" not in (line := agent.stdout.readline()):
+            if not line:
+                raise SystemExit("p2v-agent serve did not start")
+        time.sleep(1)  # qemu-nbd listens within a moment
+        expected = _digest(device, env)
+        commands = {
+            "p2v copy agent://": [*P2V, "copy", f"agent://127.0.0.1:{AGENT_PORT}/{name}",
+                                  str(out), "--secret-file", str(key)],
+            "nbdcopy plain NBD": ["nbdcopy", "--flush",
+                                  f"nbd://127.0.0.1:{PLAIN_PORT}/{name}", str(out)],
+        }  # fmt: skip
+        walls: dict[str, list[float]] = {n: [] for n in commands}
+        peaks: dict[str, list[int]] = {n: [] for n in commands}
+        same: dict[str, bool] = dict.fromkeys(commands, True)
+        for run in range(args.runs):
+            names = list(commands)[run % 2 :] + list(commands)[: run % 2]
+            for tool in names:
+                if out.exists():
+                    out.unlink()
+                drop_caches()
+                wall, peak, _ = run_measured(commands[tool], env)
+                walls[tool].append(wall)
+                peaks[tool].append(peak)
+                same[tool] &= _digest(str(out), env) == expected
+                print(f"  {tool:<18} run {run + 1}: {wall:6.2f} s", flush=True)
+    finally:
+        agent.terminate()
+        plain.terminate()
+        agent.wait()
+        plain.wait()
+        subprocess.run(["losetup", "-d", device], check=False)
+        if out.exists():
+            out.unlink()
+    size = 4 << 30
+    base = statistics.median(walls["nbdcopy plain NBD"])
+    print(f"\ndevice digest {expected}")
+    print(
+        f"{'tool':<20}{'wall s':>8}{'MiB/s':>8}{'peak MiB':>10}{'throughput vs plain':>21}  digest"
+    )
+    for tool in commands:
+        wall = statistics.median(walls[tool])
+        print(
+            f"{tool:<20}{wall:>8.2f}{size / wall / (1 << 20):>8.0f}"
+            f"{max(peaks[tool]) / (1 << 20):>10.0f}{base / wall:>20.2f}x  "
+            f"{'same' if same[tool] else 'DIFFERENT'}"
+        )
+    ratio = base / statistics.median(walls["p2v copy agent://"])
+    print(f"\ntarget: at least 0.80x of the plain export; measured {ratio:.2f}x")
+    return 0 if all(same.values()) else 1
+
+
+def _digest(path: str, env: dict[str, str]) -> str:
+    done = subprocess.run([*P2V, "checksum", path], env=env, capture_output=True, text=True)
+    return done.stdout.split()[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
