@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from agent import __version__
 from agent.protocol import (
     DEFAULT_PORT,
+    Address,
     SecretError,
     fingerprint,
     generate_secret,
@@ -95,10 +96,10 @@ def _cmd_inventory(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from agent.inventory.collect import collect
-    from agent.serve import ExportServer, Listen, ServeError
+    from agent.serve import ExportServer, ServeError
 
     try:
-        listen = Listen.parse(args.listen, DEFAULT_PORT)
+        listen = Address.parse(args.listen, default_host="0.0.0.0")
     except ValueError as e:
         raise AgentError(f"--listen {args.listen}: {e}") from None
     try:

@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_PORT = 8443
@@ -26,6 +27,35 @@ SECRET_BITS = 128
 
 class SecretError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where the agent listens, or where the conversion host finds it."""
+
+    host: str
+    port: int = DEFAULT_PORT
+
+    @classmethod
+    def parse(cls, text: str, default_host: str = "") -> Address:
+        """HOST, HOST:PORT, :PORT (with a default host) or [IPv6]:PORT."""
+        host, port = text, str(DEFAULT_PORT)
+        if text.startswith("["):
+            end = text.find("]")
+            if end < 0:
+                raise ValueError(f"{text!r}: missing ]")
+            host, rest = text[1:end], text[end + 1 :]
+            if rest:
+                port = rest.removeprefix(":")
+        elif text.count(":") == 1:
+            host, port = text.split(":")
+        host = host or default_host
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{text!r} is not HOST[:PORT]")
+        return cls(host, int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 def generate_secret() -> str:

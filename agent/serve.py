@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.inventory.model import Inventory
-from agent.protocol import INVENTORY_EXPORT, write_psk_file
+from agent.protocol import INVENTORY_EXPORT, Address, write_psk_file
 
 _BLKROSET = 0x125D
 _BLKROGET = 0x125E
@@ -35,31 +35,6 @@ START_TIMEOUT = 15.0  # seconds for nbdkit to listen
 
 class ServeError(Exception):
     pass
-
-
-@dataclass
-class Listen:
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str, default_port: int) -> Listen:
-        """ADDR, ADDR:PORT, :PORT or [IPv6]:PORT."""
-        host, port = text, default_port
-        if text.startswith("["):
-            end = text.find("]")
-            host, rest = text[1:end], text[end + 1 :]
-            if rest.startswith(":"):
-                port = int(rest[1:])
-        elif text.count(":") == 1:
-            host, _, number = text.partition(":")
-            port = int(number)
-        if not 0 < port < 65536:
-            raise ValueError(f"port {port} out of range")
-        return cls(host or "0.0.0.0", port)
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 def set_read_only(device: str, read_only: bool) -> bool:
@@ -78,7 +53,7 @@ class ExportServer:
     inventory: Inventory
     disks: list[str]  # kernel names
     key: str
-    listen: Listen
+    listen: Address
     on_event: Callable[[str], None] = print
     _dir: Path | None = None
     _proc: subprocess.Popen[bytes] | None = None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,9 @@ import nbd
 
 from agent.inventory.model import Inventory, SchemaError
 from agent.protocol import (
-    DEFAULT_PORT,
     INVENTORY_EXPORT,
     PSK_IDENTITY,
+    Address,
     SecretError,
     fingerprint,
     read_secret_file,
@@ -38,33 +37,15 @@ class AgentError(P2VError):
     exit_code = 6
 
 
-@dataclass(frozen=True)
-class AgentAddress:
-    host: str
-    port: int = DEFAULT_PORT
-
-    @classmethod
-    def parse(cls, text: str) -> AgentAddress:
-        """HOST, HOST:PORT or [IPv6]:PORT."""
-        host, port = text, str(DEFAULT_PORT)
-        if text.startswith("["):
-            end = text.find("]")
-            if end < 0:
-                raise InputError(f"agent address {text}: missing ]")
-            host, rest = text[1:end], text[end + 1 :]
-            if rest:
-                port = rest.removeprefix(":")
-        elif text.count(":") == 1:
-            host, port = text.split(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise InputError(f"agent address {text!r} is not HOST[:PORT]")
-        return cls(host, int(port))
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+def agent_address(text: str) -> Address:
+    """HOST, HOST:PORT or [IPv6]:PORT, as typed after --agent or agent://."""
+    try:
+        return Address.parse(text)
+    except ValueError as e:
+        raise InputError(f"agent address {e}") from None
 
 
-def parse_disk_url(url: str) -> tuple[AgentAddress, str]:
+def parse_disk_url(url: str) -> tuple[Address, str]:
     """agent://HOST[:PORT]/DISK -> (address, kernel name of the disk)."""
     rest = url.removeprefix(SCHEME)
     where, _, disk = rest.partition("/")
@@ -73,13 +54,13 @@ def parse_disk_url(url: str) -> tuple[AgentAddress, str]:
         raise InputError(
             f"{url}: an agent disk is agent://HOST[:PORT]/DISK, e.g. agent://10.0.0.5/sda"
         )
-    return AgentAddress.parse(where), disk
+    return agent_address(where), disk
 
 
 class AgentSession:
     """The secret in a private key file, and connections made with it."""
 
-    def __init__(self, address: AgentAddress, secret_file: str | None) -> None:
+    def __init__(self, address: Address, secret_file: str | None) -> None:
         if not secret_file:
             raise InputError(
                 f"the agent at {address} needs its secret: add --secret-file F "

@@ -22,9 +22,9 @@ def register(verbs: Any) -> None:
 
 def _cmd_inventory(args: argparse.Namespace) -> int:
     from agent.inventory.report import format_inventory
-    from p2v.agentclient import AgentAddress, AgentSession
+    from p2v.agentclient import AgentSession, agent_address
 
-    with AgentSession(AgentAddress.parse(args.agent), args.secret_file) as session:
+    with AgentSession(agent_address(args.agent), args.secret_file) as session:
         inventory = session.inventory()
     print(inventory.to_json() if args.json else format_inventory(inventory))
     return 0

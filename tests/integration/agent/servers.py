@@ -29,6 +29,10 @@ def run(*argv: str, env: dict[str, str] | None = None) -> str:
 @contextmanager
 def loop(image: Path, *options: str) -> Iterator[str]:
     device = run("losetup", "--find", "--show", *options, str(image))
+    if "--read-only" not in options:
+        # An agent killed with SIGKILL cannot restore the kernel's read-only flag of a
+        # device it served, and the flag outlives detaching a loop device.
+        run("blockdev", "--setrw", device)
     try:
         yield device
     finally:

@@ -17,7 +17,13 @@ from agent.inventory.model import (
     SchemaError,
     VolumeGroup,
 )
-from agent.protocol import SecretError, fingerprint, generate_secret, normalize_secret
+from agent.protocol import (
+    Address,
+    SecretError,
+    fingerprint,
+    generate_secret,
+    normalize_secret,
+)
 
 
 def test_round_trip_keeps_nested_records() -> None:
@@ -65,3 +71,15 @@ def test_secrets() -> None:
         normalize_secret("not-a-secret-at-all-not-a-secret")
     with pytest.raises(SecretError, match="128 bits"):
         normalize_secret("abcd")
+
+
+def test_addresses() -> None:
+    assert Address.parse("10.0.0.5") == Address("10.0.0.5", 8443)
+    assert Address.parse("srv:9000") == Address("srv", 9000)
+    assert Address.parse("[fe80::1]:9000") == Address("fe80::1", 9000)
+    assert str(Address.parse("[fe80::1]")) == "[fe80::1]:8443"
+    assert Address.parse(":9000", default_host="0.0.0.0") == Address("0.0.0.0", 9000)
+    assert Address.parse("fe80::1") == Address("fe80::1", 8443)  # bare IPv6: a host
+    for bad in (":9000", "srv:0", "srv:http", "[fe80::1"):
+        with pytest.raises(ValueError):
+            Address.parse(bad)
