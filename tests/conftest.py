@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,19 @@ def require_programs(*names: str) -> None:
 def require_root(why: str) -> None:
     if os.geteuid() != 0:
         pytest.fail(f"this test needs root: {why}")
+
+
+def attach_loop(image: Path, *options: str) -> str:
+    """A loop device on `image`, writable unless --read-only is among `options`."""
+    device = subprocess.run(
+        ["losetup", "--find", "--show", *options, str(image)],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    if "--read-only" not in options:
+        # An agent killed with SIGKILL cannot restore the kernel's read-only flag of a
+        # device it served, and the flag outlives detaching a loop device.
+        subprocess.run(["blockdev", "--setrw", device], check=True)
+    return device
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.conftest import attach_loop
+
 MiB = 1 << 20
 EXTENT = 4 * MiB
 PE_START = 1 * MiB  # LVM's default data offset on a PV
@@ -28,11 +30,7 @@ def run(*argv: str, env: dict[str, str] | None = None) -> str:
 
 @contextmanager
 def loop(image: Path, *options: str) -> Iterator[str]:
-    device = run("losetup", "--find", "--show", *options, str(image))
-    if "--read-only" not in options:
-        # An agent killed with SIGKILL cannot restore the kernel's read-only flag of a
-        # device it served, and the flag outlives detaching a loop device.
-        run("blockdev", "--setrw", device)
+    device = attach_loop(image, *options)
     try:
         yield device
     finally:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_programs, require_root
+from tests.conftest import attach_loop, require_programs, require_root
 from tests.integration.transfer.disks import (
     MiB,
     allocated,
@@ -217,7 +217,7 @@ def test_block_devices_as_source_and_target(source: Path, tmp_path: Path) -> Non
     disk.write_bytes(b"\xee" * SIZE)  # not zero: zero ranges must really be zeroed
     small = tmp_path / "small.img"
     small.write_bytes(bytes(MiB))
-    devices = [losetup(source, "--read-only"), losetup(disk), losetup(small)]
+    devices = [attach_loop(source, "--read-only"), attach_loop(disk), attach_loop(small)]
     try:
         src, dst, tiny = devices
         done = p2v("copy", src, dst, check=False)
@@ -230,10 +230,3 @@ def test_block_devices_as_source_and_target(source: Path, tmp_path: Path) -> Non
         for device in devices:
             subprocess.run(["losetup", "-d", device], check=False)
     assert disk.read_bytes() == source.read_bytes()
-
-
-def losetup(image: Path, *options: str) -> str:
-    return subprocess.run(
-        ["losetup", "--find", "--show", *options, str(image)],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
