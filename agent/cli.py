@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from agent import __version__
 from agent.protocol import (
@@ -17,6 +18,9 @@ from agent.protocol import (
     normalize_secret,
     read_secret_file,
 )
+
+if TYPE_CHECKING:
+    from agent.inventory.model import Inventory  # loaded by the verbs that need it
 
 
 class AgentError(Exception):
@@ -136,10 +140,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exportable(inventory: object, names: list[str] | None) -> list[str]:
-    from agent.inventory.model import Inventory
-
-    assert isinstance(inventory, Inventory)
+def _exportable(inventory: Inventory, names: list[str] | None) -> list[str]:
     if names is not None:
         for name in names:
             disk = inventory.disk(name)
