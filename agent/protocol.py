@@ -37,9 +37,9 @@ class Address:
     port: int = DEFAULT_PORT
 
     @classmethod
-    def parse(cls, text: str, default_host: str = "") -> Address:
+    def parse(cls, text: str, default_host: str = "", default_port: int = DEFAULT_PORT) -> Address:
         """HOST, HOST:PORT, :PORT (with a default host) or [IPv6]:PORT."""
-        host, port = text, str(DEFAULT_PORT)
+        host, port = text, str(default_port)
         if text.startswith("["):
             end = text.find("]")
             if end < 0:

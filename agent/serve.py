@@ -37,6 +37,20 @@ class ServeError(Exception):
     pass
 
 
+def exportable_disks(inventory: Inventory, names: list[str] | None) -> list[str]:
+    """The disks to serve: the named ones, or every disk but the live medium and empty
+    drives. Naming the live medium or an unknown disk is refused."""
+    if names is None:
+        return [d.name for d in inventory.disks if not d.live_medium and d.size_bytes > 0]
+    for name in names:
+        disk = inventory.disk(name)
+        if disk is None:
+            raise ServeError(f"{name}: no such disk")
+        if disk.live_medium:
+            raise ServeError(f"{name} holds the running agent (live medium); not exported")
+    return names
+
+
 def set_read_only(device: str, read_only: bool) -> bool:
     """Set the kernel's read-only flag of a block device; returns the previous one."""
     fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)

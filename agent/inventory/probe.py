@@ -45,8 +45,9 @@ class Probe:
         if text not in self.notes:
             self.notes.append(text)
 
-    def run(self, argv: Sequence[str], why: str) -> str | None:
-        """A tool's stdout; None (and a note saying what is unknown) when it fails."""
+    def run(self, argv: Sequence[str], why: str, ok: tuple[int, ...] = (0,)) -> str | None:
+        """A tool's stdout; None (and a note saying what is unknown) when it fails.
+        `ok`: exit codes that are answers, not failures."""
         if self.runner is not None:
             out = self.runner(argv)
             if out is None:
@@ -66,7 +67,7 @@ class Probe:
         except subprocess.TimeoutExpired:
             self.note(f"{argv[0]} did not answer in {TOOL_TIMEOUT} s: {why} unknown")
             return None
-        if proc.returncode != 0:
+        if proc.returncode not in ok:
             first = (proc.stderr.strip().splitlines() or ["no message"])[-1]
             self.note(f"{argv[0]} failed ({first}): {why} unknown")
             return None

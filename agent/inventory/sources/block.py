@@ -39,7 +39,12 @@ def disk_names(probe: Probe, wanted: list[str] | None = None) -> list[str]:
     names = sorted(p.name for p in probe.path("/sys/block").glob("*"))
     if wanted is not None:
         return [n for n in names if n in wanted]
-    return [n for n in names if not n.startswith(VIRTUAL_PREFIXES)]
+    # Hidden disks have no device node: the paths under an NVMe multipath namespace.
+    return [
+        n
+        for n in names
+        if not n.startswith(VIRTUAL_PREFIXES) and probe.read(f"/sys/block/{n}/hidden") != "1"
+    ]
 
 
 def transport_from_path(device_path: str) -> str | None:

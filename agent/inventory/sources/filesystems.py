@@ -61,7 +61,8 @@ class FilesystemProbe:
         argv = ["blkid", "-p", "-o", "export"]
         if offset or size:
             argv += ["-O", str(offset), "-S", str(size)]
-        out = self.probe.run([*argv, path], f"filesystem on {path}")
+        # blkid exits 2 when it finds nothing: a blank device, not an unknown one.
+        out = self.probe.run([*argv, path], f"filesystem on {path}", ok=(0, 2))
         values = parse_blkid_export(out) if out else {}
         if values.get("USAGE") not in ("filesystem", "other") or "TYPE" not in values:
             return None, values

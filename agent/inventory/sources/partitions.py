@@ -32,6 +32,8 @@ def read_table(probe: Probe, path: str) -> tuple[str | None, list[TablePartition
         except parted.DiskLabelException:
             return None, []
     except Exception as e:  # libparted's errors come through several exception types
+        if "unrecognised disk label" in str(e):
+            return None, []  # a blank disk: libparted says so with a generic error
         probe.note(f"{path}: pyparted could not read the partition table ({e})")
         return None
     kinds = {

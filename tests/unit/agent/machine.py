@@ -86,6 +86,8 @@ def write_machine(root: Path, uefi: bool = False) -> None:
     _write(root, f"/sys/{NVME}/model", "QEMU NVMe Ctrl")
     _write(root, f"/sys/{NVME}/serial", "NVME-SERIAL-9")
     _link(root, f"{nvme}/device", "../../../nvme0")
+    # The path of a multipath-capable namespace: listed in /sys/block, no /dev node.
+    _disk(root, NVME, "nvme0c0n1", 2097152, hidden="1")
     _link(root, f"/sys/{SATA}/block/sda/device", "../../../0:0:0:0")
     _disk(root, VIRTIO, "vda", 1048576, serial="VIRTIO-SERIAL-3")
     _disk(root, CDROM, "sr0", 4096, removable="1")

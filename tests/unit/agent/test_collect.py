@@ -37,7 +37,7 @@ def test_recorded_machine(tmp_path: Path) -> None:
     assert m.firmware == "uefi" and m.secure_boot is True
     assert (inv.cpu.sockets, inv.cpu.cores, inv.cpu.threads) == (2, 2, 2)
     assert inv.memory.installed_bytes == 1536 << 20
-    # Loop devices and the CD-ROM are not disks of the machine.
+    # Loop devices, the CD-ROM and a hidden NVMe multipath node are not disks of the machine.
     assert [d.name for d in inv.disks] == ["nvme0n1", "sda", "vda"]
     sda, nvme, vda = inv.disk("sda"), inv.disk("nvme0n1"), inv.disk("vda")
     assert sda and nvme and vda
