@@ -4,18 +4,21 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 PACKAGES := p2v agent imagebuilder
+ISO := build/p2v-agent.iso
+JOB_ISO ?= build/p2v-agent-job.iso
 
-.PHONY: setup lint typecheck test test-unit test-integration test-e2e demo fixtures bench clean
+.PHONY: setup lint typecheck test test-unit test-integration test-e2e demo fixtures iso job-iso bench clean
 
 setup:
 	@scripts/setup-host.sh
 
 lint: setup
-	$(VENV)/bin/ruff check $(PACKAGES) tests bench
-	$(VENV)/bin/ruff format --check $(PACKAGES) tests bench
+	$(VENV)/bin/ruff check $(PACKAGES) boot-iso tests bench
+	$(VENV)/bin/ruff format --check $(PACKAGES) boot-iso tests bench
 
 typecheck: setup
 	$(VENV)/bin/mypy $(PACKAGES) tests/fixtures
+	cd boot-iso && ../$(VENV)/bin/mypy isobuild
 
 # Fixtures first, so their (cached) build shows its own progress instead of
 # happening silently inside a test.
@@ -23,7 +26,7 @@ fixtures: setup
 	$(PY) -m tests.fixtures bios-ext4
 	$(PY) -m tests.fixtures uefi-lvm
 
-test: lint typecheck fixtures
+test: lint typecheck fixtures iso
 	$(PY) -m pytest -v tests/unit tests/integration tests/e2e
 
 test-unit: setup
@@ -34,6 +37,16 @@ demo: setup
 	$(PY) -m tests.fixtures bios-ext4 --boot
 	@mkdir -p build/demo
 	$(VENV)/bin/p2v copy --overwrite --verify "$$($(PY) -m tests.fixtures bios-ext4 | tail -1)" build/demo/bios-ext4.qcow2
+
+# The agent ISO, from Debian packages; its layers are cached by recipe hash
+# (boot-iso/README.md), so this takes seconds unless the package set changed.
+iso: setup
+	cd boot-iso && ../$(PY) -m isobuild iso --output ../$(ISO)
+
+# A copy of the agent ISO that carries one job's secret: make job-iso SECRET_FILE=F
+job-iso: iso
+	@test -n "$(SECRET_FILE)" || { echo "usage: make job-iso SECRET_FILE=F [JOB_ISO=$(JOB_ISO)]" >&2; exit 2; }
+	cd boot-iso && ../$(PY) -m isobuild job-iso --base ../$(ISO) --secret-file "$(abspath $(SECRET_FILE))" --output "$(abspath $(JOB_ISO))"
 
 # Benchmarks against peer tools (minutes; not part of `make test`).
 bench: setup

@@ -6,7 +6,6 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from agent import __version__
 from agent.protocol import (
@@ -18,9 +17,6 @@ from agent.protocol import (
     normalize_secret,
     read_secret_file,
 )
-
-if TYPE_CHECKING:
-    from agent.inventory.model import Inventory  # loaded by the verbs that need it
 
 
 class AgentError(Exception):
@@ -80,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve only this disk (repeatable); default: every disk but the live medium",
     )
     p.set_defaults(func=_cmd_serve)
+
+    p = verbs.add_parser(
+        "live",
+        help="main program of the agent's boot medium (started by its init)",
+        description="Read the p2v.* and ip= options of the kernel command line, bring up "
+        "the network, serve every disk but the boot medium and show on each console how "
+        "to reach them. Options: boot-iso/README.md.",
+    )
+    p.set_defaults(func=_cmd_live)
     return parser
 
 
@@ -100,7 +105,7 @@ def _cmd_inventory(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from agent.inventory.collect import collect
-    from agent.serve import ExportServer, ServeError
+    from agent.serve import ExportServer, ServeError, exportable_disks
 
     try:
         listen = Address.parse(args.listen, default_host="0.0.0.0")
@@ -112,7 +117,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise AgentError(str(e)) from None
     names = _disk_names(args.disk)
     inventory = collect(disks=names)
-    disks = _exportable(inventory, names)
+    try:
+        disks = exportable_disks(inventory, names)
+    except ServeError as e:
+        raise AgentError(str(e)) from None
     generated = key is None
     key = key or normalize_secret(generate_secret())
     server = ExportServer(inventory, disks, key, listen, on_event=_event)
@@ -140,16 +148,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exportable(inventory: Inventory, names: list[str] | None) -> list[str]:
-    if names is not None:
-        for name in names:
-            disk = inventory.disk(name)
-            if disk is None:
-                raise AgentError(f"{name}: no such disk")
-            if disk.live_medium:
-                raise AgentError(f"{name} holds the running agent (live medium); not exported")
-        return names
-    return [d.name for d in inventory.disks if not d.live_medium]
+def _cmd_live(args: argparse.Namespace) -> int:
+    from agent.live.main import run
+
+    return run()
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -22,7 +22,7 @@ debian_pkgs=(
   ovmf seabios debootstrap parted gdisk dosfstools e2fsprogs lvm2 mdadm kpartx
   dmidecode pciutils ethtool util-linux
   # ISO pieces
-  squashfs-tools xorriso mtools grub-pc-bin grub-efi-amd64-bin grub-common
+  mmdebstrap xorriso mtools grub-pc-bin grub-efi-amd64-bin grub-common
   cpio zstd
   # the virtual environment and pyparted's build
   python3-venv python3-dev libparted-dev pkg-config gcc

@@ -1,0 +1,198 @@
+"""The agent ISO booted on a stand-in physical server whose hardware we set: the
+inventory read through one forwarded port reports exactly that hardware, and the
+served fixture disk reads back with the fixture image's digest.
+
+Slow: each boot runs the ISO under QEMU (TCG on hosts where KVM does not work).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.inventory.model import Inventory
+from agent.protocol import generate_secret
+from tests.conftest import fixture_image
+from tests.e2e import standin
+from tests.e2e.standin import Drive, Hardware
+from tests.integration.transfer.disks import p2v
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+
+REPO = Path(__file__).resolve().parents[2]
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="session")
+def agent_iso() -> Path:
+    """`make iso`: cached by the hash of its recipe, seconds when nothing changed."""
+    subprocess.run(["make", "--no-print-directory", "iso"], cwd=REPO, check=True)
+    return REPO / "build" / "p2v-agent.iso"
+
+
+@pytest.fixture(scope="module")
+def hardware(tmp_path_factory: pytest.TempPathFactory) -> Hardware:
+    disks = tmp_path_factory.mktemp("disks")
+    blank, nvme = disks / "blank.qcow2", disks / "nvme.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", blank, "1G"], check=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", nvme, "2G"], check=True)
+    return Hardware(
+        drives=(
+            Drive(fixture_image("bios-ext4"), "sata", "P2V-SATA-FIXTURE"),
+            Drive(blank, "sata", "P2V-SATA-BLANK"),
+            Drive(nvme, "nvme", "P2V-NVME-0"),
+        )
+    )
+
+
+@pytest.fixture(scope="module", params=["bios-cd", "uefi-usb"])
+def agent(
+    request: pytest.FixtureRequest,
+    agent_iso: Path,
+    hardware: Hardware,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, standin.Running, Path]]:
+    """(boot kind, the running stand-in, the secret file) — one boot per kind."""
+    workdir = tmp_path_factory.mktemp(request.param)
+    secret = generate_secret()
+    secret_file = workdir / "conversion-host-secret"
+    secret_file.write_text(secret + "\n")
+    with standin.booted(hardware, agent_iso, request.param, workdir, secret) as running:
+        yield request.param, running, secret_file
+
+
+def inventory_of(running: standin.Running, secret_file: Path) -> Inventory:
+    done = p2v(
+        "inventory", "--agent", f"127.0.0.1:{running.port}", "--secret-file", str(secret_file),
+        "--json", check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, f"{done.stderr}\nagent console:\n{running.console()[-3000:]}"
+    return Inventory.from_json(done.stdout)
+
+
+def test_inventory_reports_the_hardware_it_runs_on(
+    agent: tuple[str, standin.Running, Path], hardware: Hardware
+) -> None:
+    boot, running, secret_file = agent
+    inv = inventory_of(running, secret_file)
+
+    assert inv.machine.firmware == ("uefi" if boot.startswith("uefi") else "bios")
+    assert (inv.machine.vendor, inv.machine.product) == (hardware.vendor, hardware.product)
+    assert inv.machine.serial == hardware.serial
+    assert inv.machine.uuid == hardware.uuid
+    assert (inv.cpu.sockets, inv.cpu.cores, inv.cpu.threads) == (2, 2, 2)
+    assert inv.memory.installed_bytes == hardware.memory_mib * MiB
+    # What the kernel manages: all of it but what firmware and the kernel keep back.
+    assert inv.memory.usable_bytes is not None
+    assert (
+        hardware.memory_mib * MiB - 256 * MiB < inv.memory.usable_bytes <= hardware.memory_mib * MiB
+    )
+
+    assert sorted(nic.mac for nic in inv.nics) == sorted(hardware.macs)
+    assert all(nic.driver == "e1000" for nic in inv.nics)
+
+    by_serial = {d.serial: d for d in inv.disks}
+    fixture, blank, nvme = hardware.drives
+    assert by_serial[fixture.serial].size_bytes == fixture.image.stat().st_size
+    assert by_serial[fixture.serial].transport == "sata"
+    assert by_serial[blank.serial].size_bytes == 1 * GiB
+    assert by_serial[nvme.serial].size_bytes == 2 * GiB
+    assert by_serial[nvme.serial].transport == "nvme"
+    assert_partitions_match(by_serial[fixture.serial], fixture.image)
+
+    live = [d for d in inv.disks if d.live_medium]
+    if boot == "uefi-usb":
+        # Booted from a USB stick: the stick is listed as the live medium...
+        assert [d.transport for d in live] == ["usb"]
+        # ...and the agent does not serve it.
+        refused = p2v(
+            "checksum", f"agent://127.0.0.1:{running.port}/{live[0].name}",
+            "--secret-file", str(secret_file), check=False,
+        )  # fmt: skip
+        assert refused.returncode != 0
+        assert live[0].name in refused.stderr
+    else:
+        assert live == []  # a CD drive is not a disk of the server
+
+    console = running.console()
+    assert "from QEMU fw_cfg" in console
+    assert secret_file.read_text().strip() not in console
+    assert secret_file.read_text().strip().replace("-", "") not in console
+
+
+def assert_partitions_match(disk: object, image: Path) -> None:
+    """The partitions the agent reports, against sfdisk and blkid run on the image."""
+    table = json.loads(
+        subprocess.run(
+            ["sfdisk", "--json", image], capture_output=True, text=True, check=True
+        ).stdout
+    )["partitiontable"]
+    sector = table.get("sectorsize", 512)
+    expected = [(p["start"] * sector, p["size"] * sector) for p in table["partitions"]]
+    partitions = disk.partitions  # type: ignore[attr-defined]
+    assert disk.partition_table == "msdos"  # type: ignore[attr-defined]
+    assert [(p.start_bytes, p.size_bytes) for p in partitions] == expected
+    for part in partitions:
+        probed = subprocess.run(
+            ["blkid", "-p", "-o", "export", "--offset", str(part.start_bytes),
+             "--size", str(part.size_bytes), image],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        values = dict(line.split("=", 1) for line in probed.splitlines() if "=" in line)
+        assert part.filesystem is not None
+        assert (part.filesystem.type, part.filesystem.uuid) == (values["TYPE"], values["UUID"])
+
+
+def test_served_disk_reads_back_with_the_fixture_digest(
+    agent: tuple[str, standin.Running, Path], hardware: Hardware
+) -> None:
+    boot, running, secret_file = agent
+    if boot != "bios-cd":
+        pytest.skip("the digest is checked once; the boot kind does not change the export")
+    inv = inventory_of(running, secret_file)
+    fixture = hardware.drives[0]
+    name = next(d.name for d in inv.disks if d.serial == fixture.serial)
+    before = p2v("checksum", str(fixture.image)).stdout.split()[0]
+    served = p2v(
+        "checksum", f"agent://127.0.0.1:{running.port}/{name}", "--secret-file", str(secret_file),
+        timeout=1200,
+    ).stdout.split()[0]  # fmt: skip
+    assert served == before
+    assert p2v("checksum", str(fixture.image)).stdout.split()[0] == before
+
+
+def test_job_iso_boots_with_secure_boot_and_keeps_its_secret(
+    agent_iso: Path, tmp_path: Path
+) -> None:
+    """`make job-iso`: the secret rides on the medium, the firmware enforces Secure Boot
+    (Debian's signed shim, GRUB and kernel), the secret is never shown."""
+    secret_file = tmp_path / "job-secret"
+    secret_file.write_text(generate_secret() + "\n")
+    job_iso = tmp_path / "job.iso"
+    subprocess.run(
+        ["make", "--no-print-directory", "job-iso", f"SECRET_FILE={secret_file}",
+         f"JOB_ISO={job_iso}"],
+        cwd=REPO, check=True,
+    )  # fmt: skip
+    assert job_iso.stat().st_mode & 0o077 == 0, "a job ISO holds a secret: owner only"
+    workdir = tmp_path / "machine"
+    workdir.mkdir()
+    with standin.booted(Hardware(), job_iso, "uefi-secure-cd", workdir, secret=None) as running:
+        inv = inventory_of(running, secret_file)
+        wrong = tmp_path / "wrong"
+        wrong.write_text(generate_secret() + "\n")
+        refused = p2v(
+            "inventory", "--agent", f"127.0.0.1:{running.port}", "--secret-file", str(wrong),
+            check=False,
+        )  # fmt: skip
+        console = running.console()
+    assert (inv.machine.firmware, inv.machine.secure_boot) == ("uefi", True)
+    assert refused.returncode == 6 and "secret" in refused.stderr
+    assert "from the job medium" in console
+    key = secret_file.read_text().strip()
+    assert key not in console and key.replace("-", "") not in console
