@@ -23,6 +23,9 @@ INVENTORY_EXPORT = "inventory"
 PSK_IDENTITY = "p2v"
 LIVE_LABEL = "P2V-AGENT"  # volume label of the agent's boot medium
 SECRET_BITS = 128
+# Unattended mode: agents announce themselves to `p2v agents --listen` on this port.
+ANNOUNCE_PORT = 8444
+ANNOUNCE_VERSION = 1
 
 
 class SecretError(ValueError):

@@ -21,6 +21,8 @@ debian_pkgs=(
   # firmware and disk tools
   ovmf seabios debootstrap parted gdisk dosfstools e2fsprogs lvm2 mdadm kpartx
   dmidecode pciutils ethtool util-linux
+  # tests: relays a guest's connection to a host port (QEMU guestfwd)
+  socat
   # ISO pieces
   mmdebstrap xorriso mtools grub-pc-bin grub-efi-amd64-bin grub-common
   cpio zstd

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -19,6 +20,13 @@ def require_programs(*names: str) -> None:
 def require_root(why: str) -> None:
     if os.geteuid() != 0:
         pytest.fail(f"this test needs root: {why}")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a server a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def attach_loop(image: Path, *options: str) -> str:

@@ -14,9 +14,8 @@ import threading
 from collections.abc import Callable
 
 from agent.inventory.model import Inventory
-from agent.protocol import Address
+from agent.protocol import ANNOUNCE_VERSION, Address
 
-ANNOUNCE_VERSION = 1
 RETRY_SECONDS = 10.0
 REPEAT_SECONDS = 300.0  # announced again now and then, should the host have restarted
 

@@ -10,9 +10,8 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from agent.protocol import DEFAULT_PORT, Address, SecretError, normalize_secret
+from agent.protocol import ANNOUNCE_PORT, DEFAULT_PORT, Address, SecretError, normalize_secret
 
-ANNOUNCE_PORT = 8444  # default port of `p2v agents --listen` on the conversion host
 _MAC = re.compile(r"^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$", re.IGNORECASE)
 
 

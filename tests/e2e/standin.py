@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from p2v import accel, firmware, qemu
+from tests.conftest import free_port
 
 READY = "p2v agent"
 READY_LINE = "is ready"
@@ -51,17 +51,42 @@ class Running:
         return self.console_log.read_text(errors="replace")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+ANNOUNCE_ADDRESS = "10.0.2.100"  # where the guest finds the host's `p2v agents`
+
+
+@dataclass(frozen=True)
+class Network:
+    """How the host reaches the agent, and the agent the host."""
+
+    guest: str = ":8443"  # the agent's [ADDR]:PORT inside, forwarded from 127.0.0.1
+    host_port: int | None = None  # the forwarded port on 127.0.0.1 (default: a free one)
+    announce_port: int | None = None  # host port of `p2v agents`, at ANNOUNCE_ADDRESS:8444
+
+
+def direct_boot(iso: Path, workdir: Path, kernel_args: str) -> list[str]:
+    """Boot the ISO's kernel and initramfs parts with our own command line, as if the
+    operator had typed the options in the boot menu."""
+    files = workdir / "iso-boot"
+    files.mkdir()
+    for name in ("vmlinuz", "root.img", "agent.img"):
+        subprocess.run(
+            ["xorriso", "-osirrox", "on", "-indev", iso, "-extract", f"/boot/{name}",
+             files / name], check=True, capture_output=True,
+        )  # fmt: skip
+    initrd = files / "initrd"
+    with open(initrd, "wb") as out:
+        for part in ("root.img", "agent.img"):
+            out.write((files / part).read_bytes())
+    append = f"console=tty0 console=ttyS0,115200n8 {kernel_args}"
+    return ["-kernel", str(files / "vmlinuz"), "-initrd", str(initrd), "-append", append]
 
 
 def qemu_command(
-    hw: Hardware, iso: Path, boot: str, workdir: Path, port: int, kernel_args: str = ""
+    hw: Hardware, iso: Path, boot: str, workdir: Path, port: int, net: Network = Network()
 ) -> list[str]:
     """`boot`: "bios-cd" (the ISO as a CD), "uefi-usb" (written to a USB stick, as a
-    sysadmin would) or "uefi-secure-cd" (OVMF enforcing Secure Boot)."""
+    sysadmin would), "uefi-secure-cd" (OVMF enforcing Secure Boot), or kernel options
+    after "options:" (the ISO's kernel booted directly with them)."""
     machine = "q35,smm=on" if boot == "uefi-secure-cd" else "q35"
     cmd = [
         qemu.find_program(qemu.SYSTEM_EMULATOR), *accel.detect().qemu_args,
@@ -76,7 +101,13 @@ def qemu_command(
         cmd += ["-fw_cfg", f"name=opt/p2v/secret,file={workdir / 'secret'}"]
     for i, mac in enumerate(hw.macs):
         # Each NIC on its own network, as on a server; the first carries the agent's port.
-        forward = f",hostfwd=tcp:127.0.0.1:{port}-:8443" if i == 0 else ""
+        forward = ""
+        if i == 0:
+            forward = f",hostfwd=tcp:127.0.0.1:{port}-{net.guest}"
+            if net.announce_port:
+                # A command per connection (socat), where a chardev would be one stream.
+                relay = f"cmd:socat - TCP:127.0.0.1:{net.announce_port}"
+                forward += f",guestfwd=tcp:{ANNOUNCE_ADDRESS}:8444-{relay}"
         cmd += [
             "-netdev", f"user,id=net{i},net=10.0.{2 + i}.0/24,restrict=on{forward}",
             "-device", f"e1000,netdev=net{i},mac={mac}",
@@ -92,15 +123,18 @@ def qemu_command(
         else:
             cmd += ["-device", f"nvme,drive=d{i},serial={drive.serial}"]
     medium = f"file={iso},format=raw,if=none,id=medium,readonly=on"
+    first = "" if boot.startswith("options:") else ",bootindex=0"  # -kernel boots first
     if boot == "uefi-usb":
         cmd += [
             "-drive", medium, "-device", "qemu-xhci,id=xhci",
-            "-device", "usb-storage,bus=xhci.0,drive=medium,bootindex=0",
+            "-device", f"usb-storage,bus=xhci.0,drive=medium{first}",
         ]  # fmt: skip
     else:
         cmd += ["-drive", medium + ",media=cdrom",
-                "-device", f"ide-cd,drive=medium,bus=ide.{sata},bootindex=0"]  # fmt: skip
-    if boot.startswith("uefi"):
+                "-device", f"ide-cd,drive=medium,bus=ide.{sata}{first}"]  # fmt: skip
+    if boot.startswith("options:"):
+        cmd += direct_boot(iso, workdir, boot.removeprefix("options:"))
+    elif boot.startswith("uefi"):
         code, template = (
             firmware.ovmf_secure_boot() if boot == "uefi-secure-cd" else firmware.ovmf()
         )
@@ -116,15 +150,21 @@ def qemu_command(
 
 @contextlib.contextmanager
 def booted(
-    hw: Hardware, iso: Path, boot: str, workdir: Path, secret: str | None, timeout: float = 300
+    hw: Hardware,
+    iso: Path,
+    boot: str,
+    workdir: Path,
+    secret: str | None,
+    net: Network = Network(),
+    timeout: float = 300,
 ) -> Iterator[Running]:
     """The stand-in, booted until its agent says it is ready (or the test fails)."""
     if secret is not None:
         (workdir / "secret").write_text(secret + "\n")
-    port = free_port()
+    port = net.host_port or free_port()
     log = workdir / "console.log"
     log.touch()
-    cmd = qemu_command(hw, iso, boot, workdir, port)
+    cmd = qemu_command(hw, iso, boot, workdir, port, net)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         start = time.monotonic()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from agent.inventory.model import Inventory
 from agent.protocol import generate_secret
-from tests.conftest import fixture_image
+from tests.conftest import fixture_image, free_port
 from tests.e2e import standin
 from tests.e2e.standin import Drive, Hardware
 from tests.integration.transfer.disks import p2v
@@ -196,3 +197,42 @@ def test_job_iso_boots_with_secure_boot_and_keeps_its_secret(
     assert "from the job medium" in console
     key = secret_file.read_text().strip()
     assert key not in console and key.replace("-", "") not in console
+
+
+def test_unattended_agent_announces_itself(agent_iso: Path, tmp_path: Path) -> None:
+    """Boot options as an operator types them: a static address on the NIC named by its
+    MAC, the secret and the conversion host on the command line. The agent announces
+    itself and `p2v agents` lists it once it has checked it with the secret."""
+    hw = Hardware()
+    secret = generate_secret()
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(secret + "\n")
+    port, announce_port = free_port(), free_port()
+    waiter = subprocess.Popen(
+        [sys.executable, "-m", "p2v.cli", "agents", "--listen", f"127.0.0.1:{announce_port}",
+         "--secret-file", str(secret_file), "--count", "1", "--timeout", "400", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    options = (
+        f"options:ip=10.0.2.50::10.0.2.2:24::{hw.macs[0]}:off p2v.listen=:{port} "
+        f"p2v.secret={secret} p2v.server={standin.ANNOUNCE_ADDRESS}"
+    )
+    net = standin.Network(guest=f"10.0.2.50:{port}", host_port=port, announce_port=announce_port)
+    workdir = tmp_path / "machine"
+    workdir.mkdir()
+    try:
+        with standin.booted(hw, agent_iso, options, workdir, secret=None, net=net) as running:
+            out, err = waiter.communicate(timeout=120)
+            inv = inventory_of(running, secret_file)
+            console = running.console()
+    finally:
+        waiter.kill()
+    assert waiter.returncode == 0, err
+    record = json.loads(out.splitlines()[0])
+    assert record["agent"] == f"127.0.0.1:{port}"
+    assert (record["serial"], record["uuid"]) == (hw.serial, hw.uuid)
+    by_mac = {nic.mac: nic for nic in inv.nics}
+    assert "10.0.2.50/24" in by_mac[hw.macs[0]].addresses
+    assert not any(a.startswith("10.") for a in by_mac[hw.macs[1]].addresses)
+    assert "from the kernel command line" in console
+    assert f"announced to {standin.ANNOUNCE_ADDRESS}:8444: ok" in console

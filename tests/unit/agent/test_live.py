@@ -8,10 +8,10 @@ import pytest
 
 from agent.inventory.model import Disk, Inventory, Machine, Nic
 from agent.live import network
-from agent.live.options import ANNOUNCE_PORT, IpConfig, OptionError, parse_cmdline
+from agent.live.options import IpConfig, OptionError, parse_cmdline
 from agent.live.screen import Consoles, Status, render
 from agent.live.secret import find_secret
-from agent.protocol import Address, SecretError, fingerprint
+from agent.protocol import ANNOUNCE_PORT, Address, SecretError, fingerprint
 
 KEY = "00112233445566778899aabbccddeeff"
 BOOT = "BOOT_IMAGE=/boot/vmlinuz console=tty0 console=ttyS0,115200n8 quiet"
