@@ -78,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_serve)
 
     p = verbs.add_parser(
+        "secret",
+        help="print a new random secret",
+        description="Print a new random secret (128 bits, hex digits in groups of four) "
+        "for a job ISO (`make job-iso SECRET_FILE=F`) or `serve --secret-file F`.",
+    )
+    p.set_defaults(func=_cmd_secret)
+
+    p = verbs.add_parser(
         "live",
         help="main program of the agent's boot medium (started by its init)",
         description="Read the p2v.* and ip= options of the kernel command line, bring up "
@@ -145,6 +153,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         server.stop()
     if status not in (0, -signal.SIGTERM):
         raise AgentError(f"nbdkit stopped with status {status}")
+    return 0
+
+
+def _cmd_secret(args: argparse.Namespace) -> int:
+    print(generate_secret())
     return 0
 
 
