@@ -27,7 +27,7 @@ fixtures: setup
 	$(PY) -m tests.fixtures uefi-lvm
 
 test: lint typecheck fixtures iso
-	$(PY) -m pytest -v tests/unit tests/integration tests/e2e
+	$(PY) -m pytest -v --durations=10 tests/unit tests/integration tests/e2e
 
 test-unit: setup
 	$(PY) -m pytest tests/unit

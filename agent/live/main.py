@@ -6,6 +6,7 @@ secret before anything is served, the screen once the port is open.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 import time
@@ -21,6 +22,7 @@ from agent.protocol import SecretError, fingerprint
 from agent.serve import ExportServer, ServeError, exportable_disks
 
 CMDLINE = Path("/proc/cmdline")
+ADDRESS_CHECK_SECONDS = 10.0
 
 
 def run(cmdline: Path = CMDLINE) -> int:
@@ -75,7 +77,12 @@ def _serve(options: LiveOptions, consoles: Consoles) -> int:
             stop.set()
 
         threading.Thread(target=watch, daemon=True).start()
-        stop.wait()
+        # A lease that comes late, or changes, is shown: the operator reads the screen.
+        while not stop.wait(ADDRESS_CHECK_SECONDS):
+            now = {n: a for n, a in network.addresses(links).items() if a}
+            if now != status.addresses:
+                status = dataclasses.replace(status, addresses=now)
+                consoles.write(render(status))
     finally:
         server.stop()
     if ended:  # nbdkit stopped by itself: init starts the agent again
