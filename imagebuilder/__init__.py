@@ -1,4 +1,5 @@
 """Inventory -> virtual hardware profile -> domain XML, and offline guest fix-ups.
 
-Nothing here yet: the profile and the fix-ups come with the conversion pipeline.
+profile.py: the matching VM as a record (pure). domain.py: its libvirt XML (pure).
+The guest fix-ups come with the conversion pipeline.
 """

@@ -186,7 +186,7 @@ class Inventory:
                 "of the same release"
             )
         try:
-            return _load(cls, data)
+            return load_record(cls, data)
         except (TypeError, KeyError, ValueError) as e:
             raise SchemaError(f"malformed inventory: {e}") from None
 
@@ -194,8 +194,9 @@ class Inventory:
 T = TypeVar("T")
 
 
-def _load(cls: type[T], data: Any) -> T:
-    """Build a dataclass from decoded JSON, following its type hints."""
+def load_record(cls: type[T], data: Any) -> T:
+    """Build a dataclass from decoded JSON, following its type hints (also used for
+    the records built from an inventory)."""
     if not isinstance(data, dict):
         raise TypeError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -215,5 +216,5 @@ def _value(hint: Any, value: Any) -> Any:
         (item,) = typing.get_args(hint)
         return [_value(item, v) for v in value]
     if dataclasses.is_dataclass(hint):
-        return _load(hint, value)  # type: ignore[arg-type]
+        return load_record(hint, value)  # type: ignore[arg-type]
     return value
