@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from p2v import __version__
-from p2v.commands import agents, inventory, transfer
+from p2v.commands import agents, convert, inventory, transfer
 from p2v.errors import P2VError
 from p2v.virt import DEFAULT_URI  # libvirt itself loads only on connect
 
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.register(verbs)
     inventory.register(verbs)
     agents.register(verbs)
+    convert.register(verbs)
     return parser
 
 

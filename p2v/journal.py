@@ -40,6 +40,15 @@ CREATE TABLE IF NOT EXISTS job_blocks (
     digest BLOB,                   -- NULL when the block was only partly written
     PRIMARY KEY (job, block)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_steps (
+    job TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,            -- "plan", "copy sda", "fix-ups", ...
+    state TEXT NOT NULL,           -- running, done, failed
+    started REAL NOT NULL,
+    finished REAL,
+    detail TEXT,                   -- JSON: what the step found or did
+    PRIMARY KEY (job, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS job_bad_ranges (
     job TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
     start INTEGER NOT NULL,
@@ -149,6 +158,35 @@ class Journal:
         )
 
     # -- blocks of a copy ---------------------------------------------------
+
+    def step_started(self, job_id: str, name: str) -> None:
+        """A step of a multi-step job (a conversion) begins, or begins again on resume."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO job_steps (job, name, state, started) "
+            "VALUES (?, ?, 'running', ?)",
+            (job_id, name, time.time()),
+        )
+
+    def step_ended(
+        self, job_id: str, name: str, detail: dict[str, Any], failed: bool = False
+    ) -> None:
+        self.db.execute(
+            "UPDATE job_steps SET state = ?, finished = ?, detail = ? WHERE job = ? AND name = ?",
+            ("failed" if failed else "done", time.time(), json.dumps(detail), job_id, name),
+        )
+        self.db.execute("UPDATE jobs SET updated = ? WHERE id = ?", (time.time(), job_id))
+
+    def steps(self, job_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT name, state, started, finished, detail FROM job_steps "
+            "WHERE job = ? ORDER BY started",
+            (job_id,),
+        ).fetchall()
+        return [
+            {"name": n, "state": st, "started": s0, "finished": s1,
+             "detail": json.loads(d) if d else None}
+            for n, st, s0, s1, d in rows
+        ]  # fmt: skip
 
     def record_blocks(
         self,

@@ -9,6 +9,7 @@ by name then finds it. Stale rules that bound old hardware to names are removed.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from imagebuilder.fixups import FixupReport, keep_original
@@ -61,3 +62,42 @@ def pin_nic_names(g: Any, nics: list[tuple[str, str]]) -> FixupReport:
             g.rm(stale)
             report.changes.append(f"{stale}: removed (bound the old hardware)")
     return report
+
+
+_IFUPDOWN = re.compile(r"^\s*iface\s+(\S+)\s+inet6?\s", re.MULTILINE)
+_NETWORKD = re.compile(r"^\s*Name\s*=\s*(\S+)\s*$", re.MULTILINE)
+_NM = re.compile(r"^\s*interface-name\s*=\s*(\S+)\s*$", re.MULTILINE)
+_NETPLAN_ETHERNETS = re.compile(r"^(\s*)ethernets:\s*\n((?:\1\s+.*\n?)*)", re.MULTILINE)
+
+
+def nic_names_in(path: str, text: str) -> list[str]:
+    """NIC names a network configuration file configures (ifupdown, netplan,
+    systemd-networkd, NetworkManager). Pure."""
+    if path.startswith("/etc/network/interfaces"):
+        found = _IFUPDOWN.findall(text)
+    elif path.startswith("/etc/netplan/"):
+        found = []
+        for _indent, body in _NETPLAN_ETHERNETS.findall(text):
+            keys = re.findall(r"^(\s+)([\w.-]+):", body, re.MULTILINE)
+            if keys:
+                first = len(keys[0][0])
+                found += [k for i, k in keys if len(i) == first]
+    elif path.startswith("/etc/systemd/network/"):
+        found = _NETWORKD.findall(text) if path.endswith(".network") else []
+    else:
+        found = _NM.findall(text)
+    return [n for n in found if n != "lo" and not any(c in n for c in "*?[")]
+
+
+def configured_nic_names(g: Any) -> list[str]:
+    """Every NIC name the guest's network configuration uses, in file order."""
+    paths = ["/etc/network/interfaces"]
+    for directory in ("/etc/network/interfaces.d", "/etc/netplan", "/etc/systemd/network",
+                      "/etc/NetworkManager/system-connections"):  # fmt: skip
+        if g.is_dir(directory):
+            paths += [f"{directory}/{e}" for e in sorted(g.ls(directory))]
+    names: list[str] = []
+    for path in paths:
+        if g.is_file(path) and not path.split("/")[-1].startswith(PINNED_PREFIX):
+            names += [n for n in nic_names_in(path, g.cat(path)) if n not in names]
+    return names

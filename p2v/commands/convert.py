@@ -1,0 +1,160 @@
+"""`p2v convert`: a server (through its agent) or disk images -> a KVM guest that boots
+on virtio."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from p2v.errors import InputError
+
+
+def register(verbs: Any) -> None:
+    p = verbs.add_parser(
+        "convert",
+        help="turn a server's disks into a KVM guest that boots on virtio",
+        description="Inspect the guest on the source disks (never writing them), plan the "
+        "virtual machine, fix the guest in a private overlay (virtio drivers in the "
+        "initramfs, filesystems and GRUB by UUID, NIC names pinned to their MACs), skip "
+        "the filesystems' free space, copy the disks as qcow2 and write or define the "
+        "domain. Each step is recorded in the journal (`p2v history`).",
+    )
+    source = p.add_argument_group("source (one of)")
+    source.add_argument(
+        "--disk",
+        action="append",
+        metavar="PATH",
+        help="a disk image or block device of the server (repeatable, in the server's disk order)",
+    )
+    source.add_argument(
+        "--inventory",
+        metavar="FILE",
+        help="the server's inventory (`p2v inventory --json`) for --disk "
+        "sources: CPUs, memory, firmware, NICs and their MACs",
+    )
+    target = p.add_argument_group("target (one of)")
+    target.add_argument("--target", choices=["kvm"], help="define the guest in libvirt")
+    target.add_argument(
+        "--output-dir",
+        type=Path,
+        metavar="DIR",
+        help="write the disks (qcow2) and the domain XML here, without libvirt",
+    )
+    p.add_argument(
+        "-c",
+        "--connect",
+        default="qemu:///session",
+        metavar="URI",
+        help="libvirt URI for --target kvm and boot checks (default qemu:///session)",
+    )
+    p.add_argument(
+        "--storage",
+        type=Path,
+        metavar="DIR",
+        help="where --target kvm puts the disks (default: the state directory's images/)",
+    )
+    p.add_argument("--name", help="the guest's name (default: the first disk's file name)")
+    p.add_argument("--vcpus", type=int, metavar="N", help="vCPUs, instead of the server's count")
+    p.add_argument("--sockets", type=int, metavar="N", help="CPU sockets of the guest")
+    p.add_argument(
+        "--memory", type=int, metavar="MIB", help="memory in MiB, instead of the server's"
+    )
+    p.add_argument(
+        "--cpu-model", metavar="MODEL", help="a named CPU model (default: the host's CPU under KVM)"
+    )
+    p.add_argument(
+        "--network",
+        default="user",
+        metavar="user|network:NAME|bridge:NAME",
+        help="how the guest's NICs connect (default: user)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="inspect and print the plan; copy nothing"
+    )
+    p.add_argument(
+        "--verify-boot",
+        action="store_true",
+        help="start the guest headless and wait until it has booted (serial console)",
+    )
+    p.add_argument(
+        "--boot-timeout",
+        type=float,
+        default=600,
+        metavar="SECONDS",
+        help="time limit of --verify-boot (default 600)",
+    )
+    p.add_argument("--start", action="store_true", help="--target kvm: leave the guest running")
+    p.add_argument("--overwrite", action="store_true", help="replace existing target disks")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_cmd_convert)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from agent.inventory.model import Inventory, SchemaError
+    from imagebuilder.profile import Overrides
+    from p2v.convert.disks import disks_from_images
+    from p2v.convert.pipeline import ConvertOptions, convert
+    from p2v.journal import Journal
+    from p2v.paths import state_dir
+
+    if not args.disk:
+        raise InputError("convert needs its source: --disk PATH (repeatable)")
+    if bool(args.target) == bool(args.output_dir):
+        raise InputError("choose one target: --target kvm, or --output-dir DIR")
+    if args.start and args.output_dir:
+        raise InputError("--start needs --target kvm (--output-dir only writes files)")
+    inventory = None
+    if args.inventory:
+        try:
+            inventory = Inventory.from_json(Path(args.inventory).read_text())
+        except (OSError, SchemaError) as e:
+            raise InputError(f"--inventory {args.inventory}: {e}") from None
+    inventory, disks = disks_from_images(args.disk, inventory)
+    name = args.name or Path(args.disk[0]).stem
+    options = ConvertOptions(
+        name=name,
+        output_dir=args.output_dir.resolve() if args.output_dir else None,
+        uri=args.connect,
+        storage=(args.storage or state_dir() / "images").resolve(),
+        network=args.network,
+        overrides=Overrides(
+            vcpus=args.vcpus, sockets=args.sockets, memory_mib=args.memory, cpu_model=args.cpu_model
+        ),
+        dry_run=args.dry_run,
+        verify_boot=args.verify_boot,
+        start=args.start,
+        boot_timeout=args.boot_timeout,
+        overwrite=args.overwrite,
+    )
+    journal = Journal()
+    try:
+        result = convert(inventory, disks, options, journal, _say)
+    finally:
+        journal.close()
+    summary = journal_summary(result)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"job {result.job_id}: {name} " + ("planned (dry run)" if args.dry_run else "converted"))
+    if result.xml_path:
+        print(
+            f"domain XML: {result.xml_path}"
+            + (f", defined in {args.connect}" if result.defined else "")
+        )
+    if result.boot:
+        state = "booted" if result.boot["booted"] else "did NOT boot"
+        print(f"boot check: {state} in {result.boot['seconds']} s: {result.boot['line']}")
+    return 0
+
+
+def journal_summary(result: Any) -> dict[str, Any]:
+    from p2v.convert.pipeline import _summary
+
+    return {"job_id": result.job_id, **_summary(result)}
+
+
+def _say(message: str) -> None:
+    print(f"p2v: {message}", file=sys.stderr, flush=True)

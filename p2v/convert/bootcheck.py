@@ -1,0 +1,54 @@
+"""Start the converted guest headless and read its serial console until it has booted
+(a login prompt), within a time limit."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# What a booted Linux prints on its serial console; the harness's fixtures also
+# print their own line.
+BOOTED = re.compile(r"^(?P<line>(?:\S.*\s)?\S+ login:|P2V-TEST-BOOTED .*)$", re.MULTILINE)
+STUCK = re.compile(
+    r"Kernel panic|Gave up waiting for root|ALERT! .* does not exist|^\(initramfs\)", re.MULTILINE
+)
+
+
+@dataclass
+class BootCheck:
+    booted: bool
+    line: str  # the boot line, or why not
+    seconds: float
+
+
+def watch_console(log: Path, timeout: float, alive: Any) -> BootCheck:
+    """Poll the console log until the guest has booted, is stuck, dies or time is up."""
+    start = time.monotonic()
+    while True:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if found := BOOTED.search(text):
+            return BootCheck(True, found["line"].strip(), time.monotonic() - start)
+        if stuck := STUCK.search(text):
+            return BootCheck(False, f"stuck: {stuck[0]}", time.monotonic() - start)
+        if not alive():
+            return BootCheck(False, "the guest stopped", time.monotonic() - start)
+        if time.monotonic() - start > timeout:
+            return BootCheck(False, f"no login prompt after {timeout:.0f} s", timeout)
+        time.sleep(1)
+
+
+def verify_boot(conn: Any, xml: str, console_log: Path, timeout: float) -> BootCheck:
+    """Boot a transient copy of the domain (it goes away with this check)."""
+    import libvirt
+
+    console_log.unlink(missing_ok=True)
+    domain = conn.createXML(xml, libvirt.VIR_DOMAIN_START_AUTODESTROY)
+    try:
+        return watch_console(console_log, timeout, domain.isActive)
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):  # already gone
+            domain.destroy()

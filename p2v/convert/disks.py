@@ -1,0 +1,69 @@
+"""The source disks of a conversion, and the overlay through which each is used.
+
+The source is never written: every edit (fix-ups, trimming free space) goes to a
+qcow2 overlay backed by it, and the copy reads the overlay. Free space trimmed in
+the overlay reads as zeros, so the transfer engine does not move it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.inventory.model import Disk, Inventory
+from p2v.errors import InputError
+
+
+@dataclass
+class SourceDisk:
+    name: str  # the guest's name for the disk: sda, nvme0n1, ...
+    spec: str  # what is read: an image path, a block device, a local NBD URI
+    size: int
+    format: str  # raw or qcow2: how the overlay reads its backing
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "spec": self.spec, "size": self.size, "format": self.format}
+
+
+def image_info(path: str) -> tuple[str, int]:
+    """(format, virtual size) of an image file or block device, by qemu-img."""
+    if not Path(path).exists():
+        raise InputError(f"{path}: no such file or device")
+    done = subprocess.run(
+        ["qemu-img", "info", "--output=json", "--force-share", path],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise InputError(f"{path}: qemu-img cannot read it: {done.stderr.strip()}")
+    info = json.loads(done.stdout)
+    return str(info["format"]), int(info["virtual-size"])
+
+
+def disks_from_images(
+    paths: list[str], inventory: Inventory | None
+) -> tuple[Inventory, list[SourceDisk]]:
+    """Source disks from image files or block devices. Without an inventory the guest
+    is assumed to have named them sda, sdb, ... in the order given."""
+    disks = []
+    for index, path in enumerate(paths):
+        fmt, size = image_info(path)
+        if inventory is not None and index < len(inventory.disks):
+            name = inventory.disks[index].name
+        else:
+            name = f"sd{chr(ord('a') + index)}"
+        disks.append(SourceDisk(name, str(Path(path).resolve()), size, fmt))
+    if inventory is None:
+        inventory = Inventory(disks=[Disk(d.name, d.spec, d.size) for d in disks])
+    return inventory, disks
+
+
+def make_overlay(disk: SourceDisk, path: Path) -> Path:
+    """A qcow2 overlay backed (read-only) by the source disk."""
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", disk.format, "-b", disk.spec,
+         "-o", "lazy_refcounts=on", str(path)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return path
