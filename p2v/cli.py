@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
 from p2v import __version__
-from p2v.commands import agents, convert, inventory, transfer
+from p2v.commands import agents, convert, history, inventory, transfer
 from p2v.errors import P2VError
 from p2v.virt import DEFAULT_URI  # libvirt itself loads only on connect
 
@@ -76,10 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     inventory.register(verbs)
     agents.register(verbs)
     convert.register(verbs)
+    history.register(verbs)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # `p2v history | head`: stop quietly when the reader goes away.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,

@@ -23,6 +23,8 @@ debian_pkgs=(
   dmidecode pciutils ethtool util-linux
   # tests: relays a guest's connection to a host port (QEMU guestfwd)
   socat
+  # benchmarks: the peer tools measured against
+  virt-v2v
   # ISO pieces
   mmdebstrap xorriso mtools grub-pc-bin grub-efi-amd64-bin grub-common
   cpio zstd

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,8 @@ def register(verbs: Any) -> None:
         "--storage",
         type=Path,
         metavar="DIR",
-        help="where --target kvm puts the disks (default: the state directory's images/)",
+        help="where --target kvm puts the disks (default: /var/lib/libvirt/images when "
+        "writable, else the state directory's images/)",
     )
     p.add_argument("--name", help="the guest's name (default: the first disk's file name)")
     p.add_argument("--vcpus", type=int, metavar="N", help="vCPUs, instead of the server's count")
@@ -118,7 +120,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         name=name,
         output_dir=args.output_dir.resolve() if args.output_dir else None,
         uri=args.connect,
-        storage=(args.storage or state_dir() / "images").resolve(),
+        storage=(args.storage or _default_storage(state_dir())).resolve(),
         network=args.network,
         overrides=Overrides(
             vcpus=args.vcpus, sockets=args.sockets, memory_mib=args.memory, cpu_model=args.cpu_model
@@ -148,6 +150,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         state = "booted" if result.boot["booted"] else "did NOT boot"
         print(f"boot check: {state} in {result.boot['seconds']} s: {result.boot['line']}")
     return 0
+
+
+def _default_storage(state: Path) -> Path:
+    """libvirt's own image directory where there is one (its QEMU user can reach it),
+    else the state directory's images/."""
+    shared = Path("/var/lib/libvirt/images")
+    return shared if shared.is_dir() and os.access(shared, os.W_OK) else state / "images"
 
 
 def journal_summary(result: Any) -> dict[str, Any]:

@@ -8,7 +8,9 @@ digests) -> domain XML, written or defined -> boot check.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,7 @@ from p2v.errors import InputError
 from p2v.journal import Journal
 from p2v.transfer import jobs
 from p2v.units import format_size
+from p2v.virt import LOCAL_URIS
 
 SPACE_MARGIN = 1.1  # the copy needs the data, plus metadata and what trimming misses
 
@@ -175,6 +178,16 @@ def _check_targets(targets: list[Path], options: ConvertOptions) -> None:
     existing = [str(t) for t in targets if t.exists()]
     if existing and not options.overwrite and not options.dry_run:
         raise InputError(f"{', '.join(existing)} already exist (--overwrite replaces them)")
+    booting = options.verify_boot or options.start or options.output_dir is None
+    if booting and os.geteuid() == 0 and options.uri in LOCAL_URIS:
+        # The privileged libvirt daemon runs QEMU as its own user: it must be able to
+        # walk to the disks. Found now, not after the copy.
+        for parent in targets[0].parent.resolve().parents:
+            if parent.exists() and not parent.stat().st_mode & stat.S_IXOTH:
+                raise InputError(
+                    f"libvirt's QEMU user cannot reach {targets[0].parent}: {parent} is not "
+                    f"searchable by others (chmod o+x {parent}, or choose another directory)"
+                )
 
 
 def _plan(
