@@ -178,6 +178,8 @@ def _check_targets(targets: list[Path], options: ConvertOptions) -> None:
     existing = [str(t) for t in targets if t.exists()]
     if existing and not options.overwrite and not options.dry_run:
         raise InputError(f"{', '.join(existing)} already exist (--overwrite replaces them)")
+    if options.output_dir is None and not options.overwrite and not options.dry_run:
+        _refuse_existing_domain(options)
     booting = options.verify_boot or options.start or options.output_dir is None
     if booting and os.geteuid() == 0 and options.uri in LOCAL_URIS:
         # The privileged libvirt daemon runs QEMU as its own user: it must be able to
@@ -188,6 +190,24 @@ def _check_targets(targets: list[Path], options: ConvertOptions) -> None:
                     f"libvirt's QEMU user cannot reach {targets[0].parent}: {parent} is not "
                     f"searchable by others (chmod o+x {parent}, or choose another directory)"
                 )
+
+
+def _refuse_existing_domain(options: ConvertOptions) -> None:
+    import libvirt
+
+    from p2v import virt
+
+    conn = virt.connect(options.uri)
+    try:
+        conn.lookupByName(options.name)
+    except libvirt.libvirtError:
+        return  # no such domain: the name is free
+    finally:
+        conn.close()
+    raise InputError(
+        f"{options.uri} already has a domain {options.name!r} (--name another, or "
+        "--overwrite to replace it)"
+    )
 
 
 def _plan(
