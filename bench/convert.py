@@ -5,7 +5,8 @@
 Both convert the `bios-ext4` test server (a 3 GiB SATA-only Debian 12 image) to
 local qcow2 files plus libvirt XML: virt-v2v with `-i disk -o local -of qcow2`, p2v
 with `--disk ... --output-dir`. Each result is then booted on virtio-blk and
-virtio-net under QEMU (not timed). Prints wall time, peak memory (the process and
+virtio-net under QEMU (not timed), with a MAC of the harness (so p2v's NIC name
+pinning, made for the MAC it chose, does not apply there: `net=` shows none). Prints wall time, peak memory (the process and
 all its children, the libguestfs appliance included), output size, whether it
 booted, and p2v's time as a fraction of virt-v2v's. Target: under 0.5, both boot.
 """
@@ -60,7 +61,12 @@ def main() -> int:
             rows.append((tool, wall, peak, disk.stat().st_blocks * 512, result))
     print(f"{'tool':<12} {'wall s':>8} {'peak MiB':>9} {'output MiB':>11}  boots on virtio")
     for tool, wall, peak, size, result in rows:
-        line = " ".join(f"{k}={v}" for k, v in result.fields.items()) if result.booted else "no"
+        if result.booted:
+            line = " ".join(f"{k}={v}" for k, v in result.fields.items())
+        elif result.root_not_found:
+            line = "no: stopped in the initramfs, root not found"
+        else:
+            line = f"no: no boot line in {result.seconds:.0f} s"
         print(f"{tool:<12} {wall:8.1f} {peak / MiB:9.0f} {size / MiB:11.0f}  {line}")
     ratio = rows[1][1] / rows[0][1]
     print(f"p2v / virt-v2v wall time: {ratio:.2f} (target < 0.5)")
