@@ -6,9 +6,10 @@ Both convert the `bios-ext4` test server (a 3 GiB SATA-only Debian 12 image) to
 local qcow2 files plus libvirt XML: virt-v2v with `-i disk -o local -of qcow2`, p2v
 with `--disk ... --output-dir`. Each result is then booted on virtio-blk and
 virtio-net under QEMU (not timed), with a MAC of the harness (so p2v's NIC name
-pinning, made for the MAC it chose, does not apply there: `net=` shows none). Prints wall time, peak memory (the process and
-all its children, the libguestfs appliance included), output size, whether it
-booted, and p2v's time as a fraction of virt-v2v's. Target: under 0.5, both boot.
+pinning, made for the MAC it chose, does not apply there: `net=` shows none).
+Prints wall time, peak memory (the process and all its children, the libguestfs
+appliance included), output size, whether it booted, and p2v's time as a fraction
+of virt-v2v's. Target: under 0.5, both boot.
 """
 
 from __future__ import annotations
