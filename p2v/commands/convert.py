@@ -98,9 +98,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from agent.inventory.model import Inventory, SchemaError
     from imagebuilder.profile import Overrides
     from p2v.convert.disks import disks_from_images
-    from p2v.convert.pipeline import ConvertOptions, convert
+    from p2v.convert.pipeline import ConvertOptions, convert, summary
     from p2v.journal import Journal
     from p2v.paths import state_dir
+    from p2v.transfer.progress import BarReporter, QuietReporter
 
     if not args.disk:
         raise InputError("convert needs its source: --disk PATH (repeatable)")
@@ -132,13 +133,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     journal = Journal()
+    # A progress bar for each disk's copy on a terminal; --json keeps stdout for the result.
+    reporter = BarReporter() if sys.stderr.isatty() else QuietReporter()
     try:
-        result = convert(inventory, disks, options, journal, _say)
+        result = convert(inventory, disks, options, journal, _say, reporter)
     finally:
         journal.close()
-    summary = journal_summary(result)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps({"job_id": result.job_id, **summary(result)}, indent=2))
         return 0
     print(f"job {result.job_id}: {name} " + ("planned (dry run)" if args.dry_run else "converted"))
     if result.xml_path:
@@ -157,12 +159,6 @@ def _default_storage(state: Path) -> Path:
     else the state directory's images/."""
     shared = Path("/var/lib/libvirt/images")
     return shared if shared.is_dir() and os.access(shared, os.W_OK) else state / "images"
-
-
-def journal_summary(result: Any) -> dict[str, Any]:
-    from p2v.convert.pipeline import _summary
-
-    return {"job_id": result.job_id, **_summary(result)}
 
 
 def _say(message: str) -> None:

@@ -170,7 +170,7 @@ def convert(
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)  # the overlays: the copies are made
-    journal.finish(job.id, _summary(result))
+    journal.finish(job.id, summary(result))
     return result
 
 
@@ -278,7 +278,7 @@ def _boot(options: ConvertOptions, xml: str, console_log: Path) -> dict[str, Any
     return {"booted": check.booted, "line": check.line, "seconds": round(check.seconds, 1)}
 
 
-def _summary(result: ConvertResult) -> dict[str, Any]:
+def summary(result: ConvertResult) -> dict[str, Any]:
     return {
         "plan": result.plan.to_json(),
         "fixups": result.fixups,
