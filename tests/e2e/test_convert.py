@@ -40,7 +40,8 @@ def test_converted_fixture_boots_on_virtio(name: str, out: Path) -> None:
     before = digest(image)
     done = p2v(
         "convert", "--disk", str(image), "--output-dir", str(out), "--name", name,
-        "--verify-boot", "--json", timeout=1400,
+        # Two vCPUs: the emulated boot uses both host cores.
+        "--vcpus", "2", "--verify-boot", "--json", timeout=1400,
     )  # fmt: skip
     result = json.loads(done.stdout)
     boot = result["boot"]
