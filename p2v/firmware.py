@@ -10,12 +10,16 @@ OVMF_CODE = OVMF_DIR / "OVMF_CODE_4M.fd"
 OVMF_VARS = OVMF_DIR / "OVMF_VARS_4M.fd"
 
 
+def _present(code: Path, variables: Path, what: str) -> tuple[Path, Path]:
+    for path in (code, variables):
+        if not path.exists():
+            raise MissingComponent(f"{what} {path}", "install ovmf")
+    return code, variables
+
+
 def ovmf() -> tuple[Path, Path]:
     """(code, vars template) of OVMF, or MissingComponent."""
-    for path in (OVMF_CODE, OVMF_VARS):
-        if not path.exists():
-            raise MissingComponent(f"UEFI firmware {path}", "install ovmf")
-    return OVMF_CODE, OVMF_VARS
+    return _present(OVMF_CODE, OVMF_VARS, "UEFI firmware")
 
 
 # OVMF that enforces Secure Boot (needs SMM), with Microsoft's keys enrolled: it starts
@@ -26,7 +30,4 @@ OVMF_SECURE_VARS = OVMF_DIR / "OVMF_VARS_4M.ms.fd"
 
 def ovmf_secure_boot() -> tuple[Path, Path]:
     """(code, vars template) of OVMF with Secure Boot on, or MissingComponent."""
-    for path in (OVMF_SECURE_CODE, OVMF_SECURE_VARS):
-        if not path.exists():
-            raise MissingComponent(f"UEFI Secure Boot firmware {path}", "install ovmf")
-    return OVMF_SECURE_CODE, OVMF_SECURE_VARS
+    return _present(OVMF_SECURE_CODE, OVMF_SECURE_VARS, "UEFI Secure Boot firmware")

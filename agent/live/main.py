@@ -42,8 +42,9 @@ def _serve(options: LiveOptions, consoles: Consoles) -> int:
     network.configure(options.ip, network.select_links(links, options.ip.device), consoles.say)
     found = network.wait_for_address(links) if options.ip.mode != "off" else {}
     secret = find_secret(options.secret)
-    inventory = collect(disks=list(options.disks) if options.disks is not None else None)
-    disks = exportable_disks(inventory, list(options.disks) if options.disks else None)
+    names = list(options.disks) if options.disks is not None else None
+    inventory = collect(disks=names)
+    disks = exportable_disks(inventory, names)
     server = ExportServer(inventory, disks, secret.key, options.listen, on_event=consoles.say)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

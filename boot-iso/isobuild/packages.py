@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fnmatch
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,4 +168,4 @@ def _prune(root: Path) -> None:
     # Compiled bytecode is kept (python starts faster); tests of the stdlib are not.
     for tests in root.glob("usr/lib/python3.11/test"):
         shutil.rmtree(tests)
-    subprocess.run(["chroot", root, "ldconfig"], check=True)
+    run(["chroot", root, "ldconfig"])
