@@ -8,8 +8,12 @@ is the only place the secret is written; names shown to users never carry it.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import subprocess
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +137,41 @@ class AgentSession:
             on_close=self.close if own else None,
         )
 
+    @contextlib.contextmanager
+    def local_proxy(self, socket: Path) -> Iterator[LocalProxy]:
+        """The agent's disks on a local Unix socket, for programs that cannot do
+        TLS-PSK themselves (QEMU's backing files, libguestfs): nbdkit's nbd plugin
+        relays each connection to the agent over TLS-PSK, read-only. Export names
+        are the agent's disk names. Connect once first (`inventory`) so that a wrong
+        secret is explained here rather than as a QEMU error later."""
+        command = [
+            "nbdkit", "--exit-with-parent", "--foreground", "--readonly",
+            "--unix", str(socket), "nbd",
+            f"hostname={self.address.host}", f"port={self.address.port}",
+            "dynamic-export=true", "tls=require", f"tls-psk={self._psk}",
+            f"tls-username={PSK_IDENTITY}",
+        ]  # fmt: skip
+        socket.unlink(missing_ok=True)
+        log = self._dir / "proxy.log"  # a file: a pipe nobody reads would block nbdkit
+        with open(log, "w") as errors:
+            proxy = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=errors)
+        try:
+            deadline = time.monotonic() + 15
+            while not socket.exists():
+                if proxy.poll() is not None or time.monotonic() > deadline:
+                    error = log.read_text().strip() or "nbdkit did not start in time"
+                    raise AgentError(f"cannot relay the agent's disks: {error}")
+                time.sleep(0.05)
+            yield LocalProxy(socket)
+        finally:
+            proxy.terminate()
+            try:
+                proxy.wait(10)
+            except subprocess.TimeoutExpired:
+                proxy.kill()
+                proxy.wait()
+            socket.unlink(missing_ok=True)
+
     def close(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)
 
@@ -141,3 +180,13 @@ class AgentSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class LocalProxy:
+    """Where the relayed disks are: a URI QEMU and libnbd open without a secret."""
+
+    def __init__(self, socket: Path) -> None:
+        self.socket = socket
+
+    def uri(self, disk: str) -> str:
+        return f"nbd+unix:///{disk}?socket={self.socket}"

@@ -176,6 +176,13 @@ class Journal:
         )
         self.db.execute("UPDATE jobs SET updated = ? WHERE id = ?", (time.time(), job_id))
 
+    def step_detail(self, job_id: str, name: str, detail: dict[str, Any]) -> None:
+        """What a running step has learnt so far (a copy's job id), kept if it dies."""
+        self.db.execute(
+            "UPDATE job_steps SET detail = ? WHERE job = ? AND name = ?",
+            (json.dumps(detail), job_id, name),
+        )
+
     def steps(self, job_id: str) -> list[dict[str, Any]]:
         rows = self.db.execute(
             "SELECT name, state, started, finished, detail FROM job_steps "

@@ -21,8 +21,8 @@ debian_pkgs=(
   # firmware and disk tools
   ovmf seabios debootstrap parted gdisk dosfstools e2fsprogs lvm2 mdadm kpartx
   dmidecode pciutils ethtool util-linux
-  # tests: relays a guest's connection to a host port (QEMU guestfwd)
-  socat
+  # tests: relays a guest's connection to a host port (QEMU guestfwd); LUKS volumes
+  socat cryptsetup-bin
   # benchmarks: the peer tools measured against
   virt-v2v
   # ISO pieces

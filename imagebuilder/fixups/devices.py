@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from imagebuilder.fixups import FixupReport, replace_file
+from imagebuilder.fixups import FixupReport, keep_original, replace_file
 
 # Device names that follow the hardware: what must go. /dev/mapper, /dev/disk/by-*,
 # UUID=, LABEL= stay as they are.
@@ -86,7 +86,22 @@ def fix_device_names(g: Any, disks: dict[str, str]) -> FixupReport:
             replace_file(g, path, new.encode(), report)
             report.changes += [f"{path}: {c}" for c in changes]
     _fix_resume(g, stable, report)
+    _remove_lvm_device_records(g, report)
     return report
+
+
+# LVM's records of the disks it saw, by their old identities (WWN, serial number,
+# path): virtio disks have other ones, and a devices file that names none of them
+# hides every physical volume. Without them LVM scans all disks again.
+LVM_DEVICE_RECORDS = ("/etc/lvm/devices/system.devices", "/etc/lvm/cache/.cache")
+
+
+def _remove_lvm_device_records(g: Any, report: FixupReport) -> None:
+    for path in LVM_DEVICE_RECORDS:
+        if g.is_file(path):
+            keep_original(g, path, report)
+            g.rm(path)
+            report.changes.append(f"{path}: removed (named the old disks)")
 
 
 def _fix_resume(g: Any, stable: Any, report: FixupReport) -> None:

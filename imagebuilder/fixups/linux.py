@@ -30,6 +30,14 @@ def inspect_and_mount(g: Any) -> GuestOS:
     """Find the one operating system on the disks and mount its filesystems."""
     roots = g.inspect_os()
     if not roots:
+        encrypted = [dev for dev in g.list_devices() + g.list_partitions()
+                     if _vfs_type(g, dev) == "crypto_LUKS"]  # fmt: skip
+        if encrypted:
+            raise GuestError(
+                f"no operating system found on the disks, and {', '.join(encrypted)} is "
+                "encrypted (LUKS): the root is likely inside, and this version cannot "
+                "open encrypted volumes (no key can be given yet)"
+            )
         raise GuestError("no operating system found on the disks")
     if len(roots) > 1:
         raise GuestError(f"more than one operating system on the disks: {', '.join(roots)}")
@@ -45,6 +53,31 @@ def inspect_and_mount(g: Any) -> GuestOS:
     for mountpoint in sorted(guest.mountpoints, key=len):  # "/" before "/boot"
         g.mount(guest.mountpoints[mountpoint], mountpoint)
     return guest
+
+
+def _vfs_type(g: Any, device: str) -> str:
+    try:
+        return str(g.vfs_type(device))
+    except RuntimeError:
+        return ""
+
+
+def boot_disk_index(g: Any, guest: GuestOS) -> int:
+    """Which of the handle's disks the firmware must boot: the one holding the ESP
+    (UEFI), else /boot, else / (GRUB is installed on that disk); the first disk when
+    they live on LVM or RAID."""
+    devices = g.list_devices()
+    for mountpoint in ("/boot/efi", "/boot", "/"):
+        spec = guest.mountpoints.get(mountpoint)
+        if not spec:
+            continue
+        try:
+            disk = g.part_to_dev(spec)
+        except RuntimeError:
+            continue  # not a partition: a logical volume, an md array
+        if disk in devices:
+            return int(devices.index(disk))
+    return 0
 
 
 def fix_linux_guest(g: Any, sources: list[str], nics: list[tuple[str, str]]) -> list[FixupReport]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from p2v.errors import InputError
+from p2v.units import parse_size
 
 
 def register(verbs: Any) -> None:
@@ -24,6 +25,16 @@ def register(verbs: Any) -> None:
         "domain. Each step is recorded in the journal (`p2v history`).",
     )
     source = p.add_argument_group("source (one of)")
+    source.add_argument(
+        "--agent",
+        metavar="HOST[:PORT]",
+        help="a server running the p2v agent (its boot ISO): inventory and disks from it",
+    )
+    source.add_argument(
+        "--secret-file",
+        metavar="F",
+        help="with --agent: a file holding the secret the agent shows or was given",
+    )
     source.add_argument(
         "--disk",
         action="append",
@@ -58,7 +69,11 @@ def register(verbs: Any) -> None:
         help="where --target kvm puts the disks (default: /var/lib/libvirt/images when "
         "writable, else the state directory's images/)",
     )
-    p.add_argument("--name", help="the guest's name (default: the first disk's file name)")
+    p.add_argument(
+        "--name",
+        help="the guest's name (default: the first disk's file name for --disk, the "
+        "guest's hostname for --agent)",
+    )
     p.add_argument("--vcpus", type=int, metavar="N", help="vCPUs, instead of the server's count")
     p.add_argument("--sockets", type=int, metavar="N", help="CPU sockets of the guest")
     p.add_argument(
@@ -90,35 +105,59 @@ def register(verbs: Any) -> None:
     )
     p.add_argument("--start", action="store_true", help="--target kvm: leave the guest running")
     p.add_argument("--overwrite", action="store_true", help="replace existing target disks")
+    p.add_argument(
+        "--bwlimit",
+        metavar="RATE",
+        type=parse_size,
+        help="cap the copy's rate, in bytes/s (50M), to spare the server's network",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--resume",
+        metavar="JOB",
+        help="finish an interrupted conversion (`p2v history`), with the options it was "
+        "started with; the steps it finished are not done again",
+    )
     p.set_defaults(func=_cmd_convert)
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from agent.inventory.model import Inventory, SchemaError
     from imagebuilder.profile import Overrides
-    from p2v.convert.disks import disks_from_images
-    from p2v.convert.pipeline import ConvertOptions, convert, summary
+    from p2v.convert import pipeline, sources
     from p2v.journal import Journal
     from p2v.paths import state_dir
     from p2v.transfer.progress import BarReporter, QuietReporter
 
-    if not args.disk:
-        raise InputError("convert needs its source: --disk PATH (repeatable)")
+    # A progress bar for each disk's copy on a terminal; --json keeps stdout for the result.
+    reporter = BarReporter() if sys.stderr.isatty() else QuietReporter()
+    if args.resume:
+        if args.agent or args.disk or args.target or args.output_dir:
+            raise InputError("--resume JOB goes on with the job's own source and target")
+        journal = Journal()
+        try:
+            result = pipeline.resume(args.resume, journal, _say, reporter, args.bwlimit)
+        finally:
+            journal.close()
+        return _report(result, args)
+    if bool(args.agent) == bool(args.disk):
+        raise InputError("convert needs one source: --agent HOST[:PORT], or --disk PATH")
     if bool(args.target) == bool(args.output_dir):
         raise InputError("choose one target: --target kvm, or --output-dir DIR")
     if args.start and args.output_dir:
         raise InputError("--start needs --target kvm (--output-dir only writes files)")
-    inventory = None
-    if args.inventory:
-        try:
-            inventory = Inventory.from_json(Path(args.inventory).read_text())
-        except (OSError, SchemaError) as e:
-            raise InputError(f"--inventory {args.inventory}: {e}") from None
-    inventory, disks = disks_from_images(args.disk, inventory)
-    name = args.name or Path(args.disk[0]).stem
-    options = ConvertOptions(
-        name=name,
+    if args.agent:
+        if args.inventory:
+            raise InputError("--inventory is for --disk sources; the agent sends its own")
+        if not args.secret_file:
+            raise InputError(
+                "--agent needs --secret-file F: the secret the agent's console shows "
+                "(or the one it was given)"
+            )
+        source = sources.agent_source(args.agent, args.secret_file)
+    else:
+        source = sources.disk_source(args.disk, args.inventory)
+    options = pipeline.ConvertOptions(
+        name=args.name or (Path(args.disk[0]).stem if args.disk else None),
         output_dir=args.output_dir.resolve() if args.output_dir else None,
         uri=args.connect,
         storage=(args.storage or _default_storage(state_dir())).resolve(),
@@ -131,26 +170,48 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         start=args.start,
         boot_timeout=args.boot_timeout,
         overwrite=args.overwrite,
+        bwlimit=args.bwlimit,
     )
     journal = Journal()
-    # A progress bar for each disk's copy on a terminal; --json keeps stdout for the result.
-    reporter = BarReporter() if sys.stderr.isatty() else QuietReporter()
     try:
-        result = convert(inventory, disks, options, journal, _say, reporter)
+        result = pipeline.convert(source, options, journal, _say, reporter)
     finally:
         journal.close()
+    return _report(result, args)
+
+
+def _report(result: Any, args: argparse.Namespace) -> int:
+    from p2v.convert.pipeline import summary
+    from p2v.units import format_size
+
     if args.json:
         print(json.dumps({"job_id": result.job_id, **summary(result)}, indent=2))
         return 0
-    print(f"job {result.job_id}: {name} " + ("planned (dry run)" if args.dry_run else "converted"))
-    if result.xml_path:
+    plan, guest = result.plan, result.plan.guest
+    state = "planned (dry run)" if args.dry_run else "converted"
+    print(f"job {result.job_id}: {plan.profile.name} {state}")
+    print(
+        f"  found    {guest['distro']} {guest['version']}, hostname {guest['hostname']}, "
+        f"root {guest['root']}, {plan.profile.firmware}, "
+        f"{format_size(plan.used_bytes)} of data"
+    )
+    if result.copies:
+        moved = sum(c["copied"] for c in result.copies)
+        size = sum(c["size"] for c in result.copies)
         print(
-            f"domain XML: {result.xml_path}"
-            + (f", defined in {args.connect}" if result.defined else "")
+            f"  moved    {format_size(moved)} of {format_size(size)} of disk "
+            f"({100 * moved / max(size, 1):.0f}%), free space skipped"
         )
+    if result.fixups:
+        counts = [f"{f['name']} ({len(f['changes'])})" for f in result.fixups if f["changes"]]
+        total = sum(len(f["changes"]) for f in result.fixups)
+        print(f"  fix-ups  {total} changes: {', '.join(counts)}; originals kept as *.p2v-orig")
+    if result.xml_path:
+        where = f"defined in {result.defined}" if result.defined else "written"
+        print(f"  domain   {plan.profile.name} {where}: {result.xml_path}")
     if result.boot:
-        state = "booted" if result.boot["booted"] else "did NOT boot"
-        print(f"boot check: {state} in {result.boot['seconds']} s: {result.boot['line']}")
+        booted = "booted" if result.boot["booted"] else "did NOT boot"
+        print(f"  boot     {booted} in {result.boot['seconds']} s: {result.boot['line']}")
     return 0
 
 

@@ -28,8 +28,11 @@ def _when(seconds: float) -> str:
 def _what(job: Any) -> str:
     params = job.params
     if job.kind == "convert":
-        disks = ", ".join(d["name"] for d in params.get("disks", []))
-        return f"{params.get('name')} ({disks})"
+        from p2v.convert.sources import describe
+
+        name = (job.result or {}).get("plan", {}).get("profile", {}).get("name")
+        source = describe(params["source"]) if "source" in params else ""
+        return f"{name or params.get('options', {}).get('name') or '?'} from {source}"
     if job.kind == "copy":
         request = params.get("request", {})
         return f"{request.get('source')} -> {request.get('target')}"

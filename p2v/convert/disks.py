@@ -7,10 +7,12 @@ the overlay reads as zeros, so the transfer engine does not move it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agent.inventory.model import Disk, Inventory
 from p2v.errors import InputError
@@ -19,12 +21,20 @@ from p2v.errors import InputError
 @dataclass
 class SourceDisk:
     name: str  # the guest's name for the disk: sda, nvme0n1, ...
-    spec: str  # what is read: an image path, a block device, a local NBD URI
+    spec: str  # what QEMU reads: an image path, a block device, a local NBD URI
     size: int
     format: str  # raw or qcow2: how the overlay reads its backing
+    origin: str = ""  # what users know it as (agent://HOST:PORT/sda); default: spec
 
-    def to_json(self) -> dict[str, object]:
-        return {"name": self.name, "spec": self.spec, "size": self.size, "format": self.format}
+    def __post_init__(self) -> None:
+        self.origin = self.origin or self.spec
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SourceDisk:
+        return cls(**data)
 
 
 def image_info(path: str) -> tuple[str, int]:
@@ -61,9 +71,11 @@ def disks_from_images(
 
 def make_overlay(disk: SourceDisk, path: Path) -> Path:
     """A qcow2 overlay backed (read-only) by the source disk."""
-    subprocess.run(
+    done = subprocess.run(
         ["qemu-img", "create", "-q", "-f", "qcow2", "-F", disk.format, "-b", disk.spec,
          "-o", "lazy_refcounts=on", str(path)],
-        check=True, capture_output=True,
+        capture_output=True, text=True,
     )  # fmt: skip
+    if done.returncode != 0:
+        raise InputError(f"{disk.origin}: cannot open it: {done.stderr.strip()}")
     return path

@@ -4,9 +4,12 @@ before any byte is copied. Pure: the facts come in, the plan goes out."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agent.inventory.model import Inventory
@@ -15,6 +18,8 @@ from imagebuilder.profile import HardwareProfile, Overrides, VirtualNic, profile
 from p2v.convert.disks import SourceDisk
 from p2v.errors import P2VError
 from p2v.units import format_size
+
+SPACE_MARGIN = 1.1  # the copy needs the data, plus metadata and what trimming misses
 
 
 class PlanError(P2VError):
@@ -45,6 +50,16 @@ class Plan:
             "used_bytes": self.used_bytes,
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        return cls(
+            guest=data["guest"],
+            profile=HardwareProfile.from_json(json.dumps(data["profile"])),
+            disks=[SourceDisk.from_json(d) for d in data["disks"]],
+            nics=[(mac, name) for mac, name in data["nics"]],
+            used_bytes=data["used_bytes"],
+        )
+
     def describe(self) -> str:
         p, g = self.profile, self.guest
         lines = [
@@ -58,7 +73,7 @@ class Plan:
         for disk, vdisk in zip(self.disks, p.disks, strict=True):
             boot = ", boot" if vdisk.boot else ""
             lines.append(
-                f"disk      {disk.name} ({format_size(disk.size)}) -> {vdisk.target} virtio{boot}"
+                f"disk      {disk.origin} ({format_size(disk.size)}) -> {vdisk.target} virtio{boot}"
             )
         lines.append(f"data      {format_size(self.used_bytes)} used in the guest's filesystems")
         for mac, name in self.nics:
@@ -75,6 +90,7 @@ def make_plan(
     overrides: Overrides,
     configured_nics: list[str],
     used_bytes: int,
+    boot_disk: int = 0,
     new_mac: Callable[[], str] = random_mac,
 ) -> Plan:
     if guest.type != "linux":
@@ -89,6 +105,8 @@ def make_plan(
     profile = profile_from_inventory(
         inventory, name=name, disks=[d.name for d in disks], overrides=overrides
     )
+    for index, vdisk in enumerate(profile.disks):
+        vdisk.boot = index == boot_disk
     if inventory.nics:
         nics = [(nic.mac.lower(), nic.name) for nic in inventory.nics if nic.mac]
     else:
@@ -104,3 +122,18 @@ def make_plan(
         "root": guest.root,
     }
     return Plan(guest_facts, profile, disks, nics, used_bytes)
+
+
+def guest_name(hostname: str) -> str:
+    """A domain name from the guest's hostname (its first label), when none is given."""
+    label = re.sub(r"[^A-Za-z0-9_.-]", "-", hostname.split(".")[0]).strip("-.")
+    return label if label and label not in ("localhost", "unknown") else "p2v-guest"
+
+
+def check_space(target: Path, free: int, used: int) -> None:
+    """Refuse a target that cannot hold the guest's data."""
+    if free < used * SPACE_MARGIN:
+        raise PlanError(
+            f"{target} has {format_size(free)} free; the guest holds {format_size(used)} "
+            "of data: make room or choose another --output-dir/--storage"
+        )

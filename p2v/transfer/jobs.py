@@ -7,6 +7,7 @@ This is what `p2v copy` and `p2v checksum` call, and what the other pipelines
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,7 +84,14 @@ class CopyResult:
         return dataclasses.asdict(self)
 
 
-def copy(request: CopyRequest, journal: Journal, reporter: Reporter | None = None) -> CopyResult:
+def copy(
+    request: CopyRequest,
+    journal: Journal,
+    reporter: Reporter | None = None,
+    on_job: Callable[[str], None] | None = None,
+) -> CopyResult:
+    """Copy as asked; `on_job` learns the job's id before any byte moves (a caller
+    that records it can resume this copy after a crash)."""
     source = _open_source(request)
     try:
         incremental = request.dirty_bitmap is not None
@@ -96,6 +104,8 @@ def copy(request: CopyRequest, journal: Journal, reporter: Reporter | None = Non
         )
         try:
             job = journal.create("copy", {"request": request.to_json(), "size": source.size})
+            if on_job:
+                on_job(job.id)
             target_zero = not incremental and target.known_zero()
             return _run(job.id, request, source, target, journal, reporter, {}, target_zero)
         finally:

@@ -18,9 +18,10 @@ import pytest
 from agent.inventory.model import Inventory
 from agent.protocol import generate_secret
 from tests.conftest import fixture_image, free_port
-from tests.e2e import standin
-from tests.e2e.standin import Drive, Hardware
-from tests.integration.transfer.disks import p2v
+from tests.e2e.converted import check_converted
+from tests.fixtures import standin
+from tests.fixtures.standin import Drive, Hardware
+from tests.integration.transfer.disks import make_disk, p2v, scattered
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -38,10 +39,13 @@ def agent_iso() -> Path:
 
 @pytest.fixture(scope="module")
 def hardware(tmp_path_factory: pytest.TempPathFactory) -> Hardware:
+    """The bios-ext4 sample server's disk on SATA, a blank SATA disk and an NVMe disk
+    holding scattered random data. Small disks: every byte read crosses an emulated
+    NIC and TLS in an emulated CPU."""
     disks = tmp_path_factory.mktemp("disks")
-    blank, nvme = disks / "blank.qcow2", disks / "nvme.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", blank, "1G"], check=True)
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", nvme, "2G"], check=True)
+    blank, nvme = disks / "blank.qcow2", disks / "nvme.raw"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", blank, "64M"], check=True)
+    make_disk(nvme, 256 * MiB, scattered(256 * MiB, 6, 2 * MiB))
     return Hardware(
         drives=(
             Drive(fixture_image("bios-ext4"), "sata", "P2V-SATA-FIXTURE"),
@@ -101,8 +105,8 @@ def test_inventory_reports_the_hardware_it_runs_on(
     fixture, blank, nvme = hardware.drives
     assert by_serial[fixture.serial].size_bytes == fixture.image.stat().st_size
     assert by_serial[fixture.serial].transport == "sata"
-    assert by_serial[blank.serial].size_bytes == 1 * GiB
-    assert by_serial[nvme.serial].size_bytes == 2 * GiB
+    assert by_serial[blank.serial].size_bytes == 64 * MiB
+    assert by_serial[nvme.serial].size_bytes == 256 * MiB
     assert by_serial[nvme.serial].transport == "nvme"
     assert_partitions_match(by_serial[fixture.serial], fixture.image)
 
@@ -149,21 +153,58 @@ def assert_partitions_match(disk: object, image: Path) -> None:
         assert (part.filesystem.type, part.filesystem.uuid) == (values["TYPE"], values["UUID"])
 
 
-def test_served_disk_reads_back_with_the_fixture_digest(
+def test_served_disk_reads_back_with_the_image_digest(
     agent: tuple[str, standin.Running, Path], hardware: Hardware
 ) -> None:
     boot, running, secret_file = agent
     if boot != "bios-cd":
         pytest.skip("the digest is checked once; the boot kind does not change the export")
     inv = inventory_of(running, secret_file)
-    fixture = hardware.drives[0]
-    name = next(d.name for d in inv.disks if d.serial == fixture.serial)
-    before = p2v("checksum", str(fixture.image)).stdout.split()[0]
+    nvme = hardware.drives[2]
+    name = next(d.name for d in inv.disks if d.serial == nvme.serial)
+    before = p2v("checksum", str(nvme.image)).stdout.split()[0]
     served = p2v(
         "checksum", f"agent://127.0.0.1:{running.port}/{name}", "--secret-file", str(secret_file),
         timeout=1200,
     ).stdout.split()[0]  # fmt: skip
     assert served == before
+    assert p2v("checksum", str(nvme.image)).stdout.split()[0] == before
+
+
+def test_convert_through_the_agent_boots_on_virtio(
+    agent: tuple[str, standin.Running, Path], hardware: Hardware, out: Path
+) -> None:
+    """The path of `make demo`: `p2v convert --agent` reads the inventory and the disks
+    from the agent, and the guest keeps the server's identity: its hostname (the
+    default name), CPUs, memory, disks in the same order, NICs with their MACs."""
+    boot, running, secret_file = agent
+    if boot != "bios-cd":
+        pytest.skip("converted once: bios-ext4 is a BIOS server")
+    fixture = hardware.drives[0]
+    before = p2v("checksum", str(fixture.image)).stdout.split()[0]
+    done = p2v(
+        "convert", "--agent", f"127.0.0.1:{running.port}", "--secret-file", str(secret_file),
+        "--output-dir", str(out), "--verify-boot", "--json", timeout=1400,
+    )  # fmt: skip
+    result = json.loads(done.stdout)
+    check_converted("bios-ext4", result, done.stderr)
+
+    profile = result["plan"]["profile"]
+    assert profile["name"] == "p2v-bios-ext4"  # the guest's hostname
+    assert (profile["sockets"] * profile["cores"], profile["memory_mib"]) == (
+        hardware.sockets,
+        hardware.memory_mib,
+    )
+    # The three disks in the server's order: the fixture (booted), the blank, the NVMe.
+    assert [d["target"] for d in profile["disks"]] == ["vda", "vdb", "vdc"]
+    assert [d["size_bytes"] for d in profile["disks"]] == [
+        fixture.image.stat().st_size, 64 * MiB, 256 * MiB,
+    ]  # fmt: skip
+    assert profile["disks"][0]["boot"]
+    assert sorted(mac for mac, _ in result["plan"]["nics"]) == sorted(hardware.macs)
+    origins = [d["origin"] for d in result["plan"]["disks"]]
+    assert origins == [f"agent://127.0.0.1:{running.port}/{n}" for n in ("sda", "sdb", "nvme0n1")]
+    assert sum(c["copied"] for c in result["copies"]) < fixture.image.stat().st_size / 2
     assert p2v("checksum", str(fixture.image)).stdout.split()[0] == before
 
 

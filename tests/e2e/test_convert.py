@@ -1,7 +1,8 @@
-"""`p2v convert --disk FIXTURE --output-dir DIR --verify-boot`: the SATA-only test
-servers come out as guests that boot on virtio-blk and virtio-net, with the same
+"""`p2v convert --disk FIXTURE --output-dir DIR --verify-boot`: a SATA-only test
+server comes out as a guest that boots on virtio-blk and virtio-net, with the same
 hostname, the root found by UUID or LVM name, and the NIC keeping its name and
-configuration. The source image is never written.
+configuration, even when the conversion was killed and resumed. The source image is
+never written. (bios-ext4 is converted through the agent ISO: test_agent_iso.py.)
 
 Slow: an appliance, a copy and a boot under QEMU (TCG here) per fixture.
 """
@@ -9,67 +10,76 @@ Slow: an appliance, a copy and a boot under QEMU (TCG here) per fixture.
 from __future__ import annotations
 
 import json
-import shutil
+import os
+import signal
 import subprocess
-import tempfile
-from collections.abc import Iterator
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import fixture_image
-from tests.fixtures import recipes
+from tests.e2e.converted import check_converted
 from tests.integration.transfer.disks import digest, p2v
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
-@pytest.fixture
-def out() -> Iterator[Path]:
-    """An output directory libvirt's QEMU user can reach (pytest's own are private)."""
-    path = Path(tempfile.mkdtemp(prefix="p2v-convert-", dir="/var/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path)
+def durable_blocks(job: str, step: str) -> int:
+    """Blocks the copy of a conversion's step has durably written, so far."""
+    from p2v.journal import Journal
+
+    journal = Journal()
+    try:
+        detail = next((s["detail"] for s in journal.steps(job) if s["name"] == step), None)
+        copy_job = (detail or {}).get("copy_job")
+        return len(journal.blocks(copy_job)) if copy_job else 0
+    finally:
+        journal.close()
 
 
-@pytest.mark.parametrize("name", sorted(recipes.RECIPES))
-def test_converted_fixture_boots_on_virtio(name: str, out: Path) -> None:
-    recipe = recipes.RECIPES[name]
+def test_killed_conversion_resumes_and_boots_on_virtio(out: Path) -> None:
+    """uefi-lvm (UEFI, root on LVM): `kill -9` in the middle of the copy, then
+    `p2v convert --resume JOB` goes on from there: the guest is not fixed again, what
+    the target durably holds is not copied again, and the result boots."""
+    name = "uefi-lvm"
     image = fixture_image(name)
     before = digest(image)
-    done = p2v(
+    argv = [
         "convert", "--disk", str(image), "--output-dir", str(out), "--name", name,
-        # Two vCPUs: the emulated boot uses both host cores.
-        "--vcpus", "2", "--verify-boot", "--json", timeout=1400,
-    )  # fmt: skip
+        # Two vCPUs: the emulated boot uses both host cores. A slow copy: time to kill it.
+        "--vcpus", "2", "--verify-boot", "--bwlimit", "40M", "--json",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "p2v.cli", *argv], stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    job = ""
+    for line in proc.stderr:
+        job = job or line.split()[2] if line.startswith("p2v: job ") else job
+        if line.startswith("p2v: copy sda"):
+            break
+    else:
+        raise AssertionError(f"the conversion ended before its copy: {proc.wait()}")
+    deadline = time.monotonic() + 120
+    while durable_blocks(job, "copy sda") < 4:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert "interrupted" in p2v("history").stdout
+
+    done = p2v("convert", "--resume", job, "--bwlimit", "10G", "--json", timeout=1400)
+    assert "fix-ups ..." not in done.stderr, "the guest was fixed before: not again"
     result = json.loads(done.stdout)
-    boot = result["boot"]
-    assert boot["booted"], f"{name} did not boot: {boot['line']}\n{done.stderr[-3000:]}"
-    fields = dict(f.split("=", 1) for f in boot["line"].split()[1:])
-    assert fields["host"] == recipe.hostname
-    assert fields["disk"] == "virtio_blk"
-    root_lv = next((lv for lv in recipe.logical_volumes if lv.mountpoint == "/"), None)
-    assert fields["root"] == (recipe.lv_device(root_lv) if root_lv else "/dev/vda1")
-    (mac, nic), = result["plan"]["nics"]  # fmt: skip
-    assert nic == recipe.nic_name
-    assert fields["mac"] == f"{recipe.nic_name}={mac}"
-    assert fields["net"] == f"{recipe.nic_name}:{recipe.nic_address}"
-
-    # Free space was not moved; the XML is valid; the plan saw the firmware.
-    (copy,) = result["copies"]
-    assert copy["copied"] < copy["size"] / 2
-    assert result["plan"]["profile"]["firmware"] == recipe.firmware
-    xml = subprocess.run(["virt-xml-validate", result["xml"], "domain"], capture_output=True)
-    assert xml.returncode == 0, xml.stderr
-    changes = [c for f in result["fixups"] for c in f["changes"]]
-    assert any("virtio drivers added" in c for c in changes)
-    assert any(c.startswith("/etc/fstab: /dev/sda") for c in changes)
-
-    # Every step is in the journal, and `p2v history` shows them.
-    shown = p2v("history", result["job_id"]).stdout
-    for step in ("plan", "fix-ups", "free space", "copy sda", "define", "verify boot"):
-        assert f"{step}" in shown
+    assert result["job_id"] == job
+    check_converted(name, result, done.stderr)
+    resumed = p2v("history", job, "--json").stdout
+    assert json.loads(resumed)["state"] == "done"
+    copy_job = json.loads(p2v("history", result["copies"][0]["job_id"], "--json").stdout)
+    assert copy_job["result"]["resumed"] > 0, "durable blocks are not copied again"
+    assert not list(out.glob(".p2v-*")), "the work directory goes once the job is done"
     assert digest(image) == before, "the source image must not change"
 
 
@@ -92,4 +102,23 @@ def test_a_disk_without_an_os_is_refused_before_copying(tmp_path: Path) -> None:
     done = p2v("convert", "--disk", str(blank), "--output-dir", str(out), check=False)
     assert done.returncode == 7
     assert "no operating system found on the disks" in done.stderr
+    assert not list(out.glob("*.qcow2"))
+
+
+def test_an_encrypted_disk_without_key_is_refused_before_copying(tmp_path: Path) -> None:
+    disk = tmp_path / "luks.raw"
+    with open(disk, "wb") as f:
+        f.truncate(64 << 20)
+    key = tmp_path / "key"
+    key.write_text("not-for-p2v")
+    subprocess.run(
+        ["cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2",
+         "--pbkdf-force-iterations", "1000", "--key-file", str(key), str(disk)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    out = tmp_path / "out"
+    done = p2v("convert", "--disk", str(disk), "--output-dir", str(out), check=False)
+    assert done.returncode == 7
+    assert "/dev/sda is encrypted (LUKS)" in done.stderr
+    assert "cannot open encrypted volumes" in done.stderr
     assert not list(out.glob("*.qcow2"))

@@ -1,0 +1,87 @@
+"""Where a conversion reads from, recorded so that a resumed job opens it again.
+
+A source is a small JSON record in the job: `{"agent": "HOST:PORT", "secret_file":
+F}` for a server running the agent, or `{"disks": [PATH, ...], "inventory": F}` for
+images and block devices. The record names files, never their contents.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from agent.inventory.model import Inventory, SchemaError
+from agent.serve import exportable_disks
+from p2v.convert.disks import SourceDisk, disks_from_images
+from p2v.errors import InputError
+
+
+def agent_source(address: str, secret_file: str) -> dict[str, Any]:
+    return {"agent": address, "secret_file": str(Path(secret_file).resolve())}
+
+
+def disk_source(paths: list[str], inventory_file: str | None) -> dict[str, Any]:
+    return {
+        "disks": [str(Path(p).resolve()) for p in paths],
+        "inventory": str(Path(inventory_file).resolve()) if inventory_file else None,
+    }
+
+
+def describe(source: dict[str, Any]) -> str:
+    if "agent" in source:
+        return f"the agent at {source['agent']}"
+    return ", ".join(source["disks"])
+
+
+@contextlib.contextmanager
+def opened(source: dict[str, Any], relay_dir: Path) -> Iterator[tuple[Inventory, list[SourceDisk]]]:
+    """The inventory and the disks, readable by QEMU, for as long as the context lasts.
+    An agent's disks are relayed on a Unix socket in `relay_dir`: its path is part of
+    the overlays' backing names, so a resumed job must use the same directory."""
+    if "agent" not in source:
+        yield disks_from_images(source["disks"], _inventory_file(source.get("inventory")))
+        return
+    from p2v.agentclient import AgentSession, agent_address
+
+    address = agent_address(source["agent"])
+    with AgentSession(address, source["secret_file"]) as session:
+        inventory = session.inventory()  # also proves the secret before QEMU sees the relay
+        names = sorted(exportable_disks(inventory, None), key=disk_order)
+        if not names:
+            raise InputError(f"the agent at {address} serves no disk")
+        relay_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with session.local_proxy(relay_dir / "agent.sock") as proxy:
+            disks = []
+            for name in names:
+                disk = inventory.disk(name)
+                assert disk is not None
+                disks.append(
+                    SourceDisk(
+                        name,
+                        proxy.uri(name),
+                        disk.size_bytes,
+                        "raw",
+                        origin=f"agent://{address}/{name}",
+                    )  # fmt: skip
+                )
+            yield inventory, disks
+
+
+def disk_order(name: str) -> tuple[int, int, str]:
+    """sda, sdb, ... sdaa first, then the others (nvme0n1, ...): the guest's fstab
+    names SCSI-style disks by their order, and libguestfs reads them that way, so its
+    disk N must be the guest's disk N."""
+    scsi = re.fullmatch(r"(?:sd|hd|vd|xvd)[a-z]+", name)
+    return (0 if scsi else 1, len(name) if scsi else 0, name)
+
+
+def _inventory_file(path: str | None) -> Inventory | None:
+    if not path:
+        return None
+    try:
+        return Inventory.from_json(Path(path).read_text())
+    except (OSError, SchemaError) as e:
+        raise InputError(f"--inventory {path}: {e}") from None

@@ -1,0 +1,40 @@
+"""What every converted test server must show, whichever way it was converted."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+from tests.fixtures import recipes
+from tests.integration.transfer.disks import p2v
+
+
+def check_converted(name: str, result: dict[str, Any], stderr: str) -> None:
+    """What a converted test server must show: booted on virtio-blk and virtio-net,
+    same hostname, root by UUID or LVM name, the NIC with its MAC and configuration,
+    free space not moved, valid XML, fix-ups reported and every step in the journal."""
+    recipe = recipes.RECIPES[name]
+    boot = result["boot"]
+    assert boot["booted"], f"{name} did not boot: {boot['line']}\n{stderr[-3000:]}"
+    fields = dict(f.split("=", 1) for f in boot["line"].split()[1:])
+    assert fields["host"] == recipe.hostname
+    assert fields["disk"] == "virtio_blk"
+    root_lv = next((lv for lv in recipe.logical_volumes if lv.mountpoint == "/"), None)
+    assert fields["root"] == (recipe.lv_device(root_lv) if root_lv else "/dev/vda1")
+    nics = dict((nic, mac) for mac, nic in result["plan"]["nics"])
+    mac = nics[recipe.nic_name]
+    assert f"{recipe.nic_name}={mac}" in fields["mac"].split(",")
+    assert f"{recipe.nic_name}:{recipe.nic_address}" in fields["net"].split(",")
+
+    copy = result["copies"][0]
+    assert copy["copied"] < copy["size"] / 2
+    assert result["plan"]["profile"]["firmware"] == recipe.firmware
+    xml = subprocess.run(["virt-xml-validate", result["xml"], "domain"], capture_output=True)
+    assert xml.returncode == 0, xml.stderr
+    changes = [c for f in result["fixups"] for c in f["changes"]]
+    assert any("virtio drivers added" in c for c in changes)
+    assert any(c.startswith("/etc/fstab: /dev/sda") for c in changes)
+
+    shown = p2v("history", result["job_id"]).stdout
+    for step in ("plan", "fix-ups", "free space", "copy sda", "define", "verify boot"):
+        assert f"  {step} " in shown
