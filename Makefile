@@ -13,11 +13,11 @@ setup:
 	@scripts/setup-host.sh
 
 lint: setup
-	$(VENV)/bin/ruff check $(PACKAGES) boot-iso tests bench
-	$(VENV)/bin/ruff format --check $(PACKAGES) boot-iso tests bench
+	$(VENV)/bin/ruff check $(PACKAGES) boot-iso tests bench scripts
+	$(VENV)/bin/ruff format --check $(PACKAGES) boot-iso tests bench scripts
 
 typecheck: setup
-	$(VENV)/bin/mypy $(PACKAGES) tests/fixtures
+	$(VENV)/bin/mypy $(PACKAGES) tests/fixtures scripts/demo.py
 	cd boot-iso && ../$(VENV)/bin/mypy isobuild
 
 # Fixtures first, so their (cached) build shows its own progress instead of
@@ -32,13 +32,12 @@ test: lint typecheck fixtures iso
 test-unit: setup
 	$(PY) -m pytest tests/unit
 
-# The main job on the built-in sample server (a SATA-only Debian 12 image): convert
-# it to a KVM guest and boot that guest on virtio to prove it.
-demo: setup
+# The main job on the built-in sample server (a SATA-only Debian 12 image): boot it
+# from the agent ISO in QEMU as a stand-in physical server, convert it through the
+# agent to a KVM guest defined in libvirt, and boot that guest on virtio to prove it.
+demo: setup iso
 	$(VENV)/bin/p2v doctor
-	@mkdir -p build/demo
-	$(VENV)/bin/p2v convert --disk "$$($(PY) -m tests.fixtures bios-ext4 | tail -1)" \
-		--output-dir build/demo --name demo-bios-ext4 --overwrite --verify-boot
+	$(PY) scripts/demo.py --iso $(ISO)
 
 # The agent ISO, from Debian packages; its layers are cached by recipe hash
 # (boot-iso/README.md), so this takes seconds unless the package set changed.
