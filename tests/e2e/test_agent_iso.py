@@ -55,19 +55,31 @@ def hardware(tmp_path_factory: pytest.TempPathFactory) -> Hardware:
     )
 
 
-@pytest.fixture(scope="module", params=["bios-cd", "uefi-usb"])
+@pytest.fixture(scope="module", params=["bios-cd", "uefi-secure-usb"])
 def agent(
     request: pytest.FixtureRequest,
     agent_iso: Path,
     hardware: Hardware,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[str, standin.Running, Path]]:
-    """(boot kind, the running stand-in, the secret file) — one boot per kind."""
+    """(boot kind, the running stand-in, the secret file) — one boot per kind:
+    - bios-cd: the ISO as a CD, the secret through QEMU's fw_cfg;
+    - uefi-secure-usb: a job ISO (`make job-iso`, the secret on the medium) written to
+      a USB stick, OVMF enforcing Secure Boot (Debian's signed shim, GRUB, kernel)."""
     workdir = tmp_path_factory.mktemp(request.param)
     secret = generate_secret()
     secret_file = workdir / "conversion-host-secret"
     secret_file.write_text(secret + "\n")
-    with standin.booted(hardware, agent_iso, request.param, workdir, secret) as running:
+    iso, given = agent_iso, secret
+    if request.param == "uefi-secure-usb":
+        iso, given = workdir / "job.iso", None
+        subprocess.run(
+            ["make", "--no-print-directory", "job-iso", f"SECRET_FILE={secret_file}",
+             f"JOB_ISO={iso}"],
+            cwd=REPO, check=True,
+        )  # fmt: skip
+        assert iso.stat().st_mode & 0o077 == 0, "a job ISO holds a secret: owner only"
+    with standin.booted(hardware, iso, request.param, workdir, given) as running:
         yield request.param, running, secret_file
 
 
@@ -87,6 +99,7 @@ def test_inventory_reports_the_hardware_it_runs_on(
     inv = inventory_of(running, secret_file)
 
     assert inv.machine.firmware == ("uefi" if boot.startswith("uefi") else "bios")
+    assert bool(inv.machine.secure_boot) == ("secure" in boot)
     assert (inv.machine.vendor, inv.machine.product) == (hardware.vendor, hardware.product)
     assert inv.machine.serial == hardware.serial
     assert inv.machine.uuid == hardware.uuid
@@ -111,7 +124,7 @@ def test_inventory_reports_the_hardware_it_runs_on(
     assert_partitions_match(by_serial[fixture.serial], fixture.image)
 
     live = [d for d in inv.disks if d.live_medium]
-    if boot == "uefi-usb":
+    if boot == "uefi-secure-usb":
         # Booted from a USB stick: the stick is listed as the live medium...
         assert [d.transport for d in live] == ["usb"]
         # ...and the agent does not serve it.
@@ -125,9 +138,23 @@ def test_inventory_reports_the_hardware_it_runs_on(
         assert live == []  # a CD drive is not a disk of the server
 
     console = running.console()
-    assert "from QEMU fw_cfg" in console
-    assert secret_file.read_text().strip() not in console
-    assert secret_file.read_text().strip().replace("-", "") not in console
+    assert ("from the job medium" if boot == "uefi-secure-usb" else "from QEMU fw_cfg") in console
+    key = secret_file.read_text().strip()
+    assert key not in console and key.replace("-", "") not in console
+
+
+def test_a_wrong_secret_is_refused(
+    agent: tuple[str, standin.Running, Path], tmp_path: Path
+) -> None:
+    boot, running, _ = agent
+    wrong = tmp_path / "wrong"
+    wrong.write_text(generate_secret() + "\n")
+    refused = p2v(
+        "inventory", "--agent", f"127.0.0.1:{running.port}", "--secret-file", str(wrong),
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode == 6
+    assert "refused the secret" in refused.stderr
 
 
 def assert_partitions_match(disk: object, image: Path) -> None:
@@ -206,38 +233,6 @@ def test_convert_through_the_agent_boots_on_virtio(
     assert origins == [f"agent://127.0.0.1:{running.port}/{n}" for n in ("sda", "sdb", "nvme0n1")]
     assert sum(c["copied"] for c in result["copies"]) < fixture.image.stat().st_size / 2
     assert p2v("checksum", str(fixture.image)).stdout.split()[0] == before
-
-
-def test_job_iso_boots_with_secure_boot_and_keeps_its_secret(
-    agent_iso: Path, tmp_path: Path
-) -> None:
-    """`make job-iso`: the secret rides on the medium, the firmware enforces Secure Boot
-    (Debian's signed shim, GRUB and kernel), the secret is never shown."""
-    secret_file = tmp_path / "job-secret"
-    secret_file.write_text(generate_secret() + "\n")
-    job_iso = tmp_path / "job.iso"
-    subprocess.run(
-        ["make", "--no-print-directory", "job-iso", f"SECRET_FILE={secret_file}",
-         f"JOB_ISO={job_iso}"],
-        cwd=REPO, check=True,
-    )  # fmt: skip
-    assert job_iso.stat().st_mode & 0o077 == 0, "a job ISO holds a secret: owner only"
-    workdir = tmp_path / "machine"
-    workdir.mkdir()
-    with standin.booted(Hardware(), job_iso, "uefi-secure-cd", workdir, secret=None) as running:
-        inv = inventory_of(running, secret_file)
-        wrong = tmp_path / "wrong"
-        wrong.write_text(generate_secret() + "\n")
-        refused = p2v(
-            "inventory", "--agent", f"127.0.0.1:{running.port}", "--secret-file", str(wrong),
-            check=False,
-        )  # fmt: skip
-        console = running.console()
-    assert (inv.machine.firmware, inv.machine.secure_boot) == ("uefi", True)
-    assert refused.returncode == 6 and "secret" in refused.stderr
-    assert "from the job medium" in console
-    key = secret_file.read_text().strip()
-    assert key not in console and key.replace("-", "") not in console
 
 
 def test_unattended_agent_announces_itself(agent_iso: Path, tmp_path: Path) -> None:
