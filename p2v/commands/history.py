@@ -30,9 +30,11 @@ def _what(job: Any) -> str:
     if job.kind == "convert":
         from p2v.convert.sources import describe
 
+        if "source" not in params:  # recorded by an earlier version
+            return f"{params.get('name')} ({', '.join(d['name'] for d in params['disks'])})"
         name = (job.result or {}).get("plan", {}).get("profile", {}).get("name")
-        source = describe(params["source"]) if "source" in params else ""
-        return f"{name or params.get('options', {}).get('name') or '?'} from {source}"
+        name = name or params["options"].get("name") or "?"
+        return f"{name} from {describe(params['source'])}"
     if job.kind == "copy":
         request = params.get("request", {})
         return f"{request.get('source')} -> {request.get('target')}"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+import secrets
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,13 +44,24 @@ def watch_console(log: Path, timeout: float, alive: Any) -> BootCheck:
 
 
 def verify_boot(conn: Any, xml: str, console_log: Path, timeout: float) -> BootCheck:
-    """Boot a transient copy of the domain (it goes away with this check)."""
+    """Boot a transient copy of the domain (it goes away with this check), under a
+    name of its own: a defined domain of the same name must not stop the check."""
     import libvirt
 
     console_log.unlink(missing_ok=True)
-    domain = conn.createXML(xml, libvirt.VIR_DOMAIN_START_AUTODESTROY)
+    domain = conn.createXML(_renamed(xml), libvirt.VIR_DOMAIN_START_AUTODESTROY)
     try:
         return watch_console(console_log, timeout, domain.isActive)
     finally:
         with contextlib.suppress(libvirt.libvirtError):  # already gone
             domain.destroy()
+
+
+def _renamed(xml: str) -> str:
+    root = ET.fromstring(xml)
+    name = root.find("name")
+    assert name is not None and name.text
+    name.text = f"{name.text}-p2v-boot-check-{secrets.token_hex(3)}"
+    for uuid in root.findall("uuid"):
+        root.remove(uuid)
+    return ET.tostring(root, encoding="unicode")
