@@ -51,7 +51,17 @@ def inspect_and_mount(g: Any) -> GuestOS:
         mountpoints=g.inspect_get_mountpoints(root),
     )
     for mountpoint in sorted(guest.mountpoints, key=len):  # "/" before "/boot"
-        g.mount(guest.mountpoints[mountpoint], mountpoint)
+        device = guest.mountpoints[mountpoint]
+        try:
+            g.mount(device, mountpoint)
+        except RuntimeError as e:
+            # /etc/fstab names devices as the guest's kernel named them; the disks
+            # were given (or the live system found them) in another order.
+            raise GuestError(
+                f"the guest mounts {device} on {mountpoint} (its /etc/fstab), which these "
+                f"disks do not have in that order: {str(e).split(': ')[-1]}. Give the disks "
+                "in the order the server's own system names them (sda first)"
+            ) from None
     return guest
 
 

@@ -22,7 +22,8 @@ def register(verbs: Any) -> None:
         "virtual machine, fix the guest in a private overlay (virtio drivers in the "
         "initramfs, filesystems and GRUB by UUID, NIC names pinned to their MACs), skip "
         "the filesystems' free space, copy the disks as qcow2 and write or define the "
-        "domain. Each step is recorded in the journal (`p2v history`).",
+        "domain. Each step is recorded in the journal (`p2v history`); a conversion "
+        "that stops (crash, kill, full disk) goes on with --resume JOB.",
     )
     source = p.add_argument_group("source (one of)")
     source.add_argument(
@@ -104,7 +105,12 @@ def register(verbs: Any) -> None:
         help="time limit of --verify-boot (default 600)",
     )
     p.add_argument("--start", action="store_true", help="--target kvm: leave the guest running")
-    p.add_argument("--overwrite", action="store_true", help="replace existing target disks")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing target disks and, with --target kvm, a stopped domain of "
+        "the same name",
+    )
     p.add_argument(
         "--bwlimit",
         metavar="RATE",

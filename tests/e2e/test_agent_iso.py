@@ -39,9 +39,11 @@ def agent_iso() -> Path:
 
 @pytest.fixture(scope="module")
 def hardware(tmp_path_factory: pytest.TempPathFactory) -> Hardware:
-    """The bios-ext4 sample server's disk on SATA, a blank SATA disk and an NVMe disk
+    """The bios-ext4 sample server's disk on SATA, a blank NVMe disk and an NVMe disk
     holding scattered random data. Small disks: every byte read crosses an emulated
-    NIC and TLS in an emulated CPU."""
+    NIC and TLS in an emulated CPU. One SATA disk only: the live kernel probes SATA
+    ports in parallel, so with two the fixture would not always be sda, the name its
+    fstab uses."""
     disks = tmp_path_factory.mktemp("disks")
     blank, nvme = disks / "blank.qcow2", disks / "nvme.raw"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", blank, "64M"], check=True)
@@ -49,7 +51,7 @@ def hardware(tmp_path_factory: pytest.TempPathFactory) -> Hardware:
     return Hardware(
         drives=(
             Drive(fixture_image("bios-ext4"), "sata", "P2V-SATA-FIXTURE"),
-            Drive(blank, "sata", "P2V-SATA-BLANK"),
+            Drive(blank, "nvme", "P2V-NVME-BLANK"),
             Drive(nvme, "nvme", "P2V-NVME-0"),
         )
     )
@@ -119,6 +121,7 @@ def test_inventory_reports_the_hardware_it_runs_on(
     assert by_serial[fixture.serial].size_bytes == fixture.image.stat().st_size
     assert by_serial[fixture.serial].transport == "sata"
     assert by_serial[blank.serial].size_bytes == 64 * MiB
+    assert by_serial[blank.serial].transport == "nvme"
     assert by_serial[nvme.serial].size_bytes == 256 * MiB
     assert by_serial[nvme.serial].transport == "nvme"
     assert_partitions_match(by_serial[fixture.serial], fixture.image)
@@ -187,7 +190,7 @@ def test_served_disk_reads_back_with_the_image_digest(
     if boot != "bios-cd":
         pytest.skip("the digest is checked once; the boot kind does not change the export")
     inv = inventory_of(running, secret_file)
-    nvme = hardware.drives[2]
+    nvme = hardware.drives[2]  # the one with data
     name = next(d.name for d in inv.disks if d.serial == nvme.serial)
     before = p2v("checksum", str(nvme.image)).stdout.split()[0]
     served = p2v(
@@ -222,15 +225,17 @@ def test_convert_through_the_agent_boots_on_virtio(
         hardware.sockets,
         hardware.memory_mib,
     )
-    # The three disks in the server's order: the fixture (booted), the blank, the NVMe.
+    # The three disks in the server's order: the fixture (sda, booted), then the NVMe
+    # disks (the live kernel numbers those in the order it finds them).
     assert [d["target"] for d in profile["disks"]] == ["vda", "vdb", "vdc"]
-    assert [d["size_bytes"] for d in profile["disks"]] == [
-        fixture.image.stat().st_size, 64 * MiB, 256 * MiB,
-    ]  # fmt: skip
-    assert profile["disks"][0]["boot"]
+    sizes = [d["size_bytes"] for d in profile["disks"]]
+    assert sizes[0] == fixture.image.stat().st_size and sorted(sizes[1:]) == [64 * MiB, 256 * MiB]
+    assert [d["boot"] for d in profile["disks"]] == [True, False, False]
     assert sorted(mac for mac, _ in result["plan"]["nics"]) == sorted(hardware.macs)
     origins = [d["origin"] for d in result["plan"]["disks"]]
-    assert origins == [f"agent://127.0.0.1:{running.port}/{n}" for n in ("sda", "sdb", "nvme0n1")]
+    assert origins == [
+        f"agent://127.0.0.1:{running.port}/{n}" for n in ("sda", "nvme0n1", "nvme1n1")
+    ]
     assert sum(c["copied"] for c in result["copies"]) < fixture.image.stat().st_size / 2
     assert p2v("checksum", str(fixture.image)).stdout.split()[0] == before
 
