@@ -15,6 +15,7 @@ of virt-v2v's. Target: under 0.5, both boot.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -65,7 +66,10 @@ def main() -> int:
         if result.booted:
             line = " ".join(f"{k}={v}" for k, v in result.fields.items())
         elif result.root_not_found:
-            line = "no: stopped in the initramfs, root not found"
+            cmdline = re.search(r"Command line: .*?(root=\S+)", result.console)
+            line = "no: stopped in the initramfs, root not found" + (
+                f" (kernel {cmdline[1]})" if cmdline else ""
+            )
         else:
             line = f"no: no boot line in {result.seconds:.0f} s"
         print(f"{tool:<12} {wall:8.1f} {peak / MiB:9.0f} {size / MiB:11.0f}  {line}")
