@@ -130,6 +130,17 @@ class Journal:
             raise InputError(f"no job {job_id!r} in the journal {self.path}")
         return _record(row)
 
+    def resumable(self, job_id: str, kind: str) -> JobRecord:
+        """The job, when it is a `kind` job that can go on: failed or interrupted."""
+        job = self.get(job_id)
+        if job.kind != kind:
+            raise InputError(f"job {job_id} is a {job.kind} job, not a {kind} job")
+        if job.state == "done":
+            raise InputError(f"job {job_id} is already done (`p2v history {job_id}`)")
+        if job.state == "running" and not job.interrupted:
+            raise InputError(f"job {job_id} is still running (pid {job.pid})")
+        return job
+
     def jobs(self, limit: int = 50) -> list[JobRecord]:
         rows = self.db.execute(
             "SELECT id, kind, state, created, updated, pid, params, result, error "

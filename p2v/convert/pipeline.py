@@ -130,13 +130,7 @@ def resume(
     """Finish an interrupted conversion: the steps done stay done (a guest already
     fixed in its overlays is not fixed again, a disk copied is not copied again, a
     disk half copied resumes from what its target durably holds)."""
-    job = journal.get(job_id)
-    if job.kind != "convert":
-        raise InputError(f"job {job_id} is a {job.kind} job, not a conversion")
-    if job.state == "done":
-        raise InputError(f"job {job_id} is already done (`p2v history {job_id}`)")
-    if job.state == "running" and not job.interrupted:
-        raise InputError(f"job {job_id} is still running (pid {job.pid})")
+    job = journal.resumable(job_id, "convert")
     if "source" not in job.params:
         raise InputError(f"job {job_id} was recorded by an older p2v and cannot be resumed")
     previous = {step["name"]: step for step in journal.steps(job_id)}

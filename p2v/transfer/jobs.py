@@ -120,13 +120,7 @@ def resume(
     reporter: Reporter | None = None,
     bwlimit: int | None = None,
 ) -> CopyResult:
-    job = journal.get(job_id)
-    if job.kind != "copy":
-        raise InputError(f"job {job_id} is a {job.kind} job, not a copy")
-    if job.state == "done":
-        raise InputError(f"job {job_id} is already done")
-    if job.state == "running" and not job.interrupted:
-        raise InputError(f"job {job_id} is still running (pid {job.pid})")
+    job = journal.resumable(job_id, "copy")
     request = CopyRequest.from_json(job.params["request"])
     if bwlimit is not None:
         request.bwlimit = bwlimit
