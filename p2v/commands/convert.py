@@ -130,7 +130,6 @@ def register(verbs: Any) -> None:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from imagebuilder.profile import Overrides
     from p2v.convert import pipeline, sources
-    from p2v.journal import Journal
     from p2v.paths import state_dir
     from p2v.transfer.progress import BarReporter, QuietReporter
 
@@ -139,12 +138,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if args.resume:
         if args.agent or args.disk or args.target or args.output_dir:
             raise InputError("--resume JOB goes on with the job's own source and target")
-        journal = Journal()
-        try:
-            result = pipeline.resume(args.resume, journal, _say, reporter, args.bwlimit)
-        finally:
-            journal.close()
-        return _report(result, args)
+        return _run(lambda j: pipeline.resume(args.resume, j, _say, reporter, args.bwlimit), args)
     if bool(args.agent) == bool(args.disk):
         raise InputError("convert needs one source: --agent HOST[:PORT], or --disk PATH")
     if bool(args.target) == bool(args.output_dir):
@@ -178,9 +172,16 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         bwlimit=args.bwlimit,
     )
+    return _run(lambda j: pipeline.convert(source, options, j, _say, reporter), args)
+
+
+def _run(job: Any, args: argparse.Namespace) -> int:
+    """Run a new or resumed conversion with the journal open, then report it."""
+    from p2v.journal import Journal
+
     journal = Journal()
     try:
-        result = pipeline.convert(source, options, journal, _say, reporter)
+        result = job(journal)
     finally:
         journal.close()
     return _report(result, args)
