@@ -59,7 +59,7 @@ def fix_initramfs(g: Any) -> FixupReport:
     if tool is None:
         report.changes.append("no initramfs-tools or dracut: left as is")
         return report
-    for version, initrd in _kernels(g, tool):
+    for version, initrd in _kernels(g):
         moddir = f"/lib/modules/{version}"
         builtin = _read(g, f"{moddir}/modules.builtin")
         added = modules_to_add(_read(g, f"{moddir}/modules.dep"), builtin, VIRTIO_MODULES)
@@ -87,22 +87,38 @@ def _read(g: Any, path: str) -> str:
 
 
 def _initramfs_tool(g: Any) -> str | None:
+    """Which tool builds this guest's initramfs: the one whose program is installed.
+    Configuration alone misleads: a Debian server switched to dracut keeps
+    /etc/initramfs-tools (its conffiles stay after the package is removed)."""
+    if _installed(g, "update-initramfs"):
+        return "initramfs-tools"
+    if _installed(g, "dracut"):
+        return "dracut"
     if g.is_dir("/etc/initramfs-tools"):
         return "initramfs-tools"
-    if g.is_dir("/etc/dracut.conf.d") or g.is_file("/usr/bin/dracut"):
+    if g.is_dir("/etc/dracut.conf.d"):
         return "dracut"
     return None
 
 
-def _kernels(g: Any, tool: str) -> list[tuple[str, str]]:
+def _installed(g: Any, program: str) -> bool:
+    return any(g.is_file(f"{d}/{program}") for d in ("/usr/sbin", "/usr/bin", "/sbin", "/bin"))
+
+
+# Where each distribution keeps the initramfs of kernel VERSION: Debian and Ubuntu
+# (whichever tool made it), then Fedora, RHEL and SUSE.
+INITRD_NAMES = ("/boot/initrd.img-{version}", "/boot/initramfs-{version}.img")
+
+
+def _kernels(g: Any) -> list[tuple[str, str]]:
     found = []
     for version in sorted(g.ls("/lib/modules")):
-        initrd = (
-            f"/boot/initrd.img-{version}" if tool == "initramfs-tools"
-            else f"/boot/initramfs-{version}.img"
-        )  # fmt: skip
-        if g.is_file(initrd) and g.is_file(f"/lib/modules/{version}/modules.dep"):
-            found.append((version, initrd))
+        if not g.is_file(f"/lib/modules/{version}/modules.dep"):
+            continue
+        for name in INITRD_NAMES:
+            if g.is_file(initrd := name.format(version=version)):
+                found.append((version, initrd))
+                break
     return found
 
 

@@ -15,8 +15,14 @@ from typing import Any
 # What a booted Linux prints on its serial console; the harness's fixtures also
 # print their own line.
 BOOTED = re.compile(r"^(?P<line>(?:\S.*\s)?\S+ login:|P2V-TEST-BOOTED .*)$", re.MULTILINE)
+# What a Linux that cannot find or mount its root prints before its rescue shell:
+# initramfs-tools, then dracut (its initqueue gives up, or systemd's wait for the
+# root device does), then the kernel itself.
 STUCK = re.compile(
-    r"Kernel panic|Gave up waiting for root|ALERT! .* does not exist|^\(initramfs\)", re.MULTILINE
+    r"Gave up waiting for root|ALERT! .* does not exist|^\(initramfs\)"
+    r"|dracut-initqueue\S*: timeout, still waiting|Timed out waiting for device \S*dev-\S*"
+    r"|Warning: /dev/\S+ does not exist|Kernel panic",
+    re.MULTILINE,
 )
 
 
