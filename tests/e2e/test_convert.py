@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from imagebuilder.fixups.initramfs import DRACUT_CONF
 from tests.conftest import fixture_image
 from tests.e2e.converted import check_converted
 from tests.integration.transfer.disks import digest, p2v
@@ -40,9 +41,9 @@ def durable_blocks(job: str, step: str) -> int:
 
 
 def test_killed_conversion_resumes_and_boots_on_virtio(out: Path) -> None:
-    """uefi-lvm (UEFI, root on LVM): `kill -9` in the middle of the copy, then
-    `p2v convert --resume JOB` goes on from there: the guest is not fixed again, what
-    the target durably holds is not copied again, and the result boots."""
+    """uefi-lvm (UEFI, root on LVM, dracut initramfs): `kill -9` in the middle of the
+    copy, then `p2v convert --resume JOB` goes on from there: the guest is not fixed
+    again, what the target durably holds is not copied again, and the result boots."""
     name = "uefi-lvm"
     image = fixture_image(name)
     before = digest(image)
@@ -56,12 +57,17 @@ def test_killed_conversion_resumes_and_boots_on_virtio(out: Path) -> None:
     )
     assert proc.stderr is not None
     job = ""
+    said = []
     for line in proc.stderr:
+        said.append(line)
         job = job or line.split()[2] if line.startswith("p2v: job ") else job
         if line.startswith("p2v: copy sda"):
             break
     else:
         raise AssertionError(f"the conversion ended before its copy: {proc.wait()}")
+    # The server's initramfs is dracut's (initramfs-tools' /etc is left over): the
+    # drivers go where dracut looks, and its next rebuild keeps them.
+    assert f"{DRACUT_CONF}: virtio drivers added" in "".join(said), "".join(said)
     deadline = time.monotonic() + 120
     while durable_blocks(job, "copy sda") < 4:
         assert time.monotonic() < deadline and proc.poll() is None
