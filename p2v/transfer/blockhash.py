@@ -10,9 +10,12 @@ digests in order. Because every level uses precomputed digests for zeros:
 - blocks can be hashed by many workers in any order, and a resumed copy reuses
   the digests of blocks it finished before it was interrupted.
 
-SHA-256 runs with the CPU's SHA extensions where present, and a piece whose
-digest equals the zero piece's digest is all zeros, which is how the copy finds
-zero runs inside data without a second pass over the bytes.
+A piece of zeros is recognised by comparing it with zeros (memcmp, some 30 GB/s
+here) and gets the precomputed digest without being hashed (SHA-256 runs at about
+1.4 GB/s per core even with the CPU's SHA extensions): a block device reports no
+extents, so its free space is read, and would otherwise be hashed, in full. A piece
+whose digest equals the zero piece's digest is all zeros, which is how the copy
+finds zero runs inside data.
 """
 
 from __future__ import annotations
@@ -29,13 +32,18 @@ PREFIX = "blockhash-sha256"
 _VERSION_TAG = b"p2v-blockhash-1\0"
 
 
+_ZEROS = bytes(PIECE_SIZE)
+
+
 def piece_digest(data: bytes | bytearray | memoryview) -> bytes:
+    if len(data) <= PIECE_SIZE and _ZEROS.startswith(data):
+        return zero_piece(len(data))
     return hashlib.sha256(data).digest()
 
 
 @functools.lru_cache(maxsize=8)
 def zero_piece(length: int = PIECE_SIZE) -> bytes:
-    return piece_digest(bytes(length))
+    return hashlib.sha256(bytes(length)).digest()
 
 
 def block_digest(pieces: Iterable[bytes]) -> bytes:

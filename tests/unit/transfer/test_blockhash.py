@@ -57,3 +57,17 @@ def test_a_missing_block_is_an_error_not_a_wrong_digest():
 
 def test_size_is_part_of_the_digest():
     assert reference(bytes(BLOCK_SIZE)) != reference(bytes(BLOCK_SIZE + 512))
+
+
+@pytest.mark.parametrize("length", [PIECE_SIZE, PIECE_SIZE - 512, 1])
+def test_zero_pieces_skip_hashing_but_not_correctness(length: int) -> None:
+    """Zeros take a shortcut past SHA-256; one byte that is not zero, wherever it
+    is, must still be hashed."""
+    zeros = bytearray(length)
+    assert blockhash.piece_digest(memoryview(zeros)) == hashlib.sha256(zeros).digest()
+    for where in {0, length // 2, length - 1}:
+        almost = bytearray(length)
+        almost[where] = 1
+        assert blockhash.piece_digest(memoryview(almost)) == hashlib.sha256(almost).digest()
+    longer = bytes(PIECE_SIZE + 1)  # longer than a piece: never taken for one
+    assert blockhash.piece_digest(longer) == hashlib.sha256(longer).digest()
