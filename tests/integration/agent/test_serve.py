@@ -15,10 +15,13 @@ import nbd
 import pytest
 
 from agent.protocol import generate_secret
+from tests.conftest import free_port
 from tests.integration.agent.servers import Server
 from tests.integration.transfer.disks import digest, p2v
 
-PORT = 18450
+# Free when the tests start (not a fixed number another program may hold); each test
+# starts and stops its own agent on it.
+PORT = free_port()
 
 
 @contextmanager
