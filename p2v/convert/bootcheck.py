@@ -19,7 +19,7 @@ BOOTED = re.compile(r"^(?P<line>(?:\S.*\s)?\S+ login:|P2V-TEST-BOOTED .*)$", re.
 # initramfs-tools, then dracut (its initqueue gives up, or systemd's wait for the
 # root device does), then the kernel itself.
 STUCK = re.compile(
-    r"Gave up waiting for root|ALERT! .* does not exist|^\(initramfs\)"
+    r"Gave up waiting for root|ALERT! .* does not exist|Failed to mount .* as root|^\(initramfs\)"
     r"|dracut-initqueue\S*: timeout, still waiting|Timed out waiting for device \S*dev-\S*"
     r"|Warning: /dev/\S+ does not exist|Kernel panic",
     re.MULTILINE,
