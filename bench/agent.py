@@ -138,7 +138,7 @@ def main() -> int:
 def _busy() -> float:
     """Seconds of CPU the whole machine has spent: every process, the kernel included.
 
-    The agent, the NBD servers and the kernel's TLS and disk work are not children
+    The agent, the NBD servers and the kernel's network and disk work are not children
     of the timed command, so its own CPU time would leave most of the cost out.
     """
     t = psutil.cpu_times()
