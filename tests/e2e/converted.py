@@ -19,8 +19,8 @@ def check_converted(name: str, result: dict[str, Any], stderr: str) -> None:
     fields = dict(f.split("=", 1) for f in boot["line"].split()[1:])
     assert fields["host"] == recipe.hostname
     assert fields["disk"] == "virtio_blk"
-    root_lv = next((lv for lv in recipe.logical_volumes if lv.mountpoint == "/"), None)
-    assert fields["root"] == (recipe.lv_device(root_lv) if root_lv else "/dev/vda1")
+    # The same root as on the server; a disk's name moves from sdX to vdX.
+    assert fields["root"] == recipe.root_device().replace("/dev/sd", "/dev/vd")
     nics = dict((nic, mac) for mac, nic in result["plan"]["nics"])
     mac = nics[recipe.nic_name]
     assert f"{recipe.nic_name}={mac}" in fields["mac"].split(",")
