@@ -34,7 +34,7 @@ endpoints:
 _DIGEST = f"""\
 digest:
   {blockhash.PREFIX}:HEX depends only on the disk's content: a raw image and
-  a qcow2 of the same disk have the same digest. SHA-256 of 64 KiB pieces,
+  a qcow2 of the same disk have the same digest. BLAKE3 of 64 KiB pieces,
   of 4 MiB blocks, then of the whole disk; zero blocks are never read.
 """
 

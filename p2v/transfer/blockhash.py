@@ -1,9 +1,13 @@
 """A disk digest that depends only on the disk's content, never on its format.
 
 The disk is cut into 4 MiB blocks and each block into 64 KiB pieces. A piece's
-digest is SHA-256 of its bytes; a block's digest is SHA-256 of its pieces' digests;
-the disk's digest is SHA-256 of a version tag, the disk size and the blocks'
-digests in order. Because every level uses precomputed digests for zeros:
+digest is BLAKE3 of its bytes; a block's digest is BLAKE3 of its pieces' digests;
+the disk's digest is BLAKE3 of a version tag, the disk size and the blocks'
+digests in order. BLAKE3 rather than SHA-256: it hashes 64 KiB pieces about twice
+as fast here (2.6 against 1.4 GB/s per core, SHA-256 with the CPU's SHA
+extensions), and the copy hashes every byte it moves.
+
+Because every level uses precomputed digests for zeros:
 
 - blocks and pieces that a source reports as zero are never read;
 - raw and qcow2 images of the same content give the same digest;
@@ -11,9 +15,8 @@ digests in order. Because every level uses precomputed digests for zeros:
   the digests of blocks it finished before it was interrupted.
 
 A piece of zeros is recognised by comparing it with zeros (memcmp, some 30 GB/s
-here) and gets the precomputed digest without being hashed (SHA-256 runs at about
-1.4 GB/s per core even with the CPU's SHA extensions): a block device reports no
-extents, so its free space is read, and would otherwise be hashed, in full. A piece
+here) and gets the precomputed digest without being hashed: a block device reports
+no extents, so its free space is read, and would otherwise be hashed, in full. A piece
 whose digest equals the zero piece's digest is all zeros, which is how the copy
 finds zero runs inside data.
 """
@@ -21,15 +24,16 @@ finds zero runs inside data.
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Iterable
 
-ALGORITHM = "sha256"
+from blake3 import blake3
+
+ALGORITHM = "blake3"
 BLOCK_SIZE = 4 << 20
 PIECE_SIZE = 64 << 10
 PIECES_PER_BLOCK = BLOCK_SIZE // PIECE_SIZE
-PREFIX = "blockhash-sha256"
-_VERSION_TAG = b"p2v-blockhash-1\0"
+PREFIX = "blockhash-blake3"
+_VERSION_TAG = b"p2v-blockhash-2\0"
 
 
 _ZEROS = bytes(PIECE_SIZE)
@@ -38,16 +42,16 @@ _ZEROS = bytes(PIECE_SIZE)
 def piece_digest(data: bytes | bytearray | memoryview) -> bytes:
     if len(data) <= PIECE_SIZE and _ZEROS.startswith(data):
         return zero_piece(len(data))
-    return hashlib.sha256(data).digest()
+    return blake3(data).digest()
 
 
 @functools.lru_cache(maxsize=8)
 def zero_piece(length: int = PIECE_SIZE) -> bytes:
-    return hashlib.sha256(bytes(length)).digest()
+    return blake3(bytes(length)).digest()
 
 
 def block_digest(pieces: Iterable[bytes]) -> bytes:
-    return hashlib.sha256(b"".join(pieces)).digest()
+    return blake3(b"".join(pieces)).digest()
 
 
 @functools.lru_cache(maxsize=8)
@@ -70,7 +74,7 @@ def block_count(disk_size: int) -> int:
 
 
 def disk_digest(disk_size: int, blocks: Iterable[bytes]) -> str:
-    outer = hashlib.sha256(_VERSION_TAG + disk_size.to_bytes(8, "big"))
+    outer = blake3(_VERSION_TAG + disk_size.to_bytes(8, "big"))
     for digest in blocks:
         outer.update(digest)
     return f"{PREFIX}:{outer.hexdigest()}"

@@ -7,12 +7,14 @@ This is what `p2v copy` and `p2v checksum` call, and what the other pipelines
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from p2v.errors import InputError, TransferError
 from p2v.journal import Journal
+from p2v.transfer import blockhash
 from p2v.transfer.endpoints import Endpoint, open_source, open_target
 from p2v.transfer.endpoints.null import NullEndpoint
 from p2v.transfer.engine import (
@@ -26,6 +28,10 @@ from p2v.transfer.progress import QuietReporter, Reporter
 from p2v.transfer.worker import Completion, SourceReadError, TargetWriteError
 
 REQUEST_VERSION = 1
+# Jobs recorded before they named their digest used this one.
+_FIRST_DIGEST = "blockhash-sha256"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -103,7 +109,10 @@ def copy(
             existing=incremental,
         )
         try:
-            job = journal.create("copy", {"request": request.to_json(), "size": source.size})
+            job = journal.create(
+                "copy",
+                {"request": request.to_json(), "size": source.size, "digest": blockhash.PREFIX},
+            )
             if on_job:
                 on_job(job.id)
             target_zero = not incremental and target.known_zero()
@@ -137,6 +146,14 @@ def resume(
         try:
             journal.claim(job_id)
             done = journal.blocks(job_id)
+            if job.params.get("digest", _FIRST_DIGEST) != blockhash.PREFIX:
+                # Its finished blocks carry digests of another algorithm, which cannot
+                # be combined with this one's: copy them again.
+                log.warning(
+                    "%s was started by a p2v with another digest; copying all of it again",
+                    job_id,
+                )
+                done = {}
             return _run(job_id, request, source, target, journal, reporter, done, False)
         finally:
             target.close()

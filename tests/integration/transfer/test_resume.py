@@ -81,3 +81,44 @@ def test_a_full_disk_fails_the_job_and_resume_finishes_it(tmp_path: Path) -> Non
         assert digest(small / "target.raw") == before
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_a_job_recorded_with_another_digest_is_copied_again_in_full(tmp_path: Path) -> None:
+    """Blocks finished by a p2v that used another digest algorithm cannot be combined
+    with this one's digests: resuming such a job copies everything again."""
+    require_root("mounts a small tmpfs to fill up")
+    source = tmp_path / "source.raw"
+    data = make_disk(source, 128 * MiB, scattered(128 * MiB, 24, 2 * MiB))
+    before = digest(source)
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20M", "tmpfs", str(small)], check=True)
+    try:
+        failed = p2v("copy", str(source), str(small / "target.raw"), check=False)
+        job = failed.stderr.split("p2v copy --resume ")[1].split("`")[0]
+        assert journal_blocks(job)  # blocks it finished (zero ones, at least)
+        _as_recorded_by_an_older_p2v(job)
+        subprocess.run(["mount", "-o", "remount,size=200M", str(small)], check=True)
+        resumed = p2v("copy", "--resume", job, "--json")
+        done = json.loads(resumed.stdout.splitlines()[-1])
+        assert "copying all of it again" in resumed.stderr
+        assert done["digest"] == before
+        assert done["resumed"] == 0 and done["copied"] == data
+        assert digest(small / "target.raw") == before
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def _as_recorded_by_an_older_p2v(job: str) -> None:
+    """Drop the digest's name from the job and garble its blocks' digests."""
+    from p2v.journal import Journal
+
+    journal = Journal()
+    try:
+        (params,) = journal.db.execute("SELECT params FROM jobs WHERE id = ?", (job,)).fetchone()
+        params = json.loads(params)
+        del params["digest"]
+        journal.db.execute("UPDATE jobs SET params = ? WHERE id = ?", (json.dumps(params), job))
+        journal.db.execute("UPDATE job_blocks SET digest = ? WHERE job = ?", (bytes(32), job))
+    finally:
+        journal.close()

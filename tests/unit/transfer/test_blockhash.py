@@ -1,7 +1,7 @@
-import hashlib
 import random
 
 import pytest
+from blake3 import blake3
 
 from p2v.transfer import blockhash
 from p2v.transfer.blockhash import BLOCK_SIZE, PIECE_SIZE, DiskDigest
@@ -13,19 +13,16 @@ def reference(data: bytes) -> str:
     for b in range(0, len(data), BLOCK_SIZE):
         block = data[b : b + BLOCK_SIZE]
         pieces = [
-            hashlib.sha256(block[p : p + PIECE_SIZE]).digest()
-            for p in range(0, len(block), PIECE_SIZE)
+            blake3(block[p : p + PIECE_SIZE]).digest() for p in range(0, len(block), PIECE_SIZE)
         ]
-        blocks.append(hashlib.sha256(b"".join(pieces)).digest())
+        blocks.append(blake3(b"".join(pieces)).digest())
     return blockhash.disk_digest(len(data), blocks)
 
 
 def test_zero_blocks_use_the_digest_of_real_zeros():
     assert (
         blockhash.zero_block()
-        == hashlib.sha256(
-            b"".join(hashlib.sha256(bytes(PIECE_SIZE)).digest() for _ in range(64))
-        ).digest()
+        == blake3(b"".join(blake3(bytes(PIECE_SIZE)).digest() for _ in range(64))).digest()
     )
     size = 2 * BLOCK_SIZE + 1000
     digest = DiskDigest(size)
@@ -61,13 +58,13 @@ def test_size_is_part_of_the_digest():
 
 @pytest.mark.parametrize("length", [PIECE_SIZE, PIECE_SIZE - 512, 1])
 def test_zero_pieces_skip_hashing_but_not_correctness(length: int) -> None:
-    """Zeros take a shortcut past SHA-256; one byte that is not zero, wherever it
+    """Zeros take a shortcut past hashing; one byte that is not zero, wherever it
     is, must still be hashed."""
     zeros = bytearray(length)
-    assert blockhash.piece_digest(memoryview(zeros)) == hashlib.sha256(zeros).digest()
+    assert blockhash.piece_digest(memoryview(zeros)) == blake3(zeros).digest()
     for where in {0, length // 2, length - 1}:
         almost = bytearray(length)
         almost[where] = 1
-        assert blockhash.piece_digest(memoryview(almost)) == hashlib.sha256(almost).digest()
+        assert blockhash.piece_digest(memoryview(almost)) == blake3(almost).digest()
     longer = bytes(PIECE_SIZE + 1)  # longer than a piece: never taken for one
-    assert blockhash.piece_digest(longer) == hashlib.sha256(longer).digest()
+    assert blockhash.piece_digest(longer) == blake3(longer).digest()
