@@ -25,7 +25,7 @@ from p2v.transfer.endpoints.base import Endpoint
 from p2v.transfer.extents import Extent, Kind, Range
 from p2v.transfer.plan import BlockWork, plan_blocks
 from p2v.transfer.progress import Counters, QuietReporter, Reporter, Snapshot, TokenBucket
-from p2v.transfer.worker import Completion, Worker, WorkerSettings
+from p2v.transfer.worker import Completion, FinalFlush, Worker, WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,10 @@ class Transfer:
             checkpoint_interval=self.settings.checkpoint_interval,
             limiter=TokenBucket(self.settings.bwlimit) if self.settings.bwlimit else None,
         )
+        pairs = self._handles(connections)
+        final = FinalFlush(len(pairs))
         workers = [
-            Worker(src, dst, work, durable, stop, worker_settings)
-            for src, dst in self._handles(connections)
+            Worker(src, dst, work, durable, stop, worker_settings, final) for src, dst in pairs
         ]
         producer = _Producer(found, size, self.done, self.target_zero, work, durable, stop)
         producer.consumers = len(workers)

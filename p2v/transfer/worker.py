@@ -61,6 +61,27 @@ class WorkerSettings:
 _READING, _WRITING = "reading", "writing"
 
 
+class FinalFlush:
+    """Workers end one by one; the last one flushes the target for all of them.
+
+    One flush at the end instead of one per worker: each costs a full sync of the
+    device. A flush covers what every worker wrote (one file descriptor, or an NBD
+    export with multi-conn, which the engine needs for several connections).
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._left = workers
+        self._handed: list[Completion] = []
+        self._lock = threading.Lock()
+
+    def arrive(self, unflushed: list[Completion]) -> list[Completion] | None:
+        """Hand over blocks not yet durable; the last to arrive gets them all back."""
+        with self._lock:
+            self._handed += unflushed
+            self._left -= 1
+            return self._handed if self._left == 0 else None
+
+
 class _Slot:
     """One block in flight and the buffer it owns for the whole copy."""
 
@@ -91,10 +112,12 @@ class Worker(threading.Thread):
         durable: queue.SimpleQueue[list[Completion] | None],
         stop: threading.Event,
         settings: WorkerSettings,
+        final: FinalFlush,
     ) -> None:
         super().__init__(daemon=True)
         self.source, self.target = source, target
         self.work, self.durable, self.stop, self.settings = work, durable, stop, settings
+        self.final = final
         self.counters = Counters()
         self.error: BaseException | None = None
         self._handles = [source.nbd_handle(), target.nbd_handle()]
@@ -103,6 +126,7 @@ class Worker(threading.Thread):
         self._flush_error: OSError | None = None
         self._last_flush = time.monotonic()
         self._completions = 0  # operations completed, to tell when waiting is over
+        self._arrived = False  # at the final flush
 
     def run(self) -> None:
         try:
@@ -110,6 +134,10 @@ class Worker(threading.Thread):
         except BaseException as e:
             self.error = e
             self.stop.set()
+            if not self._arrived:
+                # Blocks other workers handed over may stay unrecorded: a resume
+                # copies them again.
+                self.final.arrive([])
         finally:
             self._drain()
             self.durable.put(None)
@@ -139,15 +167,24 @@ class Worker(threading.Thread):
             if active and all(s.pending or s.failures for s in active):
                 self._wait(active)
             self._checkpoint(force=False)
+        # The last worker to finish flushes for all: one flush ends the copy.
+        self._settle()
+        handed = self.final.arrive(self._unflushed)
+        self._arrived = True
+        self._unflushed = handed or []
         # A flush may be in flight with more blocks finished after it started.
         while self._unflushed or self._flushing:
             self._checkpoint(force=True)
-            if self._flushing:
-                if any(h is not None and h.aio_in_flight() for h in self._handles):
-                    wait_for_io(self._handles, 0.5)
-                else:
-                    time.sleep(0.002)  # a local file's flush runs in its own thread
-            self._check_flush()
+            self._settle()
+
+    def _settle(self) -> None:
+        """Wait for this worker's own flush in flight, if any."""
+        while self._flushing:
+            if any(h is not None and h.aio_in_flight() for h in self._handles):
+                wait_for_io(self._handles, 0.5)
+            else:
+                time.sleep(0.002)  # a local file's flush runs in its own thread
+        self._check_flush()
 
     def _wait(self, active: list[_Slot]) -> None:
         """Wait until an operation completes, or the next failed read's turn to retry."""
