@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from p2v.commands.transfer import add_checkpoint_option
 from p2v.errors import InputError
 from p2v.units import parse_size
 
@@ -117,6 +118,7 @@ def register(verbs: Any) -> None:
         type=parse_size,
         help="cap the copy's rate, in bytes/s (50M), to spare the server's network",
     )
+    add_checkpoint_option(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument(
         "--resume",
@@ -171,6 +173,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         boot_timeout=args.boot_timeout,
         overwrite=args.overwrite,
         bwlimit=args.bwlimit,
+        checkpoint=args.checkpoint,
     )
     return _run(lambda j: pipeline.convert(source, options, j, _say, reporter), args)
 

@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from p2v.errors import InputError
-from p2v.transfer import TARGET_FORMATS, blockhash
+from p2v.transfer import DEFAULT_CHECKPOINT, TARGET_FORMATS, blockhash
 from p2v.units import format_size, parse_size
 
 if TYPE_CHECKING:
@@ -37,6 +37,28 @@ digest:
   a qcow2 of the same disk have the same digest. BLAKE3 of 64 KiB pieces,
   of 4 MiB blocks, then of the whole disk; zero blocks are never read.
 """
+
+
+def add_checkpoint_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoint",
+        type=_seconds,
+        default=DEFAULT_CHECKPOINT,
+        metavar="SECONDS",
+        help="flush the target and record the finished blocks this often (default "
+        f"{DEFAULT_CHECKPOINT:.0f}): after a crash, --resume copies again at most this "
+        "much work; each flush holds the copy up while the disk writes out its cache",
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return seconds
 
 
 def register(verbs: Any) -> None:
@@ -78,6 +100,7 @@ def register(verbs: Any) -> None:
         "--secret-file", metavar="F", help="file holding the secret of an agent:// source"
     )
     p.add_argument("--bwlimit", metavar="RATE", type=parse_size, help="cap, in bytes/s (50M)")
+    add_checkpoint_option(p)
     p.add_argument(
         "--connections",
         type=int,
@@ -150,6 +173,7 @@ def _cmd_copy(args: argparse.Namespace) -> int:
                 connections=args.connections or default_connections(),
                 requests=args.requests,
                 bwlimit=args.bwlimit,
+                checkpoint=args.checkpoint,
                 free=_free_map(args.free_map) if args.free_map else [],
                 secret_file=args.secret_file and os.path.abspath(args.secret_file),
             )

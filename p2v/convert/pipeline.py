@@ -35,7 +35,7 @@ from p2v.convert.plan import Plan, PlanError, check_space, guest_name, make_plan
 from p2v.errors import InputError
 from p2v.journal import Journal
 from p2v.paths import state_dir
-from p2v.transfer import jobs
+from p2v.transfer import DEFAULT_CHECKPOINT, jobs
 from p2v.units import format_size
 from p2v.virt import LOCAL_URIS
 
@@ -54,6 +54,7 @@ class ConvertOptions:
     boot_timeout: float = 600.0
     overwrite: bool = False
     bwlimit: int | None = None  # bytes/s of each disk's copy
+    checkpoint: float = DEFAULT_CHECKPOINT  # seconds between durable checkpoints of a copy
 
     @property
     def target_dir(self) -> Path:
@@ -289,7 +290,7 @@ def _copy(
                 request = jobs.CopyRequest(
                     source=str(overlay), target=str(target), input_format="qcow2",
                     output_format="qcow2", overwrite=options.overwrite or bool(earlier),
-                    bwlimit=options.bwlimit,
+                    bwlimit=options.bwlimit, checkpoint=options.checkpoint,
                 )  # fmt: skip
 
                 def started(copy_job: str, name: str = name) -> None:

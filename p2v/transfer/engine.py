@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from p2v.transfer import blockhash
+from p2v.transfer import DEFAULT_CHECKPOINT, blockhash
 from p2v.transfer import extents as ext
 from p2v.transfer.endpoints.base import Endpoint
 from p2v.transfer.extents import Extent, Kind, Range
@@ -44,7 +44,7 @@ class Settings:
     requests: int = DEFAULT_REQUESTS
     rescue: bool = False
     bwlimit: int | None = None  # bytes/s
-    checkpoint_interval: float = 2.0
+    checkpoint_interval: float = DEFAULT_CHECKPOINT
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 
 from p2v.errors import InputError, TransferError
 from p2v.journal import Journal
-from p2v.transfer import blockhash
+from p2v.transfer import DEFAULT_CHECKPOINT, blockhash
 from p2v.transfer.endpoints import Endpoint, open_source, open_target
 from p2v.transfer.endpoints.null import NullEndpoint
 from p2v.transfer.engine import (
@@ -47,6 +47,7 @@ class CopyRequest:
     connections: int = field(default_factory=default_connections)
     requests: int = DEFAULT_REQUESTS
     bwlimit: int | None = None
+    checkpoint: float = DEFAULT_CHECKPOINT  # seconds between durable checkpoints
     free: list[tuple[int, int]] = field(default_factory=list)  # (offset, length) known free
     secret_file: str | None = None  # for an agent:// source: the file, never the secret
 
@@ -56,6 +57,7 @@ class CopyRequest:
             requests=self.requests,
             rescue=self.rescue,
             bwlimit=self.bwlimit,
+            checkpoint_interval=self.checkpoint,
         )
 
     def to_json(self) -> dict[str, Any]:

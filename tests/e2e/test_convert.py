@@ -22,20 +22,20 @@ import pytest
 from imagebuilder.fixups.initramfs import DRACUT_CONF
 from tests.conftest import fixture_image
 from tests.e2e.converted import check_converted
-from tests.integration.transfer.disks import digest, p2v
+from tests.integration.transfer.disks import data_blocks, digest, p2v
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
 def durable_blocks(job: str, step: str) -> int:
-    """Blocks the copy of a conversion's step has durably written, so far."""
+    """Data blocks the copy of a conversion's step has durably written, so far."""
     from p2v.journal import Journal
 
     journal = Journal()
     try:
         detail = next((s["detail"] for s in journal.steps(job) if s["name"] == step), None)
         copy_job = (detail or {}).get("copy_job")
-        return len(journal.blocks(copy_job)) if copy_job else 0
+        return data_blocks(copy_job) if copy_job else 0
     finally:
         journal.close()
 
@@ -50,7 +50,7 @@ def test_killed_conversion_resumes_and_boots_on_virtio(out: Path) -> None:
     argv = [
         "convert", "--disk", str(image), "--output-dir", str(out), "--name", name,
         # Two vCPUs: the emulated boot uses both host cores. A slow copy: time to kill it.
-        "--vcpus", "2", "--verify-boot", "--bwlimit", "40M", "--json",
+        "--vcpus", "2", "--verify-boot", "--bwlimit", "40M", "--checkpoint", "2", "--json",
     ]  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "p2v.cli", *argv], stderr=subprocess.PIPE, text=True

@@ -121,6 +121,15 @@ def nbdkit_with_errors(image: Path, sock: Path, rate: str) -> Any:
     )
 
 
+def data_blocks(job: str) -> int:
+    """Blocks of data a copy job has durably written so far (blocks of zeros are
+    recorded at once, data blocks only after a flush of the target)."""
+    from p2v.transfer import blockhash
+
+    zero = blockhash.zero_block()
+    return sum(1 for d in journal_blocks(job).values() if d not in (None, zero))
+
+
 def journal_blocks(job: str) -> dict[int, bytes | None]:
     from p2v.journal import Journal
 

@@ -15,6 +15,7 @@ from tests.conftest import require_root
 from tests.integration.transfer.disks import (
     MiB,
     copy_json,
+    data_blocks,
     digest,
     journal_blocks,
     make_disk,
@@ -23,18 +24,13 @@ from tests.integration.transfer.disks import (
 )
 
 
-def data_blocks(job: str) -> int:
-    zero = blockhash.zero_block()
-    return sum(1 for d in journal_blocks(job).values() if d not in (None, zero))
-
-
 def test_kill_9_then_resume_copies_only_what_was_not_durable(tmp_path: Path) -> None:
     source = tmp_path / "source.raw"
     data = make_disk(source, 256 * MiB, scattered(256 * MiB, 48, 2 * MiB))
     before = (digest(source), os.stat(source).st_mtime)
     target = tmp_path / "target.qcow2"
-    # 96 MiB of data at 8 MiB/s: the first checkpoint (2 s) comes long before the end.
-    argv = ["copy", "--json", "--bwlimit", "8M", str(source), str(target)]
+    # 96 MiB of data at 8 MiB/s: checkpoints every 2 s come long before the end.
+    argv = ["copy", "--json", "--bwlimit", "8M", "--checkpoint", "2", str(source), str(target)]
     copy = subprocess.Popen(
         [sys.executable, "-m", "p2v.cli", *argv], stdout=subprocess.PIPE, text=True
     )
