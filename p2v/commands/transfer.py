@@ -105,7 +105,8 @@ def register(verbs: Any) -> None:
         "--connections",
         type=int,
         metavar="N",
-        help="connections to each side, one thread each (default: one per core, up to 4)",
+        help="connections to each side, one thread each (default: 4 from a local file, "
+        "which is read synchronously; else one per core, up to 4)",
     )
     p.add_argument(
         "--requests",
@@ -146,7 +147,6 @@ def _reporter(args: argparse.Namespace) -> Reporter:
 def _cmd_copy(args: argparse.Namespace) -> int:
     from p2v.journal import Journal
     from p2v.transfer import jobs
-    from p2v.transfer.engine import default_connections
     from p2v.transfer.progress import JsonReporter
 
     reporter = _reporter(args)
@@ -170,7 +170,7 @@ def _cmd_copy(args: argparse.Namespace) -> int:
                 dirty_bitmap=args.dirty_bitmap,
                 rescue=args.rescue,
                 verify=args.verify,
-                connections=args.connections or default_connections(),
+                connections=args.connections,
                 requests=args.requests,
                 bwlimit=args.bwlimit,
                 checkpoint=args.checkpoint,

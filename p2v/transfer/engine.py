@@ -30,8 +30,16 @@ from p2v.transfer.worker import Completion, FinalFlush, Worker, WorkerSettings
 log = logging.getLogger(__name__)
 
 
-def default_connections() -> int:
-    """One connection (and thread) per core, up to 4: more only fight over the cores."""
+def default_connections(source: Endpoint | None = None) -> int:
+    """How many workers copy side by side, each with a connection to each side.
+
+    NBD reads are asynchronous, many in flight on each connection: one connection
+    (and thread) per core, up to 4; more only fight over the cores. A local file is
+    read synchronously and its worker waits on each read without using a core: 4
+    workers keep the disk busy, whatever the cores.
+    """
+    if source is not None and source.nbd_handle() is None:
+        return 4
     return max(1, min(4, os.cpu_count() or 1))
 
 
@@ -40,7 +48,7 @@ DEFAULT_REQUESTS = 8  # blocks in flight per connection: 32 MiB of buffers each
 
 @dataclass
 class Settings:
-    connections: int = field(default_factory=default_connections)
+    connections: int | None = None  # None: default_connections(source)
     requests: int = DEFAULT_REQUESTS
     rescue: bool = False
     bwlimit: int | None = None  # bytes/s
@@ -84,7 +92,7 @@ class Transfer:
         log.debug(
             "%d extents of %s in %.2f s", len(found), self.source.name, time.monotonic() - begun
         )
-        connections = self.settings.connections
+        connections = self.settings.connections or default_connections(self.source)
         if not (self.source.multi_conn and self.target.multi_conn):
             connections = 1
         depth = max(1, self.settings.requests)

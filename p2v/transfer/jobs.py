@@ -22,7 +22,6 @@ from p2v.transfer.engine import (
     Outcome,
     Settings,
     Transfer,
-    default_connections,
 )
 from p2v.transfer.progress import QuietReporter, Reporter
 from p2v.transfer.worker import Completion, SourceReadError, TargetWriteError
@@ -44,7 +43,7 @@ class CopyRequest:
     dirty_bitmap: str | None = None
     rescue: bool = False
     verify: bool = False
-    connections: int = field(default_factory=default_connections)
+    connections: int | None = None  # None: as suits the source (default_connections)
     requests: int = DEFAULT_REQUESTS
     bwlimit: int | None = None
     checkpoint: float = DEFAULT_CHECKPOINT  # seconds between durable checkpoints
