@@ -3,7 +3,9 @@
 The unit of work is one block of the block hash (4 MiB): a block is finished when
 its data is on the target and its digest is known, and that is what the journal
 records. Inside a block, reads are whole 64 KiB pieces, so every piece is either
-read and hashed, or known to be zero and given the precomputed digest.
+read and hashed, or known to be zero and given the precomputed digest; the data
+ranges themselves are kept too, so that a target that reads as zeros gets only
+them written, not the zeros around them in their first and last piece.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class BlockWork:
     start: int
     length: int
     reads: tuple[Range, ...]  # piece-aligned absolute ranges holding data
+    data: tuple[Range, ...]  # the data itself: `reads` without the zeros around it
     zeros: tuple[Range, ...]  # ranges reading as zeros, outside `reads`
     skipped: int  # bytes left as they are on the target (not dirty)
 
@@ -79,10 +82,10 @@ def _uniform_block(index: int, kind: Kind, disk_size: int) -> BlockWork:
     length = blockhash.block_length(index, disk_size)
     span = ((start, start + length),)
     if kind is Kind.DATA:
-        return BlockWork(index, start, length, span, (), 0)
+        return BlockWork(index, start, length, span, span, (), 0)
     if kind is Kind.ZERO:
-        return BlockWork(index, start, length, (), span, 0)
-    return BlockWork(index, start, length, (), (), length)
+        return BlockWork(index, start, length, (), (), span, 0)
+    return BlockWork(index, start, length, (), (), (), length)
 
 
 def _block(index: int, segments: list[Extent], disk_size: int) -> BlockWork:
@@ -98,10 +101,17 @@ def _block(index: int, segments: list[Extent], disk_size: int) -> BlockWork:
         for s in segments
         if s.kind is Kind.DATA
     )
+    data = coalesce((s.start, s.end) for s in segments if s.kind is Kind.DATA)
     zeros = subtract([(s.start, s.end) for s in segments if s.kind is Kind.ZERO], reads)
     skipped = subtract([(s.start, s.end) for s in segments if s.kind is Kind.SKIP], reads)
     return BlockWork(
-        index, start, length, tuple(reads), tuple(zeros), sum(hi - lo for lo, hi in skipped)
+        index,
+        start,
+        length,
+        tuple(reads),
+        tuple(data),
+        tuple(zeros),
+        sum(hi - lo for lo, hi in skipped),
     )
 
 
@@ -122,6 +132,11 @@ def subtract(ranges: list[Range], minus: list[Range]) -> list[Range]:
             lo = max(lo, minus[k][1])
             k += 1
     return out
+
+
+def intersect(ranges: list[Range], within: list[Range]) -> list[Range]:
+    """Parts of sorted `ranges` inside sorted, coalesced `within`."""
+    return subtract(ranges, subtract(ranges, within))
 
 
 def zero_runs(read: Range, pieces: list[bool]) -> tuple[list[Range], list[Range]]:

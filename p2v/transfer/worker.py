@@ -20,7 +20,7 @@ from p2v.transfer import blockhash
 from p2v.transfer.endpoints.base import Endpoint
 from p2v.transfer.endpoints.nbd import wait_for_io
 from p2v.transfer.extents import Range, coalesce
-from p2v.transfer.plan import BlockWork, zero_runs
+from p2v.transfer.plan import BlockWork, intersect, zero_runs
 from p2v.transfer.progress import Counters, TokenBucket
 
 READ_ATTEMPTS = 5  # a range is read this many times before it is split or declared bad
@@ -299,6 +299,9 @@ class Worker(threading.Thread):
             writes += data
             if not target_zero:
                 zeros += zero
+        if target_zero:
+            # Zeros read around the data, in its first and last piece, stay holes.
+            writes = intersect(writes, list(work.data))
         if not work.skipped:
             lengths = blockhash.piece_lengths(work.length)
             slot.digest = blockhash.block_digest(

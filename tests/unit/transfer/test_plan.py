@@ -2,7 +2,7 @@ import pytest
 
 from p2v.transfer.blockhash import BLOCK_SIZE, PIECE_SIZE
 from p2v.transfer.extents import Extent, Kind
-from p2v.transfer.plan import plan_blocks, subtract, zero_runs
+from p2v.transfer.plan import intersect, plan_blocks, subtract, zero_runs
 
 D, Z, S = Kind.DATA, Kind.ZERO, Kind.SKIP
 MiB = 1 << 20
@@ -23,6 +23,7 @@ def test_reads_are_widened_to_whole_pieces_and_zeros_are_what_is_left():
     ext = [Extent(0, 100, Z), Extent(100, 10, D), Extent(110, size - 110, Z)]
     (block,) = plan_blocks(ext, size)
     assert block.reads == ((0, PIECE_SIZE),)
+    assert block.data == ((100, 110),)  # what a target of zeros gets written
     assert block.zeros == ((PIECE_SIZE, size),)
     assert block.skipped == 0
 
@@ -75,6 +76,16 @@ def test_subtract():
         (60, 90),
         (210, 300),
     ]
+
+
+def test_intersect():
+    assert intersect([(0, 100), (200, 300)], [(50, 60), (90, 210), (290, 400)]) == [
+        (50, 60),
+        (90, 100),
+        (200, 210),
+        (290, 300),
+    ]
+    assert intersect([(0, 100)], []) == []
 
 
 def test_zero_runs_split_a_read_into_data_and_zero_runs():
