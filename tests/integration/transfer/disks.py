@@ -68,12 +68,12 @@ def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float = 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"{proc.args} exited with {proc.returncode}")
+            raise AssertionError(f"{proc.args!r} exited with {proc.returncode}")
         with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
             s.connect(str(path))
             return
         time.sleep(0.02)
-    raise AssertionError(f"{proc.args} did not listen on {path}")
+    raise AssertionError(f"{proc.args!r} did not listen on {path}")
 
 
 @contextlib.contextmanager

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from p2v.transfer import blockhash
@@ -58,51 +61,61 @@ def test_kill_9_then_resume_copies_only_what_was_not_durable(tmp_path: Path) -> 
     assert again.returncode == 2 and "already done" in again.stderr
 
 
-def test_a_full_disk_fails_the_job_and_resume_finishes_it(tmp_path: Path) -> None:
+@dataclass
+class FullDisk:
+    """A copy that failed on a full 20 MiB tmpfs: its source, job and target."""
+
+    source_digest: str
+    data: int
+    failed: subprocess.CompletedProcess[str]
+    job: str
+    target: Path
+
+    def make_room(self) -> None:
+        subprocess.run(["mount", "-o", "remount,size=200M", str(self.target.parent)], check=True)
+
+
+@contextlib.contextmanager
+def copy_onto_a_full_disk(tmp_path: Path) -> Iterator[FullDisk]:
     require_root("mounts a small tmpfs to fill up")
     source = tmp_path / "source.raw"
-    make_disk(source, 128 * MiB, scattered(128 * MiB, 24, 2 * MiB))  # 48 MiB of data
+    data = make_disk(source, 128 * MiB, scattered(128 * MiB, 24, 2 * MiB))  # 48 MiB of data
     before = digest(source)
     small = tmp_path / "small"
     small.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20M", "tmpfs", str(small)], check=True)
     try:
-        failed = p2v("copy", str(source), str(small / "target.raw"), check=False)
-        assert failed.returncode == 5
-        assert "No space left on device" in failed.stderr
+        target = small / "target.raw"
+        failed = p2v("copy", str(source), str(target), check=False)
         job = failed.stderr.split("p2v copy --resume ")[1].split("`")[0]
-        subprocess.run(["mount", "-o", "remount,size=200M", str(small)], check=True)
-        done = copy_json("--resume", job)
-        assert done["digest"] == before
-        assert digest(small / "target.raw") == before
+        yield FullDisk(before, data, failed, job, target)
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_a_full_disk_fails_the_job_and_resume_finishes_it(tmp_path: Path) -> None:
+    with copy_onto_a_full_disk(tmp_path) as full:
+        assert full.failed.returncode == 5
+        assert "No space left on device" in full.failed.stderr
+        full.make_room()
+        done = copy_json("--resume", full.job)
+        assert done["digest"] == full.source_digest
+        assert digest(full.target) == full.source_digest
 
 
 def test_a_job_recorded_with_another_digest_is_copied_again_in_full(tmp_path: Path) -> None:
     """Blocks finished by a p2v that used another digest algorithm cannot be combined
     with this one's digests: resuming such a job copies everything again."""
-    require_root("mounts a small tmpfs to fill up")
-    source = tmp_path / "source.raw"
-    data = make_disk(source, 128 * MiB, scattered(128 * MiB, 24, 2 * MiB))
-    before = digest(source)
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20M", "tmpfs", str(small)], check=True)
-    try:
-        failed = p2v("copy", str(source), str(small / "target.raw"), check=False)
-        job = failed.stderr.split("p2v copy --resume ")[1].split("`")[0]
-        assert journal_blocks(job)  # blocks it finished (zero ones, at least)
-        _as_recorded_by_an_older_p2v(job)
-        subprocess.run(["mount", "-o", "remount,size=200M", str(small)], check=True)
-        resumed = p2v("copy", "--resume", job, "--json")
+    with copy_onto_a_full_disk(tmp_path) as full:
+        assert journal_blocks(full.job)  # blocks it finished (zero ones, at least)
+        _as_recorded_by_an_older_p2v(full.job)
+        full.make_room()
+        resumed = p2v("copy", "--resume", full.job, "--json")
         done = json.loads(resumed.stdout.splitlines()[-1])
         assert "copying all of it again" in resumed.stderr
-        assert done["digest"] == before
-        assert done["resumed"] == 0 and done["copied"] == data
-        assert digest(small / "target.raw") == before
-    finally:
-        subprocess.run(["umount", "-l", str(small)], check=False)
+        assert done["digest"] == full.source_digest
+        assert done["resumed"] == 0 and done["copied"] == full.data
+        assert digest(full.target) == full.source_digest
 
 
 def _as_recorded_by_an_older_p2v(job: str) -> None:
