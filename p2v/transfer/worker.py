@@ -172,10 +172,8 @@ class Worker(threading.Thread):
         handed = self.final.arrive(self._unflushed)
         self._arrived = True
         self._unflushed = handed or []
-        # A flush may be in flight with more blocks finished after it started.
-        while self._unflushed or self._flushing:
-            self._checkpoint(force=True)
-            self._settle()
+        self._checkpoint(force=True)  # nothing when another worker flushes for this one
+        self._settle()
 
     def _settle(self) -> None:
         """Wait for this worker's own flush in flight, if any."""
