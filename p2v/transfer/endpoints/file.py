@@ -50,6 +50,9 @@ class FileEndpoint(Endpoint):
         self._direct = -1  # a second descriptor for direct reads, past the page cache
         self._written: tuple[int, int] | None = None  # this clone's last write
         self._flusher = _Flusher(fd)  # shared by clones, like the descriptor
+        # Also shared: the kernel lets one buffered write into a file at a time and
+        # makes the others spin on its inode lock, burning a core; waiting here sleeps.
+        self._write_lock = threading.Lock()
 
     @classmethod
     def open_source(cls, path: str) -> FileEndpoint:
@@ -134,8 +137,9 @@ class FileEndpoint(Endpoint):
 
     def _write(self, view: memoryview, offset: int) -> None:
         pos = 0
-        while pos < len(view):
-            pos += os.pwritev(self.fd, [view[pos:]], offset + pos)
+        with self._write_lock:
+            while pos < len(view):
+                pos += os.pwritev(self.fd, [view[pos:]], offset + pos)
         # Start writeback at once, wait for this thread's previous write to reach the
         # disk and drop it from the page cache: the disk stays busy from the start,
         # the copy goes at the disk's pace instead of piling up dirty pages for the
