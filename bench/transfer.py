@@ -11,7 +11,7 @@ p2v's modules are compiled to bytecode first, as an installed package's are: a
 start from a cold cache costs p2v about 0.2 s (nbdcopy 0.03 s), which would count
 for 8% of a copy this short and nothing of a real disk's.
 
-    python -m bench.transfer [--dir DIR] [--runs N]
+    python -m bench.transfer [--dir DIR] [--runs N] [--case NAME ...]
 
 Prints wall time, CPU time, peak memory (the tool and its children, sampled) and
 the ratio to nbdcopy, and checks that every output has the source's digest.
@@ -40,6 +40,7 @@ DATA = 1 << 30
 CHUNKS = [64 << 10, 256 << 10, 1 << 20, 4 << 20, 8 << 20]
 P2V = [sys.executable, "-m", "p2v.cli"]
 SETTLE = 3.0  # seconds
+CASES = ("file", "qcow2", "nbd")
 
 
 @dataclass
@@ -154,6 +155,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp/p2v-bench"))
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--case",
+        action="append",
+        choices=CASES,
+        help="run only this case (repeat for several; default: all)",
+    )
     args = parser.parse_args()
     for tool in ("nbdcopy", "qemu-img", "qemu-nbd"):
         if not shutil.which(tool):
@@ -184,11 +191,12 @@ def main() -> int:
             time.sleep(0.05)
         uri = f"nbd+unix:///?socket={sock}"
         nbd_qcow2 = ["[", "qemu-nbd", "-r", "-f", "qcow2", str(qcow2), "]"]
-        cases = {
-            "file -> file": tools(str(raw), "raw", [str(raw)], out),
-            "qcow2 -> raw": tools(str(qcow2), "qcow2", ["--", *nbd_qcow2], out),
-            "nbd -> file": tools(uri, "raw", [uri], out),
+        every = {
+            "file": ("file -> file", tools(str(raw), "raw", [str(raw)], out)),
+            "qcow2": ("qcow2 -> raw", tools(str(qcow2), "qcow2", ["--", *nbd_qcow2], out)),
+            "nbd": ("nbd -> file", tools(uri, "raw", [uri], out)),
         }
+        cases = dict(every[name] for name in CASES if name in (args.case or CASES))
         results: dict[tuple[str, str], Measure] = {}
         for case, commands in cases.items():
             names = list(commands)
