@@ -50,8 +50,10 @@ class FileEndpoint(Endpoint):
         self._direct = -1  # a second descriptor for direct reads, past the page cache
         self._written: tuple[int, int] | None = None  # this clone's last write
         self._flusher = _Flusher(fd)  # shared by clones, like the descriptor
-        # Also shared: the kernel lets one buffered write into a file at a time and
-        # makes the others spin on its inode lock, burning a core; waiting here sleeps.
+        # Also shared: the kernel lets one buffered write into a regular file at a
+        # time and makes the others spin on its inode lock, burning a core; waiting
+        # here sleeps. (A block device takes several, but a write only copies into
+        # the page cache: short next to the disk's own work.)
         self._write_lock = threading.Lock()
 
     @classmethod
