@@ -211,6 +211,7 @@ class _Producer(threading.Thread):
         self.counters = Counters()
         self.error: BaseException | None = None
         self.consumers = 1
+        self._finished: list[Completion] = []  # blocks done without I/O, not yet handed over
 
     def run(self) -> None:
         try:
@@ -219,11 +220,11 @@ class _Producer(threading.Thread):
             self.error = e
             self.stop.set()
         finally:
+            self._hand_over()
             self._finish_queue()
             self.durable.put(None)
 
     def _produce(self) -> None:
-        batch: list[Completion] = []
         for block in plan_blocks(self.found, self.size):
             if self.stop.is_set():
                 return
@@ -232,22 +233,27 @@ class _Producer(threading.Thread):
             if not block.reads and (self.target_zero or not block.zeros):
                 # Nothing to read or write: zeros on a zero target, or clean blocks.
                 zero = block.skipped == 0
-                batch.append(
+                self._finished.append(
                     Completion(block.index, blockhash.zero_block(block.length) if zero else None)
                 )
                 self.counters.add(zeroed=block.length - block.skipped, skipped=block.skipped)
-                if len(batch) >= 256:
-                    self.durable.put(batch)
-                    batch = []
+                if len(self._finished) >= 256:
+                    self._hand_over()
                 continue
-            if batch:
-                self.durable.put(batch)
-                batch = []
             self._put(block)
-        if batch:
-            self.durable.put(batch)
+
+    def _hand_over(self) -> None:
+        """Pass finished blocks on to be journaled: in batches, each a transaction."""
+        if self._finished:
+            self.durable.put(self._finished)
+            self._finished = []
 
     def _put(self, item: BlockWork | None) -> bool:
+        try:
+            self.work.put_nowait(item)
+            return True
+        except queue.Full:
+            self._hand_over()  # the wait may be long: journal what is done first
         while not self.stop.is_set():
             try:
                 self.work.put(item, timeout=0.2)
