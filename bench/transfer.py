@@ -13,8 +13,11 @@ for 8% of a copy this short and nothing of a real disk's.
 
     python -m bench.transfer [--dir DIR] [--runs N] [--case NAME ...]
 
-Prints wall time, CPU time, peak memory (the tool and its children, sampled) and
-the ratio to nbdcopy, and checks that every output has the source's digest.
+Prints wall time (median, and the range over the runs), CPU time, peak memory (the
+tool and its children, sampled) and the ratio to nbdcopy, and checks that every
+output has the source's digest. nbdcopy also runs a second time as a tool of its
+own, "nbdcopy again": its ratio to nbdcopy is the noise of the machine, the
+distance at which two equal tools can land from each other in one run.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ CHUNKS = [64 << 10, 256 << 10, 1 << 20, 4 << 20, 8 << 20]
 P2V = [sys.executable, "-m", "p2v.cli"]
 SETTLE = 3.0  # seconds
 CASES = ("file", "qcow2", "nbd")
+CONTROL = "nbdcopy again"
 
 
 @dataclass
@@ -108,10 +112,14 @@ def _children_cpu() -> float:
 
 def tools(source: str, fmt: str, nbdcopy_source: list[str], out: str) -> dict[str, list[str]]:
     """The three command lines of one case; each tool makes its output durable."""
+    nbdcopy = ["nbdcopy", "--flush", *nbdcopy_source, out]
     return {
         "p2v copy": [*P2V, "copy", source, out],
-        "nbdcopy": ["nbdcopy", "--flush", *nbdcopy_source, out],
+        "nbdcopy": nbdcopy,
         "qemu-img": ["qemu-img", "convert", "-t", "writeback", "-f", fmt, source, "-O", "raw", out],
+        # The same nbdcopy command once more, as a tool of its own: its ratio to
+        # nbdcopy is what this machine's noise alone makes of two equal tools.
+        CONTROL: nbdcopy,
     }
 
 
@@ -154,7 +162,7 @@ def drop_caches() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp/p2v-bench"))
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=7)
     parser.add_argument(
         "--case",
         action="append",
@@ -211,7 +219,7 @@ def main() -> int:
                     m.peaks.append(peak)
                     m.cpus.append(cpu)
                     m.digests_ok.append(digest(out, env) == expected)
-                    print(f"  {case:<13} {name:<9} run {run + 1}: {wall:6.2f} s", flush=True)
+                    print(f"  {case:<13} {name:<14} run {run + 1}: {wall:6.2f} s", flush=True)
     finally:
         server.terminate()
         server.wait()
@@ -220,8 +228,8 @@ def main() -> int:
     print()
     print(f"source digest {expected}")
     header = (
-        f"{'case':<14}{'tool':<10}{'wall s':>8}{'cpu s':>7}{'peak MiB':>10}{'vs nbdcopy':>12}"
-        "  digest"
+        f"{'case':<14}{'tool':<15}{'wall s':>7}{'range s':>12}{'cpu s':>7}{'peak MiB':>10}"
+        f"{'vs nbdcopy':>12}  digest"
     )
     print(header)
     print("-" * len(header))
@@ -233,8 +241,9 @@ def main() -> int:
             wall = statistics.median(m.walls)
             ok = all(m.digests_ok)
             failed |= not ok
+            spread = f"{min(m.walls):.2f}-{max(m.walls):.2f}"
             print(
-                f"{case:<14}{name:<10}{wall:>8.2f}{statistics.median(m.cpus):>7.2f}"
+                f"{case:<14}{name:<15}{wall:>7.2f}{spread:>12}{statistics.median(m.cpus):>7.2f}"
                 f"{max(m.peaks) / 2**20:>10.0f}"
                 f"{wall / base:>11.2f}x  {'same' if ok else 'DIFFERENT'}"
             )
