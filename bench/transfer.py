@@ -111,7 +111,7 @@ def _children_cpu() -> float:
 
 
 def tools(source: str, fmt: str, nbdcopy_source: list[str], out: str) -> dict[str, list[str]]:
-    """The three command lines of one case; each tool makes its output durable."""
+    """The command lines of one case; each tool makes its output durable."""
     nbdcopy = ["nbdcopy", "--flush", *nbdcopy_source, out]
     return {
         "p2v copy": [*P2V, "copy", source, out],
