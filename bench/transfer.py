@@ -208,9 +208,8 @@ def main() -> int:
         results: dict[tuple[str, str], Measure] = {}
         for case, commands in cases.items():
             for run in range(args.runs):
-                # A new order every round: a tool that always ran right after the
-                # same other one would inherit what that one leaves behind (in a
-                # fixed rotation one nbdcopy row came out 13% faster than the other).
+                # A new order every round: in a fixed rotation a tool always runs
+                # right after the same other one and inherits what it leaves behind.
                 for name in random.Random(run).sample(list(commands), len(commands)):
                     if os.path.exists(out):
                         os.unlink(out)
