@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from p2v import __version__
 from p2v.commands import agents, convert, history, inventory, transfer
-from p2v.errors import P2VError
+from p2v.errors import EXIT_CODES, INTERRUPTED, P2VError
 from p2v.virt import DEFAULT_URI  # libvirt itself loads only on connect
 
 
@@ -44,14 +44,37 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
+class VerbParser(argparse.ArgumentParser):
+    """A verb's parser: options go before, between or after its positional arguments
+    (`p2v copy SRC --json DST`), as cp, rsync and virsh take them."""
+
+    _intermixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # argparse's intermixed parsing calls this method again for each of its passes.
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="p2v",
         description="Turn physical Linux servers into KVM virtual machines.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"p2v {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    verbs = parser.add_subparsers(
+        dest="verb", metavar="VERB", required=True, parser_class=VerbParser
+    )
 
     p = verbs.add_parser(
         "doctor",
@@ -78,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     agents.register(verbs)
     convert.register(verbs)
     history.register(verbs)
+    for verb in verbs.choices.values():
+        # --debug after the verb too; SUPPRESS keeps a --debug before it from being reset.
+        verb.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                          help="show tracebacks and debug logs")  # fmt: skip
     return parser
 
 
@@ -94,11 +121,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except P2VError as error:
         if args.debug:
             raise
-        print(f"p2v: error: {error}", file=sys.stderr)
+        go_on = f"; resume with `{error.resume}`" if error.resume else ""
+        print(f"p2v: error: {error}{go_on}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:
+        # What the system refused (a path that cannot be made, a full disk) is not a
+        # bug of ours: one line, like every other error.
+        if args.debug:
+            raise
+        where = f": {error.filename}" if error.filename else ""
+        print(f"p2v: error: {error.strerror or error}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("p2v: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

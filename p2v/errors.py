@@ -1,10 +1,15 @@
-"""One exception hierarchy: the CLI prints `str(error)` as one line and exits non-zero."""
+"""One exception hierarchy: the CLI prints `str(error)` as one line and exits with the
+error's own code, listed in EXIT_CODES (`p2v --help` and the README show it)."""
+
+from __future__ import annotations
 
 
 class P2VError(Exception):
     """Base of every error the toolkit reports to a user."""
 
     exit_code = 1
+    #: The command that goes on from where the job stopped, when one can.
+    resume: str | None = None
 
 
 class MissingComponent(P2VError):
@@ -36,7 +41,47 @@ class TransferError(P2VError):
     exit_code = 5
 
     def __init__(self, message: str, job_id: str | None = None) -> None:
-        if job_id:
-            message += f"; resume with `p2v copy --resume {job_id}`"
         super().__init__(message)
         self.job_id = job_id
+        if job_id:
+            self.resume = f"p2v copy --resume {job_id}"
+
+
+class AgentError(P2VError):
+    """The agent cannot be reached, stopped answering, refuses us, or speaks another
+    version."""
+
+    exit_code = 6
+
+
+class PlanError(P2VError):
+    """The guest cannot be converted as asked; nothing was copied."""
+
+    exit_code = 7
+
+
+class BootCheckError(P2VError):
+    """The guest was converted (disks copied, domain written or defined) but did not
+    boot within the check."""
+
+    exit_code = 8
+
+
+INTERRUPTED = 130
+
+EXIT_CODES = f"""\
+exit codes:
+  0    done
+  1    failed (a message says why)
+  {InputError.exit_code}    refused: bad arguments, paths or values; nothing was done or recorded
+  {MissingComponent.exit_code}    a program, library or firmware the toolkit needs is not installed
+  {ComponentError.exit_code}    a component does not work or answer (libvirt, libguestfs, QEMU)
+  {TransferError.exit_code}    a copy stopped part-way; what it copied is kept: resume the job
+  {AgentError.exit_code}    the agent cannot be reached, stopped answering or refused the secret
+  {PlanError.exit_code}    the guest cannot be converted as asked (no OS, too little space, ...);
+       nothing was copied
+  {BootCheckError.exit_code}    the guest was converted but did not boot within the check
+  {INTERRUPTED}  interrupted (Ctrl-C); a job that had started can be resumed
+A job that stops after it started says how to go on: `p2v convert --resume JOB`,
+`p2v copy --resume JOB`.
+"""

@@ -16,16 +16,10 @@ from agent.inventory.model import Inventory
 from imagebuilder.fixups.linux import GuestOS
 from imagebuilder.profile import HardwareProfile, Overrides, VirtualNic, profile_from_inventory
 from p2v.convert.disks import SourceDisk
-from p2v.errors import P2VError
+from p2v.errors import PlanError
 from p2v.units import format_size
 
 SPACE_MARGIN = 1.1  # the copy needs the data, plus metadata and what trimming misses
-
-
-class PlanError(P2VError):
-    """The guest cannot be converted as asked; nothing was copied."""
-
-    exit_code = 7
 
 
 def random_mac() -> str:
