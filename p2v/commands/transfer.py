@@ -188,7 +188,7 @@ def _cmd_copy(args: argparse.Namespace) -> int:
     print(
         f"job {result.job_id} done in {result.elapsed:.1f} s ({format_size(rate)}/s): "
         f"copied {format_size(result.copied)}, zeros {format_size(result.zeroed)}, "
-        f"skipped {format_size(result.skipped)}"
+        f"skipped {format_size(result.skipped)}, read {format_size(result.read)}"
         + (f", done before {format_size(result.resumed)}" if result.resumed else "")
     )
     print(f"digest {result.digest}" if result.digest else "digest: not computed (incremental)")

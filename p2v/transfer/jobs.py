@@ -86,6 +86,7 @@ class CopyResult:
     elapsed: float
     bad: list[tuple[int, int]]  # (offset, length) filled with zeros by --rescue
     verified: bool | None = None
+    read: int = 0  # bytes read from the source; zeros known in advance are never read
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -243,6 +244,7 @@ def _result(
         skipped=snap.skipped,
         resumed=snap.resumed,
         retried=snap.retried,
+        read=snap.read,
         elapsed=round(snap.elapsed, 3),
         bad=bad,
     )

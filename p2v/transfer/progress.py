@@ -24,6 +24,7 @@ class Counters:
         self.zeroed = 0  # zeros found and left as holes or zeroed
         self.skipped = 0  # left alone: free space, clean in an incremental copy
         self.retried = 0  # reads issued again after an error
+        self.read = 0  # bytes read from the source (what crossed the network, for NBD)
 
     def add(self, copied: int = 0, zeroed: int = 0, skipped: int = 0) -> None:
         self.copied += copied
@@ -39,6 +40,7 @@ class Snapshot:
     skipped: int = 0
     resumed: int = 0  # finished by an earlier run of the same job
     retried: int = 0
+    read: int = 0
     elapsed: float = 0.0
 
     @property
@@ -58,6 +60,7 @@ class Snapshot:
             skipped=sum(c.skipped for c in counters),
             resumed=resumed,
             retried=sum(c.retried for c in counters),
+            read=sum(c.read for c in counters),
             elapsed=elapsed,
         )
 

@@ -24,6 +24,7 @@ from p2v.transfer.plan import BlockWork, intersect, zero_runs
 from p2v.transfer.progress import Counters, TokenBucket
 
 READ_ATTEMPTS = 5  # a range is read this many times before it is split or declared bad
+SPLIT = 8  # a range that keeps failing is read again in this many parts, each once
 RETRY_DELAY = 0.02  # seconds, times the attempt number
 
 
@@ -222,12 +223,16 @@ class Worker(threading.Thread):
             self._completions += 1
             if error:
                 slot.failures.append((span, error))
+            else:
+                self.counters.read += span[1] - span[0]
 
         slot.pending += 1
         self.source.start_read(slot.view[span[0] - base : span[1] - base], span[0], done)
 
     def _retry(self, slot: _Slot) -> None:
-        """Read failed ranges again; split stubborn ones to find the bad pieces."""
+        """Read failed ranges again. One that keeps failing is narrowed down as
+        ddrescue does: read in parts, and the parts that fail in smaller parts, down to
+        the source's sector; only sectors that still fail are bad."""
         failures, slot.failures = slot.failures, []
         for span, error in failures:
             attempt = slot.attempts.get(span, 0) + 1
@@ -235,11 +240,10 @@ class Worker(threading.Thread):
             self.counters.retried += 1
             if attempt < READ_ATTEMPTS:
                 self._read(slot, span)
-            elif span[1] - span[0] > blockhash.PIECE_SIZE:
-                for lo in range(span[0], span[1], blockhash.PIECE_SIZE):
-                    piece = (lo, min(lo + blockhash.PIECE_SIZE, span[1]))
-                    slot.attempts[piece] = READ_ATTEMPTS - 1  # one last try each
-                    self._read(slot, piece)
+            elif span[1] - span[0] > self.source.sector_size:
+                for part in split_range(span, self.source.sector_size):
+                    slot.attempts[part] = READ_ATTEMPTS - 1  # one last try each
+                    self._read(slot, part)
             else:
                 slot.bad.append((span, error))
 
@@ -372,3 +376,11 @@ class Worker(threading.Thread):
 
 
 _EMPTY = object()
+
+
+def split_range(span: Range, sector: int, parts: int = SPLIT) -> list[Range]:
+    """`span` cut into about `parts` pieces on sector boundaries (whole sectors each,
+    but the last piece of a span that does not end on one)."""
+    lo, hi = span
+    step = max(sector, -(-(hi - lo) // parts // sector) * sector)
+    return [(start, min(start + step, hi)) for start in range(lo, hi, step)]

@@ -26,6 +26,9 @@ class Endpoint(ABC):
     size: int
     #: Several connections may be used side by side (NBD multi-conn, local files).
     multi_conn: bool = True
+    #: The smallest unit the disk reads: a range that cannot be read is narrowed down
+    #: to these before it is declared bad.
+    sector_size: int = 512
 
     def extents(self, start: int, length: int) -> Iterator[Extent]:
         """What [start, start + length) holds; by default, data everywhere.

@@ -10,8 +10,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
+import mmap
 import os
 import stat
+import struct
 import threading
 from collections.abc import Iterator
 
@@ -26,6 +29,31 @@ _SYNC_FILE_RANGE_WRITE = 0x2
 _SYNC_FILE_RANGE_WAIT_ALL = 0x1 | 0x2 | 0x4  # wait before, write, wait after
 _DIRECT_ALIGN = 4096
 _libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+_BLKSSZGET = 0x1268
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [
+    ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int64
+]  # fmt: skip
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+_MAP_FAILED = ctypes.c_void_p(-1).value
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def cached(fd: int, offset: int, length: int) -> bool:
+    """Whether the page cache holds all of [offset, offset + length) of a file or
+    block device (`offset` page-aligned). Asks mincore(2) about a mapping that is
+    never touched, so nothing is read."""
+    address = _libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, offset)
+    if address in (None, _MAP_FAILED):
+        return False
+    try:
+        pages = ctypes.create_string_buffer((length + _PAGE - 1) // _PAGE)
+        if _libc.mincore(address, length, pages) != 0:
+            return False
+        return b"\0" not in pages.raw  # one byte per page, 1 when resident
+    finally:
+        _libc.munmap(address, length)
 
 
 def punch_hole(fd: int, offset: int, length: int) -> None:
@@ -38,12 +66,23 @@ def punch_hole(fd: int, offset: int, length: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def _logical_sector_size(fd: int) -> int:
+    """A block device's logical sector size: the unit it reads and fails in."""
+    try:
+        raw = fcntl.ioctl(fd, _BLKSSZGET, struct.pack("i", 0))
+    except OSError:
+        return 512
+    return max(512, struct.unpack("i", raw)[0])
+
+
 class FileEndpoint(Endpoint):
     def __init__(self, path: str, fd: int, *, zero: bool = False, owner: bool = True) -> None:
         self.name = path
         self.fd = fd
         self.size = os.lseek(fd, 0, os.SEEK_END)
         self.is_block = stat.S_ISBLK(os.fstat(fd).st_mode)
+        if self.is_block:
+            self.sector_size = _logical_sector_size(fd)
         self._zero = zero
         self._owner = owner
         self._zero_by_writing = False
@@ -125,8 +164,11 @@ class FileEndpoint(Endpoint):
 
     def _read(self, view: memoryview, offset: int) -> None:
         fd = self.fd
-        if self._direct >= 0 and (offset | len(view)) % _DIRECT_ALIGN == 0:
-            fd = self._direct  # callers' buffers are page-aligned
+        # Data already in the page cache (an image just written, a golden image copied
+        # again and again) is copied from there; the rest is read past it, directly.
+        aligned = (offset | len(view)) % _DIRECT_ALIGN == 0  # callers' buffers are too
+        if self._direct >= 0 and aligned and not cached(self.fd, offset, len(view)):
+            fd = self._direct
         pos = 0
         while pos < len(view):
             n = os.preadv(fd, [view[pos:]], offset + pos)

@@ -57,6 +57,7 @@ class NbdEndpoint(Endpoint):
         self._can_zero = bool(self.h.can_zero())
         self._can_flush = bool(self.h.can_flush())
         maximum = self.h.get_block_size(nbd.SIZE_MAXIMUM) or _MAX_REQUEST
+        self.sector_size = max(512, self.h.get_block_size(nbd.SIZE_MINIMUM))
         self._max_request = min(maximum, _MAX_REQUEST)
 
     def _open_handle(self) -> Any:

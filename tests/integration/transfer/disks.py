@@ -121,6 +121,36 @@ def nbdkit_with_errors(image: Path, sock: Path, rate: str) -> Any:
     )
 
 
+def nbdkit_with_bad_sectors(image: Path, sock: Path, bad: list[tuple[int, int]]) -> Any:
+    """The file plugin behind nbdkit's ddrescue filter: reads that touch the (offset,
+    length) ranges of `bad` fail with EIO, every time, as a disk's bad sectors do."""
+    size = image.stat().st_size
+    lines = ["# Mapfile. Created by GNU ddrescue version 1.27", "0x0 + 1"]
+    pos = 0
+    for offset, length in sorted(bad):
+        if offset > pos:
+            lines.append(f"{pos:#x} {offset - pos:#x} +")
+        lines.append(f"{offset:#x} {length:#x} -")
+        pos = offset + length
+    if pos < size:
+        lines.append(f"{pos:#x} {size - pos:#x} +")
+    mapfile = sock.with_suffix(".map")
+    mapfile.write_text("\n".join(lines) + "\n")
+    return serve(
+        [
+            "nbdkit",
+            "--foreground",
+            "--exit-with-parent",
+            f"--unix={sock}",
+            "--filter=ddrescue",
+            "file",
+            f"file={image}",
+            f"ddrescue-mapfile={mapfile}",
+        ],
+        sock,
+    )
+
+
 def data_blocks(job: str) -> int:
     """Blocks of data a copy job has durably written so far (blocks of zeros are
     recorded at once, data blocks only after a flush of the target)."""

@@ -231,3 +231,44 @@ def test_block_devices_as_source_and_target(source: Path, tmp_path: Path) -> Non
         for device in devices:
             subprocess.run(["losetup", "-d", device], check=False)
     assert disk.read_bytes() == source.read_bytes()
+
+
+def resident(path: Path) -> int:
+    """Bytes of `path` in the page cache, as util-linux's fincore counts them."""
+    done = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                          check=True, capture_output=True, text=True)  # fmt: skip
+    return int(done.stdout)
+
+
+def storage_reads() -> int:
+    """Bytes this process has made the kernel read from storage (not the page cache)."""
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("read_bytes"))
+
+
+def test_a_source_in_the_page_cache_is_read_from_it_and_a_cold_one_past_it(
+    tmp_path: Path,
+) -> None:
+    from p2v.journal import Journal
+    from p2v.transfer import jobs
+
+    path = tmp_path / "golden.raw"
+    data = make_disk(path, SIZE, [(0, 24 * MiB), (40 * MiB, 8 * MiB)])
+    fd = os.open(path, os.O_RDONLY)
+    journal = Journal()
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        before = storage_reads()
+        cold = jobs.copy(jobs.CopyRequest(str(path), "null:"), journal)
+        assert storage_reads() - before >= data, "a cold source is read from the disk"
+        assert resident(path) < MiB, "direct reads leave the page cache alone"
+
+        os.pread(fd, SIZE, 0)  # now the page cache holds all of it
+        before = storage_reads()
+        hot = jobs.copy(jobs.CopyRequest(str(path), "null:"), journal)
+        assert storage_reads() - before < MiB, "a source in the page cache is read from it"
+        assert hot.digest == cold.digest == digest(path)
+    finally:
+        journal.close()
+        os.close(fd)

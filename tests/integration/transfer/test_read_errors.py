@@ -13,6 +13,7 @@ from tests.integration.transfer.disks import (
     copy_json,
     digest,
     make_disk,
+    nbdkit_with_bad_sectors,
     nbdkit_with_errors,
     p2v,
     scattered,
@@ -66,3 +67,22 @@ def test_rescue_fills_unreadable_ranges_with_zeros_and_lists_them(
     assert journal.get(done["job_id"]).state == "done"
     journal.close()
     assert digest(source) == before
+
+
+def test_rescue_loses_only_the_sectors_that_fail(source: Path, tmp_path: Path) -> None:
+    """Bad sectors inside data blocks, not aligned to anything larger than a sector:
+    only they are zero-filled and listed, as ddrescue would; the data around them
+    (the rest of their 64 KiB piece and 4 MiB block) is copied."""
+    chunks = scattered(SIZE, 400, 64 * 1024)
+    first, second = chunks[10][0], chunks[200][0]
+    bad = [(first + 16 * 1024, 32 * 1024), (second + 512, 512), (second + 4096, 1024)]
+    with nbdkit_with_bad_sectors(source, tmp_path / "bad.sock", bad) as uri:
+        done = copy_json(uri, str(tmp_path / "out.raw"), "--rescue")
+    assert [tuple(r) for r in done["bad"]] == bad
+    expected = bytearray(source.read_bytes())
+    for offset, length in bad:
+        expected[offset : offset + length] = bytes(length)
+    assert (tmp_path / "out.raw").read_bytes() == expected
+    journal = Journal()
+    assert journal.bad_ranges(done["job_id"]) == bad
+    journal.close()
