@@ -12,6 +12,7 @@ import contextlib
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,16 +30,22 @@ from agent.protocol import (
     read_secret_file,
     write_psk_file,
 )
-from p2v.errors import InputError, P2VError
+from p2v.errors import AgentError, InputError
+from p2v.transfer.endpoints.handshake import (
+    CONNECT,
+    DEFAULT_CONNECT_TIMEOUT,
+    HANDSHAKE,
+    CommandTimeout,
+    HandshakeTimeout,
+    connect_within,
+    wait_for,
+)
+
+__all__ = ["AgentError", "AgentSession", "agent_address", "parse_disk_url"]
 
 SCHEME = "agent://"
 MAX_INVENTORY = 64 << 20
-
-
-class AgentError(P2VError):
-    """The agent cannot be reached, refuses us, or speaks another version."""
-
-    exit_code = 6
+WATCH_INTERVAL = 5.0  # seconds between two checks that the agent still answers
 
 
 def agent_address(text: str) -> Address:
@@ -64,7 +71,12 @@ def parse_disk_url(url: str) -> tuple[Address, str]:
 class AgentSession:
     """The secret in a private key file, and connections made with it."""
 
-    def __init__(self, address: Address, secret_file: str | None) -> None:
+    def __init__(
+        self,
+        address: Address,
+        secret_file: str | None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    ) -> None:
         if not secret_file:
             raise InputError(
                 f"the agent at {address} needs its secret: add --secret-file F "
@@ -75,6 +87,7 @@ class AgentSession:
         except SecretError as e:
             raise InputError(str(e)) from None
         self.address = address
+        self.connect_timeout = connect_timeout
         self.fingerprint = fingerprint(key)
         self._dir = Path(tempfile.mkdtemp(prefix="p2v-agent-"))  # mode 0700
         self._psk = write_psk_file(self._dir, key)
@@ -85,9 +98,25 @@ class AgentSession:
         h.set_tls_username(PSK_IDENTITY)
         h.set_export_name(export)
         try:
-            h.connect_tcp(self.address.host, str(self.address.port))
+            connect_within(
+                h,
+                lambda h: h.aio_connect_tcp(self.address.host, str(self.address.port)),
+                self.connect_timeout,
+            )
         except nbd.Error as e:
             raise self._explain(e, export) from None
+        except HandshakeTimeout as e:
+            raise self._explain_timeout(e) from None
+
+    def _explain_timeout(self, timeout: HandshakeTimeout) -> AgentError:
+        where = f"the agent at {self.address}"
+        check = {
+            CONNECT: "is the server up and booted from the agent ISO, the address right, "
+            f"and TCP port {self.address.port} open on the way?",
+            HANDSHAKE: "is it `p2v-agent serve` that listens on that port (not another "
+            "service, or a NAT forwarding to a machine that is not listening)?",
+        }.get(timeout.stage, "the agent may be overloaded or hung: restart it on the server")
+        return AgentError(f"{where} does not answer: {timeout} ({check})")
 
     def _explain(self, error: Any, export: str) -> AgentError:
         text = (error.string or "").lower()
@@ -110,16 +139,26 @@ class AgentSession:
             )
         return AgentError(f"{where}: {error.string}")
 
-    def inventory(self) -> Inventory:
+    def _read_export(self, export: str, limit: int) -> bytes:
+        """The whole of a small export (a record, not a disk)."""
         h = nbd.NBD()
-        self.connect(h, INVENTORY_EXPORT)
-        try:
-            size = h.get_size()
-            if size > MAX_INVENTORY:
-                raise AgentError(f"the agent at {self.address} sent an oversized inventory")
-            data = h.pread(size, 0) if size else b""
-        finally:
-            h.shutdown()
+        self.connect(h, export)
+        size = h.get_size()
+        if size > limit:
+            raise AgentError(f"the agent at {self.address} sent an oversized {export}")
+        buffer = nbd.Buffer.from_bytearray(bytearray(size))
+        if size:
+            try:
+                wait_for(h, h.aio_pread(buffer, 0), self.connect_timeout, "reading")
+            except CommandTimeout as e:
+                raise AgentError(f"the agent at {self.address} stopped answering: {e}") from None
+            except nbd.Error as e:
+                raise AgentError(f"the agent at {self.address}: {e.string}") from None
+        h.shutdown()
+        return bytes(buffer.to_buffer())
+
+    def inventory(self) -> Inventory:
+        data = self._read_export(INVENTORY_EXPORT, MAX_INVENTORY)
         try:
             return Inventory.from_json(data)
         except SchemaError as e:
@@ -138,12 +177,20 @@ class AgentSession:
         )
 
     @contextlib.contextmanager
-    def local_proxy(self, socket: Path) -> Iterator[LocalProxy]:
+    def local_proxy(
+        self, socket: Path, disk: str, watch_interval: float = WATCH_INTERVAL
+    ) -> Iterator[LocalProxy]:
         """The agent's disks on a local Unix socket, for programs that cannot do
         TLS-PSK themselves (QEMU's backing files, libguestfs): nbdkit's nbd plugin
         relays each connection to the agent over TLS-PSK, read-only. Export names
         are the agent's disk names. Connect once first (`inventory`) so that a wrong
-        secret is explained here rather than as a QEMU error later."""
+        secret is explained here rather than as a QEMU error later.
+
+        The relay itself has no time limits, so the agent is watched beside it: the
+        relay is tried once through `disk` when it starts, then the agent is asked
+        every few seconds whether it still answers; when it does not, the relay is
+        stopped, so that what reads through it fails instead of waiting forever, and
+        `LocalProxy.lost` says why."""
         command = [
             "nbdkit", "--exit-with-parent", "--foreground", "--readonly",
             "--unix", str(socket), "nbd",
@@ -154,23 +201,54 @@ class AgentSession:
         socket.unlink(missing_ok=True)
         log = self._dir / "proxy.log"  # a file: a pipe nobody reads would block nbdkit
         with open(log, "w") as errors:
-            proxy = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=errors)
+            relay = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=errors)
+        proxy = LocalProxy(socket)
+        watch = threading.Thread(
+            target=self._watch, args=(relay, proxy, watch_interval), daemon=True
+        )
         try:
             deadline = time.monotonic() + 15
             while not socket.exists():
-                if proxy.poll() is not None or time.monotonic() > deadline:
+                if relay.poll() is not None or time.monotonic() > deadline:
                     error = log.read_text().strip() or "nbdkit did not start in time"
                     raise AgentError(f"cannot relay the agent's disks: {error}")
                 time.sleep(0.05)
-            yield LocalProxy(socket)
+            self._try_relay(socket, disk)
+            watch.start()
+            yield proxy
         finally:
-            proxy.terminate()
-            try:
-                proxy.wait(10)
-            except subprocess.TimeoutExpired:
-                proxy.kill()
-                proxy.wait()
+            proxy.closing.set()
+            _stop(relay)
+            if watch.is_alive():
+                watch.join()
             socket.unlink(missing_ok=True)
+
+    def _try_relay(self, socket: Path, disk: str) -> None:
+        """Open `disk` through the relay: it proves the relay reaches the agent."""
+        h = nbd.NBD()
+        h.set_export_name(disk)
+        try:
+            connect_within(h, lambda h: h.aio_connect_unix(str(socket)), self.connect_timeout)
+        except HandshakeTimeout:
+            raise AgentError(
+                f"the relay on this host could not open {disk} on the agent at "
+                f"{self.address} within {self.connect_timeout:g} s"
+            ) from None
+        except nbd.Error as e:
+            raise AgentError(f"the relay to the agent at {self.address}: {e.string}") from None
+        h.shutdown()
+
+    def _watch(self, relay: subprocess.Popen[bytes], proxy: LocalProxy, interval: float) -> None:
+        while not proxy.closing.wait(interval):
+            try:
+                h = nbd.NBD()
+                self.connect(h, INVENTORY_EXPORT)
+                h.shutdown()
+            except (AgentError, nbd.Error) as e:
+                if not proxy.closing.is_set():
+                    proxy.lost = str(e)
+                    _stop(relay)
+                return
 
     def close(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)
@@ -187,6 +265,17 @@ class LocalProxy:
 
     def __init__(self, socket: Path) -> None:
         self.socket = socket
+        self.closing = threading.Event()
+        self.lost: str | None = None  # why the relay was stopped: the agent went away
 
     def uri(self, disk: str) -> str:
         return f"nbd+unix:///{disk}?socket={self.socket}"
+
+
+def _stop(relay: subprocess.Popen[bytes]) -> None:
+    relay.terminate()
+    try:
+        relay.wait(10)
+    except subprocess.TimeoutExpired:
+        relay.kill()  # stuck on a connection to an agent that does not answer
+        relay.wait()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from p2v.commands.options import add_connect_timeout_option
+from p2v.transfer import DEFAULT_CONNECT_TIMEOUT
+
 
 def register(verbs: Any) -> None:
     p = verbs.add_parser(
@@ -16,6 +19,7 @@ def register(verbs: Any) -> None:
     )
     p.add_argument("--agent", required=True, metavar="HOST[:PORT]", help="where the agent runs")
     p.add_argument("--secret-file", metavar="F", help="file holding the agent's secret")
+    add_connect_timeout_option(p, DEFAULT_CONNECT_TIMEOUT)
     p.add_argument("--json", action="store_true", help="print the inventory record as JSON")
     p.set_defaults(func=_cmd_inventory)
 
@@ -24,7 +28,8 @@ def _cmd_inventory(args: argparse.Namespace) -> int:
     from agent.inventory.report import format_inventory
     from p2v.agentclient import AgentSession, agent_address
 
-    with AgentSession(agent_address(args.agent), args.secret_file) as session:
+    address = agent_address(args.agent)
+    with AgentSession(address, args.secret_file, args.connect_timeout) as session:
         inventory = session.inventory()
     print(inventory.to_json() if args.json else format_inventory(inventory))
     return 0

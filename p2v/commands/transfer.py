@@ -8,8 +8,9 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from p2v.commands.options import add_checkpoint_option, add_timeout_options
 from p2v.errors import InputError
-from p2v.transfer import DEFAULT_CHECKPOINT, TARGET_FORMATS, blockhash
+from p2v.transfer import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, TARGET_FORMATS, blockhash
 from p2v.units import format_size, parse_size
 
 if TYPE_CHECKING:
@@ -37,28 +38,6 @@ digest:
   a qcow2 of the same disk have the same digest. BLAKE3 of 64 KiB pieces,
   of 4 MiB blocks, then of the whole disk; zero blocks are never read.
 """
-
-
-def add_checkpoint_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--checkpoint",
-        type=_seconds,
-        default=DEFAULT_CHECKPOINT,
-        metavar="SECONDS",
-        help="flush the target and record the finished blocks this often (default "
-        f"{DEFAULT_CHECKPOINT:.0f}): after a crash, --resume copies again at most this "
-        "much work; each flush holds the copy up while the disk writes out its cache",
-    )
-
-
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = 0.0
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
-    return seconds
 
 
 def register(verbs: Any) -> None:
@@ -101,6 +80,7 @@ def register(verbs: Any) -> None:
     )
     p.add_argument("--bwlimit", metavar="RATE", type=parse_size, help="cap, in bytes/s (50M)")
     add_checkpoint_option(p)
+    add_timeout_options(p)
     p.add_argument(
         "--connections",
         type=int,
@@ -132,6 +112,7 @@ def register(verbs: Any) -> None:
     p.add_argument(
         "--secret-file", metavar="F", help="file holding the secret of an agent:// source"
     )
+    add_timeout_options(p, resumable=False)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_cmd_checksum)
 
@@ -155,7 +136,14 @@ def _cmd_copy(args: argparse.Namespace) -> int:
         if args.resume:
             if args.source or args.target:
                 raise InputError("--resume takes the job's own source and target; give none")
-            result = jobs.resume(args.resume, journal, reporter, bwlimit=args.bwlimit)
+            result = jobs.resume(
+                args.resume,
+                journal,
+                reporter,
+                bwlimit=args.bwlimit,
+                connect_timeout=args.connect_timeout,
+                io_timeout=args.io_timeout,
+            )
         else:
             if not (args.source and args.target):
                 raise InputError("copy needs SRC and DST (or --resume JOB)")
@@ -176,6 +164,8 @@ def _cmd_copy(args: argparse.Namespace) -> int:
                 checkpoint=args.checkpoint,
                 free=_free_map(args.free_map) if args.free_map else [],
                 secret_file=args.secret_file and os.path.abspath(args.secret_file),
+                connect_timeout=args.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
+                io_timeout=args.io_timeout or DEFAULT_IO_TIMEOUT,
             )
             result = jobs.copy(request, journal, reporter)
     finally:
@@ -209,6 +199,8 @@ def _cmd_checksum(args: argparse.Namespace) -> int:
         input_format=args.input_format,
         secret_file=args.secret_file,
         reporter=reporter,
+        connect_timeout=args.connect_timeout,
+        io_timeout=args.io_timeout,
     )
     if args.json:
         print(json.dumps({"source": args.source, "size": size, "digest": digest}))

@@ -53,7 +53,7 @@ def opened(source: dict[str, Any], relay_dir: Path) -> Iterator[tuple[Inventory,
         if not names:
             raise InputError(f"the agent at {address} serves no disk")
         relay_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with session.local_proxy(relay_dir / "agent.sock") as proxy:
+        with session.local_proxy(relay_dir / "agent.sock", names[0]) as proxy:
             disks = []
             for name in names:
                 disk = inventory.disk(name)

@@ -12,3 +12,8 @@ TARGET_FORMATS = ("raw", "qcow2")  # formats a new target can be written in
 # loses at most this much work; each flush makes the disk write out its cache and
 # holds up the copy meanwhile (a second and more per GiB cached, measured here).
 DEFAULT_CHECKPOINT = 30.0
+# Seconds for each stage of connecting to a server: TCP, TLS handshake, NBD negotiation.
+DEFAULT_CONNECT_TIMEOUT = 15.0
+# Seconds without any reply from a side (a server that stopped answering, a network
+# that dropped the connection silently) before a copy fails; it can be resumed.
+DEFAULT_IO_TIMEOUT = 60.0

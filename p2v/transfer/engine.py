@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from p2v.transfer import DEFAULT_CHECKPOINT, blockhash
+from p2v.transfer import DEFAULT_CHECKPOINT, DEFAULT_IO_TIMEOUT, blockhash
 from p2v.transfer import extents as ext
 from p2v.transfer.endpoints.base import Endpoint
 from p2v.transfer.extents import Extent, Kind, Range
@@ -53,6 +53,7 @@ class Settings:
     rescue: bool = False
     bwlimit: int | None = None  # bytes/s
     checkpoint_interval: float = DEFAULT_CHECKPOINT
+    io_timeout: float = DEFAULT_IO_TIMEOUT
 
 
 @dataclass
@@ -105,6 +106,7 @@ class Transfer:
             target_zero=self.target_zero,
             rescue=self.settings.rescue,
             checkpoint_interval=self.settings.checkpoint_interval,
+            io_timeout=self.settings.io_timeout,
             limiter=TokenBucket(self.settings.bwlimit) if self.settings.bwlimit else None,
         )
         pairs = self._handles(connections)

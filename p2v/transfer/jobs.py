@@ -14,7 +14,7 @@ from typing import Any
 
 from p2v.errors import InputError, TransferError
 from p2v.journal import Journal
-from p2v.transfer import DEFAULT_CHECKPOINT, blockhash
+from p2v.transfer import DEFAULT_CHECKPOINT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, blockhash
 from p2v.transfer.endpoints import Endpoint, open_source, open_target
 from p2v.transfer.endpoints.null import NullEndpoint
 from p2v.transfer.engine import (
@@ -24,7 +24,7 @@ from p2v.transfer.engine import (
     Transfer,
 )
 from p2v.transfer.progress import QuietReporter, Reporter
-from p2v.transfer.worker import Completion, SourceReadError, TargetWriteError
+from p2v.transfer.worker import Completion, PeerTimeout, SourceReadError, TargetWriteError
 
 REQUEST_VERSION = 1
 # Jobs recorded before they named their digest used this one.
@@ -49,6 +49,8 @@ class CopyRequest:
     checkpoint: float = DEFAULT_CHECKPOINT  # seconds between durable checkpoints
     free: list[tuple[int, int]] = field(default_factory=list)  # (offset, length) known free
     secret_file: str | None = None  # for an agent:// source: the file, never the secret
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT  # seconds for each stage of connecting
+    io_timeout: float = DEFAULT_IO_TIMEOUT  # seconds without a reply from a side
 
     def settings(self) -> Settings:
         return Settings(
@@ -57,6 +59,7 @@ class CopyRequest:
             rescue=self.rescue,
             bwlimit=self.bwlimit,
             checkpoint_interval=self.checkpoint,
+            io_timeout=self.io_timeout,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -109,6 +112,7 @@ def copy(
             output_format=request.output_format,
             overwrite=request.overwrite,
             existing=incremental,
+            connect_timeout=request.connect_timeout,
         )
         try:
             job = journal.create(
@@ -130,11 +134,20 @@ def resume(
     journal: Journal,
     reporter: Reporter | None = None,
     bwlimit: int | None = None,
+    *,
+    connect_timeout: float | None = None,
+    io_timeout: float | None = None,
 ) -> CopyResult:
+    """Finish a failed or interrupted copy; `bwlimit` and the time limits
+    (`connect_timeout`, `io_timeout`) may be set anew, the rest is the job's own."""
     job = journal.resumable(job_id, "copy")
     request = CopyRequest.from_json(job.params["request"])
     if bwlimit is not None:
         request.bwlimit = bwlimit
+    if connect_timeout is not None:
+        request.connect_timeout = connect_timeout
+    if io_timeout is not None:
+        request.io_timeout = io_timeout
     source = _open_source(request)
     try:
         if source.size != job.params["size"]:
@@ -143,7 +156,11 @@ def resume(
                 "as when the job started; start a new copy"
             )
         target = open_target(
-            request.target, source.size, output_format=request.output_format, existing=True
+            request.target,
+            source.size,
+            output_format=request.output_format,
+            existing=True,
+            connect_timeout=request.connect_timeout,
         )
         try:
             journal.claim(job_id)
@@ -195,7 +212,7 @@ def _run(
     )
     try:
         outcome = transfer.run()
-    except (SourceReadError, TargetWriteError, OSError) as e:
+    except (SourceReadError, TargetWriteError, PeerTimeout, OSError) as e:
         journal.fail(job_id, str(e))
         raise TransferError(str(e), job_id) from e
     except KeyboardInterrupt:
@@ -226,6 +243,7 @@ def _open_source(request: CopyRequest, whole: bool = False) -> Endpoint:
         input_format=request.input_format,
         bitmap=None if whole else request.dirty_bitmap,
         secret_file=request.secret_file,
+        connect_timeout=request.connect_timeout,
     )
 
 
@@ -282,9 +300,14 @@ def checksum(
     input_format: str | None = None,
     secret_file: str | None = None,
     reporter: Reporter | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    io_timeout: float = DEFAULT_IO_TIMEOUT,
 ) -> tuple[str, int]:
     """(digest, size) of any source `p2v copy` accepts."""
-    with open_source(spec, input_format=input_format, secret_file=secret_file) as source:
+    with open_source(
+        spec, input_format=input_format, secret_file=secret_file, connect_timeout=connect_timeout
+    ) as source:
         if reporter:
             reporter.start(None, f"checksum {source.name}", source.size)
-        return endpoint_digest(source, reporter=reporter), source.size
+        settings = Settings(io_timeout=io_timeout)
+        return endpoint_digest(source, settings=settings, reporter=reporter), source.size

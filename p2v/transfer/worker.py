@@ -43,6 +43,15 @@ class TargetWriteError(Exception):
     pass
 
 
+class PeerTimeout(Exception):
+    """A side of the copy stopped answering: its replies are overdue."""
+
+    def __init__(self, endpoint: str, seconds: float) -> None:
+        super().__init__(
+            f"no reply from {endpoint} for {seconds:g} s (is it still running and reachable?)"
+        )
+
+
 @dataclass(slots=True)
 class Completion:
     index: int
@@ -56,7 +65,13 @@ class WorkerSettings:
     target_zero: bool  # the target reads as zeros: zero runs need no writes
     rescue: bool
     checkpoint_interval: float
+    io_timeout: float  # seconds without a reply before a side counts as gone
     limiter: TokenBucket | None = None
+
+    @property
+    def flush_timeout(self) -> float:
+        # A flush makes the disk write out its cache: longer than any one request.
+        return 10 * self.io_timeout
 
 
 _READING, _WRITING = "reading", "writing"
@@ -127,6 +142,7 @@ class Worker(threading.Thread):
         self._flush_error: OSError | None = None
         self._last_flush = time.monotonic()
         self._completions = 0  # operations completed, to tell when waiting is over
+        self._progress = time.monotonic()  # when an operation last completed or began
         self._arrived = False  # at the final flush
 
     def run(self) -> None:
@@ -178,7 +194,10 @@ class Worker(threading.Thread):
 
     def _settle(self) -> None:
         """Wait for this worker's own flush in flight, if any."""
+        deadline = time.monotonic() + self.settings.flush_timeout
         while self._flushing:
+            if time.monotonic() > deadline:
+                raise PeerTimeout(self.target.name, self.settings.flush_timeout)
             if any(h is not None and h.aio_in_flight() for h in self._handles):
                 wait_for_io(self._handles, 0.5)
             else:
@@ -196,6 +215,13 @@ class Worker(threading.Thread):
         seen, deadline = self._completions, now + timeout
         while self._completions == seen and time.monotonic() < deadline:
             wait_for_io(self._handles, timeout)
+        now = time.monotonic()
+        if self._completions != seen:
+            self._progress = now
+        elif now - self._progress > self.settings.io_timeout:
+            reading = any(s.pending and s.stage == _READING for s in active)
+            side = self.source if reading else self.target
+            raise PeerTimeout(side.name, self.settings.io_timeout)
 
     def _take(self, wait: bool) -> Any:
         while True:
@@ -211,6 +237,7 @@ class Worker(threading.Thread):
         slot.begin(work)
         if self.settings.limiter:
             self.settings.limiter.take(work.read_bytes)
+        self._progress = time.monotonic()
         for span in work.reads:
             self._read(slot, span)
 
@@ -365,7 +392,11 @@ class Worker(threading.Thread):
             raise TargetWriteError(f"flushing {self.target.name}: {self._flush_error.strerror}")
 
     def _drain(self) -> None:
-        """Wait for commands still in flight: their buffers must outlive them."""
+        """Wait for commands still in flight: their buffers must outlive them. (From
+        a side that stopped answering nothing more comes: its connection is dropped,
+        and libnbd keeps the buffers of what it abandons.)"""
+        if isinstance(self.error, PeerTimeout):
+            return
         deadline = time.monotonic() + 60
         handles = [h for h in self._handles if h is not None]
         while any(h.aio_in_flight() for h in handles) and time.monotonic() < deadline:

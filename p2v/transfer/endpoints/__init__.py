@@ -22,6 +22,7 @@ from p2v.errors import InputError
 from p2v.transfer import TARGET_FORMATS
 from p2v.transfer.endpoints.base import Endpoint
 from p2v.transfer.endpoints.file import FileEndpoint
+from p2v.transfer.endpoints.handshake import DEFAULT_CONNECT_TIMEOUT, connect_within
 from p2v.transfer.endpoints.nbd import NbdEndpoint
 from p2v.transfer.endpoints.null import NullEndpoint
 from p2v.transfer.endpoints.qemunbd import QemuNbdServer, create_image, image_format
@@ -42,16 +43,19 @@ def open_source(
     input_format: str | None = None,
     bitmap: str | None = None,
     secret_file: str | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
 ) -> Endpoint:
+    """`connect_timeout`: seconds for each stage of a connection to a server."""
     if spec.startswith("agent://"):
-        return _agent_disk(spec, secret_file)
+        return _agent_disk(spec, secret_file, connect_timeout)
     if spec.startswith("null:"):
         size = spec[len("null:") :]
         if not size:
             raise InputError("a null: source needs a size, for example null:4G")
         return NullEndpoint(parse_size(size))
     if is_nbd_uri(spec):
-        return NbdEndpoint(spec, _uri_connector(spec), writable=False, bitmap=bitmap)
+        connect = _uri_connector(spec, connect_timeout)
+        return NbdEndpoint(spec, connect, writable=False, bitmap=bitmap)
     mode = _stat(spec, "source")
     if stat.S_ISDIR(mode):
         raise InputError(f"source {spec} is a directory, not a disk image or device")
@@ -79,6 +83,7 @@ def open_target(
     output_format: str | None = None,
     overwrite: bool = False,
     existing: bool = False,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
 ) -> Endpoint:
     """Open or create a target able to hold `size` bytes.
 
@@ -91,7 +96,8 @@ def open_target(
     if spec.startswith("agent://"):
         raise InputError("an agent's disks are read-only: agent:// can only be a source")
     if is_nbd_uri(spec):
-        return _checked(NbdEndpoint(spec, _uri_connector(spec), writable=True), size)
+        connect = _uri_connector(spec, connect_timeout)
+        return _checked(NbdEndpoint(spec, connect, writable=True), size)
     fmt = target_format(spec, output_format)
     if existing:
         mode = _stat(spec, "target")
@@ -150,11 +156,11 @@ def _served(path: str, fmt: str, *, read_only: bool, bitmap: str | None = None) 
         raise
 
 
-def _agent_disk(url: str, secret_file: str | None) -> Endpoint:
+def _agent_disk(url: str, secret_file: str | None, connect_timeout: float) -> Endpoint:
     from p2v.agentclient import AgentSession, parse_disk_url
 
     address, disk = parse_disk_url(url)
-    session = AgentSession(address, secret_file)
+    session = AgentSession(address, secret_file, connect_timeout)
     try:
         return session.open_disk(disk, own=True)
     except BaseException:
@@ -162,13 +168,14 @@ def _agent_disk(url: str, secret_file: str | None) -> Endpoint:
         raise
 
 
-def _uri_connector(uri: str) -> Callable[[Any], None]:
+def _uri_connector(uri: str, timeout: float) -> Callable[[Any], None]:
     def connect(h: Any) -> None:
         h.set_uri_allow_local_file(True)  # lets ?tls-psk-file= name a key file
-        h.connect_uri(uri)
+        connect_within(h, lambda h: h.aio_connect_uri(uri), timeout)
 
     return connect
 
 
 def _unix_connector(path: str) -> Callable[[Any], None]:
-    return lambda h: h.connect_unix(path)
+    # Our own qemu-nbd on this host: it answers at once or has died.
+    return lambda h: connect_within(h, lambda h: h.aio_connect_unix(path), DEFAULT_CONNECT_TIMEOUT)

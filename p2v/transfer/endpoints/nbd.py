@@ -20,6 +20,7 @@ import nbd
 from p2v.errors import P2VError
 from p2v.transfer import extents as ext
 from p2v.transfer.endpoints.base import Done, Endpoint
+from p2v.transfer.endpoints.handshake import HandshakeTimeout
 from p2v.transfer.extents import Extent, Kind
 
 ALLOCATION = "base:allocation"
@@ -70,6 +71,8 @@ class NbdEndpoint(Endpoint):
             self._connect(h)
         except nbd.Error as e:
             raise NbdConnectError(f"cannot open {self.name}: {e.string}") from e
+        except HandshakeTimeout as e:
+            raise NbdConnectError(f"cannot open {self.name}: {e}") from e
         if self._writable and h.is_read_only():
             raise NbdConnectError(f"{self.name} is a read-only export; it cannot be a target")
         if self._bitmap_context and not h.can_meta_context(self._bitmap_context):
@@ -110,7 +113,7 @@ class NbdEndpoint(Endpoint):
             try:
                 self.h.block_status(min(end - pos, _STATUS_SPAN), pos, collect)
             except nbd.Error as e:
-                raise _oserror(e.errno, f"block status of {self.name} at {pos}") from e
+                raise _oserror(e.errnum, f"block status of {self.name} at {pos}") from e
             found = list(ext.from_nbd_entries(*replies[ALLOCATION]))
             covered = min(found[-1].end if found else pos, end)
             if self._bitmap_context:
@@ -133,7 +136,7 @@ class NbdEndpoint(Endpoint):
         try:
             issue(completed)
         except nbd.Error as e:
-            done(_oserror(e.errno, what))
+            done(_oserror(e.errnum, what))
 
     def start_read(self, view: memoryview, offset: int, done: Done) -> None:
         self._split(view, offset, done, self._read_one)
@@ -201,8 +204,11 @@ class NbdEndpoint(Endpoint):
         try:
             if self.h is not None:
                 h, self.h = self.h, None
-                with contextlib.suppress(nbd.Error):  # a server already gone needs no goodbye
-                    h.shutdown()
+                # A goodbye waits for the replies still due: from a peer that stopped
+                # answering, they never come. Then the connection is just dropped.
+                if h.aio_is_ready() and not h.aio_in_flight():
+                    with contextlib.suppress(nbd.Error):  # a server already gone
+                        h.shutdown()
         finally:
             on_close, self._on_close = self._on_close, None
             if on_close is not None:

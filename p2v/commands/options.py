@@ -1,0 +1,56 @@
+"""Options several verbs share, so that they read and behave the same everywhere."""
+
+from __future__ import annotations
+
+import argparse
+
+from p2v.transfer import DEFAULT_CHECKPOINT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
+def add_checkpoint_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoint",
+        type=seconds,
+        default=DEFAULT_CHECKPOINT,
+        metavar="SECONDS",
+        help="flush the target and record the finished blocks this often (default "
+        f"{DEFAULT_CHECKPOINT:.0f}): after a crash, --resume copies again at most this "
+        "much work; each flush holds the copy up while the disk writes out its cache",
+    )
+
+
+def add_connect_timeout_option(p: argparse.ArgumentParser, default: float | None) -> None:
+    """`default` None: the option only overrides what a resumed job recorded."""
+    p.add_argument(
+        "--connect-timeout",
+        type=seconds,
+        default=default,
+        metavar="SECONDS",
+        help="time limit of each stage of connecting to a server or agent: the TCP "
+        f"connection, the TLS handshake, the NBD negotiation (default "
+        f"{DEFAULT_CONNECT_TIMEOUT:g})",
+    )
+
+
+def add_timeout_options(p: argparse.ArgumentParser, resumable: bool = True) -> None:
+    """--connect-timeout and --io-timeout. For a verb with --resume the defaults are
+    None, so that a resumed job keeps its own unless they are given."""
+    add_connect_timeout_option(p, None if resumable else DEFAULT_CONNECT_TIMEOUT)
+    p.add_argument(
+        "--io-timeout",
+        type=seconds,
+        default=None if resumable else DEFAULT_IO_TIMEOUT,
+        metavar="SECONDS",
+        help="fail when a server or agent sends no reply for this long in the middle of "
+        f"a copy (default {DEFAULT_IO_TIMEOUT:g}); a copy that fails so can be resumed",
+    )
