@@ -78,6 +78,18 @@ class Overrides:
     sockets: int | None = None
     memory_mib: int | None = None
     cpu_model: str | None = None
+    secure_boot: bool | None = None  # None: as the server had it
+
+    def check(self) -> None:
+        """Refuse values no machine could have, before anything is done with them."""
+        if self.vcpus is not None and self.vcpus < 1:
+            raise ProfileError("--vcpus must be 1 or more")
+        if self.sockets is not None and self.sockets < 1:
+            raise ProfileError("--sockets must be 1 or more")
+        if self.vcpus is not None and self.sockets and self.vcpus % self.sockets:
+            raise ProfileError(f"--vcpus {self.vcpus} do not split over {self.sockets} sockets")
+        if self.memory_mib is not None and self.memory_mib < MIN_MEMORY_MIB:
+            raise ProfileError(f"--memory must be at least {MIN_MEMORY_MIB} MiB")
 
 
 def profile_from_inventory(
@@ -102,10 +114,16 @@ def profile_from_inventory(
     if not virtual_disks:
         raise ProfileError("no disk to convert")
     virtual_disks[0].boot = True  # until the plan finds the boot loader elsewhere
+    firmware = inventory.machine.firmware or "bios"
+    secure_boot = overrides.secure_boot
+    if secure_boot is None:
+        secure_boot = bool(inventory.machine.secure_boot)
+    if secure_boot and firmware != "uefi":
+        raise ProfileError("Secure Boot needs UEFI firmware; this guest boots with BIOS")
     return HardwareProfile(
         name=overrides.name or name,
-        firmware=inventory.machine.firmware or "bios",
-        secure_boot=bool(inventory.machine.secure_boot),
+        firmware=firmware,
+        secure_boot=secure_boot,
         sockets=sockets,
         cores=cores,
         threads=threads,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+import threading
 import time
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -19,6 +21,7 @@ DEFAULT_URI = "qemu:///session"
 LOCAL_URIS = ("qemu:///session", "qemu:///system")
 IDLE_EXIT_S = 600
 DAEMON_START_S = 15
+CONNECT_TIMEOUT_S = 15.0  # for a host that accepts no connection or never answers
 
 
 def _libvirt() -> Any:
@@ -29,13 +32,14 @@ def _libvirt() -> Any:
     return libvirt
 
 
-def connect(uri: str = DEFAULT_URI) -> Any:
-    """An open libvirt connection; a clear error when the URI does not answer."""
+def connect(uri: str = DEFAULT_URI, timeout: float = CONNECT_TIMEOUT_S) -> Any:
+    """An open libvirt connection; a clear error when the URI does not answer, within
+    `timeout` seconds."""
     libvirt = _libvirt()
     # libvirt prints its errors on stderr by default; ours carry the message instead.
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     try:
-        return libvirt.open(uri)
+        return _open_within(libvirt, uri, timeout)
     except libvirt.libvirtError as error:
         first_error = error
     if uri in LOCAL_URIS and os.geteuid() == 0:
@@ -52,6 +56,77 @@ def connect(uri: str = DEFAULT_URI) -> Any:
     raise ComponentError(
         f"libvirt at {uri} does not answer: {first_error.get_error_message()}"
     ) from first_error
+
+
+def _open_within(libvirt: Any, uri: str, timeout: float) -> Any:
+    """libvirt.open has no time limit of its own: a remote host that drops the
+    connection request holds it for minutes. It runs in a thread here, left behind
+    when it takes too long (it holds nothing but its own socket)."""
+    outcome: list[Any] = []
+
+    def attempt() -> None:
+        try:
+            outcome.append(libvirt.open(uri))
+        except BaseException as e:  # handed to the caller's thread
+            outcome.append(e)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        raise ComponentError(f"libvirt at {uri} did not answer within {timeout:g} s")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def lookup(conn: Any, name: str) -> Any:
+    """The domain called `name`, or None."""
+    libvirt = _libvirt()
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError as error:
+        if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise ComponentError(f"libvirt: {error.get_error_message()}") from error
+
+
+def define(conn: Any, xml: str, replace: Any = None) -> None:
+    """Define a domain, first undefining `replace` (a stopped domain) with its NVRAM,
+    so that the new one starts from fresh firmware variables."""
+    libvirt = _libvirt()
+    try:
+        if replace is not None:
+            replace.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        conn.defineXML(xml)
+    except libvirt.libvirtError as error:
+        raise ComponentError(f"libvirt: {error.get_error_message()}") from error
+
+
+def start(domain: Any) -> None:
+    libvirt = _libvirt()
+    try:
+        domain.create()
+    except libvirt.libvirtError as error:
+        raise ComponentError(
+            f"libvirt, starting {domain.name()}: {error.get_error_message()}"
+        ) from error
+
+
+def start_transient(conn: Any, xml: str) -> Any:
+    """Start a domain that goes away when it stops or this connection closes."""
+    libvirt = _libvirt()
+    try:
+        return conn.createXML(xml, libvirt.VIR_DOMAIN_START_AUTODESTROY)
+    except libvirt.libvirtError as error:
+        raise ComponentError(f"libvirt, starting a guest: {error.get_error_message()}") from error
+
+
+def destroy(domain: Any) -> None:
+    """Stop a domain at once; one already gone is fine."""
+    libvirt = _libvirt()
+    with contextlib.suppress(libvirt.libvirtError):
+        domain.destroy()
 
 
 def version_string(conn: Any) -> str:

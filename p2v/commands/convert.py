@@ -10,9 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from p2v.commands.transfer import add_checkpoint_option
-from p2v.errors import InputError
+from p2v.commands.options import add_checkpoint_option, add_timeout_options, seconds
+from p2v.errors import EXIT_CODES, InputError
+from p2v.transfer import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT
 from p2v.units import parse_size
+
+DEFAULT_BOOT_TIMEOUT = 600.0
 
 
 def register(verbs: Any) -> None:
@@ -25,6 +28,8 @@ def register(verbs: Any) -> None:
         "the filesystems' free space, copy the disks as qcow2 and write or define the "
         "domain. Each step is recorded in the journal (`p2v history`); a conversion "
         "that stops (crash, kill, full disk) goes on with --resume JOB.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = p.add_argument_group("source (one of)")
     source.add_argument(
@@ -85,6 +90,12 @@ def register(verbs: Any) -> None:
         "--cpu-model", metavar="MODEL", help="a named CPU model (default: the host's CPU under KVM)"
     )
     p.add_argument(
+        "--secure-boot",
+        action=argparse.BooleanOptionalAction,
+        help="UEFI Secure Boot on (OVMF with Microsoft's keys enrolled) or off (default: as "
+        "the server's inventory says; off without one)",
+    )
+    p.add_argument(
         "--network",
         default="user",
         metavar="user|network:NAME|bridge:NAME",
@@ -100,10 +111,9 @@ def register(verbs: Any) -> None:
     )
     p.add_argument(
         "--boot-timeout",
-        type=float,
-        default=600,
+        type=seconds,
         metavar="SECONDS",
-        help="time limit of --verify-boot (default 600)",
+        help=f"time limit of --verify-boot (default {DEFAULT_BOOT_TIMEOUT:g})",
     )
     p.add_argument("--start", action="store_true", help="--target kvm: leave the guest running")
     p.add_argument(
@@ -119,14 +129,24 @@ def register(verbs: Any) -> None:
         help="cap the copy's rate, in bytes/s (50M), to spare the server's network",
     )
     add_checkpoint_option(p)
+    add_timeout_options(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument(
         "--resume",
         metavar="JOB",
-        help="finish an interrupted conversion (`p2v history`), with the options it was "
-        "started with; the steps it finished are not done again",
+        help="finish an interrupted or failed conversion (`p2v history`), with the options "
+        "it was started with (but --bwlimit, --connect-timeout, --io-timeout and "
+        "--boot-timeout, which may be given anew); the steps it finished are not done again",
     )
-    p.set_defaults(func=_cmd_convert)
+    # What only a new conversion takes: a resumed one goes on with the job's own.
+    new_only = [a.dest for a in p._actions if a.dest not in _RESUMABLE]
+    p.set_defaults(func=_cmd_convert, new_only={dest: p.get_default(dest) for dest in new_only})
+
+
+_RESUMABLE = {
+    "help", "debug", "resume", "json", "bwlimit", "connect_timeout", "io_timeout",
+    "boot_timeout",
+}  # fmt: skip
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -138,15 +158,24 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     # A progress bar for each disk's copy on a terminal; --json keeps stdout for the result.
     reporter = BarReporter() if sys.stderr.isatty() else QuietReporter()
     if args.resume:
-        if args.agent or args.disk or args.target or args.output_dir:
-            raise InputError("--resume JOB goes on with the job's own source and target")
-        return _run(lambda j: pipeline.resume(args.resume, j, _say, reporter, args.bwlimit), args)
+        given = [d for d, default in args.new_only.items() if getattr(args, d) != default]
+        if given:
+            named = ", ".join("--" + d.replace("_", "-") for d in given)
+            raise InputError(
+                f"--resume JOB goes on with the job's own source, target and options; "
+                f"{named} cannot change them (a resumed job takes --bwlimit, "
+                "--connect-timeout, --io-timeout and --boot-timeout)"
+            )
+        changes = {
+            key: getattr(args, key)
+            for key in pipeline.RESUME_CHANGES
+            if getattr(args, key) is not None
+        }
+        return _run(lambda j: pipeline.resume(args.resume, j, _say, reporter, changes), args)
     if bool(args.agent) == bool(args.disk):
         raise InputError("convert needs one source: --agent HOST[:PORT], or --disk PATH")
     if bool(args.target) == bool(args.output_dir):
         raise InputError("choose one target: --target kvm, or --output-dir DIR")
-    if args.start and args.output_dir:
-        raise InputError("--start needs --target kvm (--output-dir only writes files)")
     if args.agent:
         if args.inventory:
             raise InputError("--inventory is for --disk sources; the agent sends its own")
@@ -165,15 +194,21 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         storage=(args.storage or _default_storage(state_dir())).resolve(),
         network=args.network,
         overrides=Overrides(
-            vcpus=args.vcpus, sockets=args.sockets, memory_mib=args.memory, cpu_model=args.cpu_model
+            vcpus=args.vcpus,
+            sockets=args.sockets,
+            memory_mib=args.memory,
+            cpu_model=args.cpu_model,
+            secure_boot=args.secure_boot,
         ),
         dry_run=args.dry_run,
         verify_boot=args.verify_boot,
         start=args.start,
-        boot_timeout=args.boot_timeout,
+        boot_timeout=args.boot_timeout or DEFAULT_BOOT_TIMEOUT,
         overwrite=args.overwrite,
         bwlimit=args.bwlimit,
         checkpoint=args.checkpoint,
+        connect_timeout=args.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
+        io_timeout=args.io_timeout or DEFAULT_IO_TIMEOUT,
     )
     return _run(lambda j: pipeline.convert(source, options, j, _say, reporter), args)
 

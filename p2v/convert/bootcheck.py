@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 import secrets
 import time
@@ -52,15 +51,14 @@ def watch_console(log: Path, timeout: float, alive: Any) -> BootCheck:
 def verify_boot(conn: Any, xml: str, console_log: Path, timeout: float) -> BootCheck:
     """Boot a transient copy of the domain (it goes away with this check), under a
     name of its own: a defined domain of the same name must not stop the check."""
-    import libvirt
+    from p2v import virt
 
     console_log.unlink(missing_ok=True)
-    domain = conn.createXML(_renamed(xml), libvirt.VIR_DOMAIN_START_AUTODESTROY)
+    domain = virt.start_transient(conn, _renamed(xml))
     try:
         return watch_console(console_log, timeout, domain.isActive)
     finally:
-        with contextlib.suppress(libvirt.libvirtError):  # already gone
-            domain.destroy()
+        virt.destroy(domain)
 
 
 def _renamed(xml: str) -> str:

@@ -79,3 +79,4 @@ def make_overlay(disk: SourceDisk, path: Path) -> Path:
     if done.returncode != 0:
         raise InputError(f"{disk.origin}: cannot open it: {done.stderr.strip()}")
     return path
+

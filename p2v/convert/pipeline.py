@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import shutil
-import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.inventory.model import Inventory
 from imagebuilder.domain import Placement, domain_xml
@@ -27,17 +25,25 @@ from imagebuilder.fixups.linux import (
 )
 from imagebuilder.fixups.network import configured_nic_names
 from imagebuilder.profile import Overrides, ProfileError
-from p2v import accel, appliance
-from p2v.convert import sources
+from p2v import accel, appliance, virt
+from p2v.convert import checks, sources
 from p2v.convert.bootcheck import verify_boot, watch_console
 from p2v.convert.disks import SourceDisk, make_overlay
-from p2v.convert.plan import Plan, PlanError, check_space, guest_name, make_plan
-from p2v.errors import InputError
+from p2v.convert.plan import Plan, check_space, guest_name, make_plan
+from p2v.errors import (
+    AgentError,
+    BootCheckError,
+    ComponentError,
+    InputError,
+    P2VError,
+    PlanError,
+)
 from p2v.journal import Journal
 from p2v.paths import state_dir
-from p2v.transfer import DEFAULT_CHECKPOINT, jobs
+from p2v.transfer import DEFAULT_CHECKPOINT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, jobs
 from p2v.units import format_size
-from p2v.virt import LOCAL_URIS
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -55,6 +61,8 @@ class ConvertOptions:
     overwrite: bool = False
     bwlimit: int | None = None  # bytes/s of each disk's copy
     checkpoint: float = DEFAULT_CHECKPOINT  # seconds between durable checkpoints of a copy
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT  # each stage of reaching a server
+    io_timeout: float = DEFAULT_IO_TIMEOUT  # seconds without a reply during a copy
 
     @property
     def target_dir(self) -> Path:
@@ -75,6 +83,12 @@ class ConvertOptions:
             fields[key] = Path(fields[key]) if fields[key] else None
         fields["overrides"] = Overrides(**fields["overrides"])
         return cls(**fields)
+
+
+# What a conversion that stops has left, by the step it stopped in.
+_PREPARING, _COPYING, _DEFINING, _BOOTING = "preparing", "copying", "defining", "booting"
+# Resumable options: what `p2v convert --resume JOB` may set anew.
+RESUME_CHANGES = ("bwlimit", "connect_timeout", "io_timeout", "boot_timeout")
 
 
 @dataclass
@@ -115,10 +129,22 @@ def convert(
     say: Callable[[str], None],
     reporter: Any = None,
 ) -> ConvertResult:
-    """Run a new conversion of `source` (see p2v.convert.sources)."""
+    """Run a new conversion of `source` (see p2v.convert.sources). What can be refused
+    without inspecting the guest is refused before the job is recorded."""
+    _preflight(source, options)
     job = journal.create("convert", {"source": source, "options": options.to_json()})
     say(f"job {job.id} (`p2v history {job.id}` shows its steps)")
     return _run(job.id, source, options, journal, say, reporter, {})
+
+
+def _preflight(source: dict[str, Any], options: ConvertOptions) -> None:
+    checks.check_values(options)
+    names = sources.disk_names(source, options.connect_timeout)
+    with checks.target_directory(options.target_dir, keep=not options.dry_run):
+        checks.qemu_can_reach(options)
+        checks.libvirt_answers(options)
+        if options.name:
+            checks.free_targets(options.name, _target_paths(options.name, names, options), options)
 
 
 def resume(
@@ -126,20 +152,20 @@ def resume(
     journal: Journal,
     say: Callable[[str], None],
     reporter: Any = None,
-    bwlimit: int | None = None,
+    changes: dict[str, Any] | None = None,
 ) -> ConvertResult:
     """Finish an interrupted conversion: the steps done stay done (a guest already
     fixed in its overlays is not fixed again, a disk copied is not copied again, a
-    disk half copied resumes from what its target durably holds)."""
+    disk half copied resumes from what its target durably holds; once every disk is
+    copied the source is not read again). `changes` sets RESUME_CHANGES anew."""
     job = journal.resumable(job_id, "convert")
     if "source" not in job.params:
         raise InputError(f"job {job_id} was recorded by an older p2v and cannot be resumed")
     previous = {step["name"]: step for step in journal.steps(job_id)}
+    options = ConvertOptions.from_json(job.params["options"])
+    options = dataclasses.replace(options, **(changes or {}))
     journal.claim(job_id)
     say(f"resuming {job_id}")
-    options = ConvertOptions.from_json(job.params["options"])
-    if bwlimit is not None:
-        options.bwlimit = bwlimit
     result = _run(job_id, job.params["source"], options, journal, say, reporter, previous)
     result.resumed = True
     return result
@@ -157,45 +183,123 @@ def _run(
     step = Step(journal, job_id, say)
     done = {name: s["detail"] or {} for name, s in previous.items() if s["state"] == "done"}
     # The overlays hold the fixed guest until every disk is copied: kept when the job
-    # dies after the fix-ups, so that --resume goes on from there.
-    work = options.target_dir / f".p2v-{job_id}"
+    # dies after the fix-ups, so that --resume goes on from there. A dry run keeps
+    # nothing, and makes nothing beside the targets.
+    work = (state_dir() / "work" if options.dry_run else options.target_dir) / f".p2v-{job_id}"
     relay = state_dir() / "relay" / job_id  # the same path on resume: overlays name it
-    prepared = False
+    stage, prepared = _PREPARING, False
+    result = _copied_before(job_id, done, options)
     try:
-        _check_reachable(options)
-        with sources.opened(source, relay) as (inventory, disks):
-            with step("inventory") as detail:
-                detail.update(
-                    source=sources.describe(source),
-                    disks=[d.to_json() for d in disks],
-                    nics=[n.mac for n in inventory.nics],
-                )
-            overlays = [work / f"{d.name}.overlay.qcow2" for d in disks]
-            if "free space" in done and all(o.exists() for o in overlays):
-                plan = Plan.from_json(done["plan"])
-                _check_same_disks(plan, disks)
-                result = ConvertResult(job_id, plan, fixups=done["fix-ups"]["fixups"])
-                say(f"the guest was fixed before the interruption; copying from {work}")
-                _check_targets(plan, options, previous)
-            else:
-                result = _prepare(job_id, step, inventory, disks, overlays, options, say, previous)
-                if options.dry_run:
-                    journal.finish(job_id, {"dry_run": True, "plan": result.plan.to_json()})
-                    return result
-            prepared = True
-            _copy(job_id, step, result, overlays, options, journal, reporter, say, previous)
-        _define_and_boot(step, result, options)
+        checks.qemu_can_reach(options)
+        if result is not None:
+            say("every disk was copied before the interruption; the source is not read again")
+        else:
+            with sources.opened(source, relay, options.connect_timeout) as opened:
+                try:
+                    result = _inventory_and_fixups(
+                        job_id, step, opened, work, options, say, previous, done
+                    )
+                    if options.dry_run:
+                        journal.finish(job_id, {"dry_run": True, "plan": result.plan.to_json()})
+                        return result
+                    stage, prepared = _COPYING, True
+                    overlays = _overlays(work, result.plan.disks)
+                    _copy(job_id, step, result, overlays, options, journal, reporter, say, previous)
+                except Exception as e:
+                    if lost := opened.lost():
+                        raise AgentError(lost) from e
+                    raise
+        stage = _DEFINING
+        _define_and_boot(step, result, options, job_id)
         journal.finish(job_id, summary(result))
     except BaseException as e:
         journal.fail(job_id, str(e) or type(e).__name__)
-        if prepared:
-            say(f"the job can go on where it stopped: p2v convert --resume {job_id}")
-        raise
+        raise _explained(e, stage, job_id, result, options, say) from None
     finally:
         shutil.rmtree(relay, ignore_errors=True)
         if not prepared or journal.get(job_id).state == "done":
             shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _explained(
+    error: BaseException,
+    stage: str,
+    job_id: str,
+    result: ConvertResult | None,
+    options: ConvertOptions,
+    say: Callable[[str], None],
+) -> BaseException:
+    """The error a conversion ends with, saying what exists and how to go on."""
+    go_on = f"p2v convert --resume {job_id}"
+    if isinstance(error, KeyboardInterrupt):
+        say(f"interrupted; the job can go on where it stopped: {go_on}")
+        return error
+    if isinstance(error, BootCheckError | PlanError | InputError):
+        return error  # says itself what exists; a resume would not change it
+    if isinstance(error, OSError):
+        where = f": {error.filename}" if error.filename else ""
+        error = P2VError(f"{error.strerror or error}{where}")
+    elif not isinstance(error, P2VError):
+        return error  # a bug of ours: its traceback is what helps
+    if stage != _PREPARING and result is not None:
+        files = ", ".join(str(t) for t in _targets(result.plan, options))
+        say(f"the disks are copied: {files}" if stage != _COPYING else "")
+    error.resume = go_on
+    return error
+
+
+def _copied_before(
+    job_id: str, done: dict[str, Any], options: ConvertOptions
+) -> ConvertResult | None:
+    """What an earlier run copied, when it copied every disk and the copies are still
+    there: then the source need not be opened again."""
+    if "plan" not in done or "fix-ups" not in done:
+        return None
+    plan = Plan.from_json(done["plan"])
+    targets = _targets(plan, options)
+    steps = [done.get(f"copy {d.name}") for d in plan.disks]
+    if not all(steps) or not all(t.exists() for t in targets):
+        return None
+    result = ConvertResult(job_id, plan, fixups=done["fix-ups"]["fixups"])
+    for step, target, vdisk in zip(steps, targets, plan.profile.disks, strict=True):
+        assert step is not None
+        result.copies.append(step["result"])
+        vdisk.file = str(target)
+    return result
+
+
+def _overlays(work: Path, disks: list[SourceDisk]) -> list[Path]:
+    return [work / f"{d.name}.overlay.qcow2" for d in disks]
+
+
+def _inventory_and_fixups(
+    job_id: str,
+    step: Step,
+    opened: sources.Opened,
+    work: Path,
+    options: ConvertOptions,
+    say: Callable[[str], None],
+    previous: dict[str, dict[str, Any]],
+    done: dict[str, Any],
+) -> ConvertResult:
+    """The inventory step, then the plan and the fix-ups in the overlays, unless an
+    earlier run of the job made them."""
+    inventory, disks = opened.inventory, opened.disks
+    with step("inventory") as detail:
+        detail.update(
+            source=opened.description,
+            disks=[d.to_json() for d in disks],
+            nics=[n.mac for n in inventory.nics],
+        )
+    overlays = _overlays(work, disks)
+    if "free space" in done and all(o.exists() for o in overlays):
+        plan = Plan.from_json(done["plan"])
+        _check_same_disks(plan, disks)
+        say(f"the guest was fixed before the interruption; copying from {work}")
+        _check_targets(plan, options, previous)
+        return ConvertResult(job_id, plan, fixups=done["fix-ups"]["fixups"])
+    return _prepare(job_id, step, inventory, disks, overlays, options, say, previous)
 
 
 def _check_same_disks(plan: Plan, disks: list[SourceDisk]) -> None:
@@ -211,7 +315,11 @@ def _check_same_disks(plan: Plan, disks: list[SourceDisk]) -> None:
 
 
 def _targets(plan: Plan, options: ConvertOptions) -> list[Path]:
-    return [options.target_dir / f"{plan.profile.name}-{d.name}.qcow2" for d in plan.disks]
+    return _target_paths(plan.profile.name, [d.name for d in plan.disks], options)
+
+
+def _target_paths(name: str, disks: list[str], options: ConvertOptions) -> list[Path]:
+    return [options.target_dir / f"{name}-{disk}.qcow2" for disk in disks]
 
 
 def _prepare(
@@ -234,18 +342,19 @@ def _prepare(
     try:
         for overlay in overlays:
             g.add_drive_opts(str(overlay), format="qcow2", discard="besteffort")
-        g.launch()
+        _appliance(g.launch, "starting the libguestfs appliance")
         with step("plan") as detail:
             plan = _plan(g, inventory, disks, options)
             detail.update(plan.to_json())
             say(plan.describe())
-            if not options.dry_run:
-                _check_targets(plan, options, previous)
+            _check_targets(plan, options, previous)
         result = ConvertResult(job_id, plan)
         if options.dry_run:
             return result
         with step("fix-ups") as detail:
-            reports = fix_linux_guest(g, [d.name for d in disks], plan.nics)
+            reports = _appliance(
+                lambda: fix_linux_guest(g, [d.name for d in disks], plan.nics), "fixing the guest"
+            )
             result.fixups = [r.to_json() for r in reports]
             for r in reports:
                 for change in r.changes:
@@ -253,10 +362,20 @@ def _prepare(
             detail["fixups"] = result.fixups
         with step("free space") as detail:
             detail["trimmed"] = _trim(g)
-        g.shutdown()
+        _appliance(g.shutdown, "writing the fixed guest")
     finally:
         g.close()
     return result
+
+
+def _appliance(call: Callable[[], _T], what: str) -> _T:
+    """A libguestfs call; its failures (RuntimeError) become ComponentError."""
+    try:
+        return call()
+    except GuestError as e:
+        raise PlanError(str(e)) from None
+    except RuntimeError as e:
+        raise ComponentError(f"libguestfs, {what}: {str(e).splitlines()[0]}") from e
 
 
 def _copy(
@@ -283,14 +402,14 @@ def _copy(
             say(f"  {disk.name}: copied before the interruption")
             continue
         with step(name) as detail:
-            copied = _resume_copy(
-                (earlier.get("detail") or {}).get("copy_job"), journal, reporter, options.bwlimit
-            )
+            copied = _resume_copy((earlier.get("detail") or {}).get("copy_job"), journal,
+                                  reporter, options)  # fmt: skip
             if copied is None:
                 request = jobs.CopyRequest(
                     source=str(overlay), target=str(target), input_format="qcow2",
                     output_format="qcow2", overwrite=options.overwrite or bool(earlier),
                     bwlimit=options.bwlimit, checkpoint=options.checkpoint,
+                    connect_timeout=options.connect_timeout, io_timeout=options.io_timeout,
                 )  # fmt: skip
 
                 def started(copy_job: str, name: str = name) -> None:
@@ -305,7 +424,9 @@ def _copy(
             )
 
 
-def _resume_copy(copy_job: str | None, journal: Journal, reporter: Any, bwlimit: int | None) -> Any:
+def _resume_copy(
+    copy_job: str | None, journal: Journal, reporter: Any, options: ConvertOptions
+) -> Any:
     """The result of an earlier copy of this disk: finished, or resumed now; None when
     there is none to go on from."""
     if not copy_job:
@@ -314,12 +435,17 @@ def _resume_copy(copy_job: str | None, journal: Journal, reporter: Any, bwlimit:
     if job.state == "done" and job.result:
         return jobs.CopyResult(**job.result)
     try:
-        return jobs.resume(copy_job, journal, reporter, bwlimit)
+        return jobs.resume(
+            copy_job, journal, reporter, options.bwlimit,
+            connect_timeout=options.connect_timeout, io_timeout=options.io_timeout,
+        )  # fmt: skip
     except InputError:
         return None  # the target or the overlay changed: copy again
 
 
-def _define_and_boot(step: Step, result: ConvertResult, options: ConvertOptions) -> None:
+def _define_and_boot(
+    step: Step, result: ConvertResult, options: ConvertOptions, job_id: str
+) -> None:
     name = result.plan.profile.name
     with step("define") as detail:
         decision = accel.detect()
@@ -338,7 +464,25 @@ def _define_and_boot(step: Step, result: ConvertResult, options: ConvertOptions)
             result.boot = _boot(options, name, xml, console_log)
             detail.update(result.boot)
             if options.verify_boot and not result.boot["booted"]:
-                raise PlanError(f"the new guest did not boot: {result.boot['line']}")
+                raise _did_not_boot(result, options, console_log, job_id)
+
+
+def _did_not_boot(
+    result: ConvertResult, options: ConvertOptions, console_log: Path, job_id: str
+) -> BootCheckError:
+    assert result.boot is not None
+    files = ", ".join(str(t) for t in _targets(result.plan, options))
+    where = (
+        f"the domain {result.plan.profile.name!r} is defined in {result.defined}"
+        if result.defined
+        else f"its domain XML is {result.xml_path}"
+    )
+    return BootCheckError(
+        f"the guest was converted but did not boot within {options.boot_timeout:g} s: "
+        f"{result.boot['line']}. Its disks are {files}; {where}; its console log is "
+        f"{console_log}. To check again: p2v convert --resume {job_id} "
+        "(--boot-timeout SECONDS to wait longer)"
+    )
 
 
 def _check_targets(
@@ -347,46 +491,8 @@ def _check_targets(
     """Refuse before copying what would be overwritten without --overwrite. What this
     job made itself before an interruption (copies, the domain) is its own to redo."""
     targets = _targets(plan, options)
-    existing = [
-        str(t) for t, d in zip(targets, plan.disks, strict=True)
-        if t.exists() and f"copy {d.name}" not in previous
-    ]  # fmt: skip
-    if existing and not options.overwrite:
-        raise InputError(f"{', '.join(existing)} already exist (--overwrite replaces them)")
-    if options.output_dir is None and not options.overwrite and "define" not in previous:
-        _refuse_existing_domain(options.uri, plan.profile.name)
-
-
-def _check_reachable(options: ConvertOptions) -> None:
-    """The privileged libvirt daemon runs QEMU as its own user: it must be able to walk
-    to the disks. Found first, before anything is read."""
-    booting = options.verify_boot or options.start or options.output_dir is None
-    if not booting or os.geteuid() != 0 or options.uri not in LOCAL_URIS:
-        return
-    target = options.target_dir
-    for parent in target.resolve().parents:
-        if parent.exists() and not parent.stat().st_mode & stat.S_IXOTH:
-            raise InputError(
-                f"libvirt's QEMU user cannot reach {target}: {parent} is not "
-                f"searchable by others (chmod o+x {parent}, or choose another directory)"
-            )
-
-
-def _refuse_existing_domain(uri: str, name: str) -> None:
-    import libvirt
-
-    from p2v import virt
-
-    conn = virt.connect(uri)
-    try:
-        conn.lookupByName(name)
-    except libvirt.libvirtError:
-        return  # no such domain: the name is free
-    finally:
-        conn.close()
-    raise InputError(
-        f"{uri} already has a domain {name!r} (--name another, or --overwrite to replace it)"
-    )
+    own = [t for t, d in zip(targets, plan.disks, strict=True) if f"copy {d.name}" in previous]
+    checks.free_targets(plan.profile.name, targets, options, own, own_domain="define" in previous)
 
 
 def _plan(g: Any, inventory: Inventory, disks: list[SourceDisk], options: ConvertOptions) -> Plan:
@@ -404,9 +510,11 @@ def _plan(g: Any, inventory: Inventory, disks: list[SourceDisk], options: Conver
         )  # fmt: skip
     except (GuestError, ProfileError) as e:
         raise PlanError(str(e)) from None
-    if not options.dry_run:
-        target = options.target_dir
-        check_space(target, shutil.disk_usage(target).free, used)
+    except RuntimeError as e:
+        raise ComponentError(f"libguestfs, inspecting the guest: {str(e).splitlines()[0]}") from e
+    target = options.target_dir
+    existing = next(p for p in [target, *target.parents] if p.exists())  # a dry run makes none
+    check_space(target, shutil.disk_usage(existing).free, used)
     return plan
 
 
@@ -425,22 +533,13 @@ def _trim(g: Any) -> dict[str, str]:
 
 def _define(options: ConvertOptions, name: str, xml: str) -> None:
     """Define the domain; with --overwrite (or on resume) an older definition of the
-    same name is replaced, unless it is running."""
-    import libvirt
-
-    from p2v import virt
-
-    conn = virt.connect(options.uri)
+    same name is replaced, with its NVRAM, unless it is running."""
+    conn = virt.connect(options.uri, options.connect_timeout)
     try:
-        try:
-            old = conn.lookupByName(name)
-        except libvirt.libvirtError:
-            old = None
-        if old is not None:
-            if old.isActive():
-                raise InputError(f"{options.uri}: the domain {name!r} is running; stop it first")
-            old.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
-        conn.defineXML(xml)
+        old = virt.lookup(conn, name)
+        if old is not None and old.isActive():
+            raise InputError(f"{options.uri}: the domain {name!r} is running; stop it first")
+        virt.define(conn, xml, replace=old)
     finally:
         conn.close()
 
@@ -448,16 +547,16 @@ def _define(options: ConvertOptions, name: str, xml: str) -> None:
 def _boot(options: ConvertOptions, name: str, xml: str, console_log: Path) -> dict[str, Any]:
     """Files only: a transient boot of the XML. Defined: start the domain, and stop it
     again after the check unless --start asked to keep it running."""
-    from p2v import virt
-
-    conn = virt.connect(options.uri)
+    conn = virt.connect(options.uri, options.connect_timeout)
     try:
         if options.output_dir is not None:
             check = verify_boot(conn, xml, console_log, options.boot_timeout)
         else:
             console_log.unlink(missing_ok=True)
-            domain = conn.lookupByName(name)
-            domain.create()
+            domain = virt.lookup(conn, name)
+            if domain is None:
+                raise ComponentError(f"{options.uri}: the domain {name!r} has gone")
+            virt.start(domain)
             check = watch_console(console_log, options.boot_timeout, domain.isActive)
             if not options.start and domain.isActive():
                 domain.destroy()

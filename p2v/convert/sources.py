@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,22 +37,55 @@ def describe(source: dict[str, Any]) -> str:
     return ", ".join(source["disks"])
 
 
+@dataclass
+class Opened:
+    """A source, open for as long as a conversion reads it."""
+
+    inventory: Inventory
+    disks: list[SourceDisk]
+    description: str  # for people: "the agent at HOST:PORT", or the image paths
+    #: Why the source went away while open (an agent that stopped answering), or None.
+    lost: Callable[[], str | None] = lambda: None
+
+
+def disk_names(source: dict[str, Any], connect_timeout: float) -> list[str]:
+    """The names of the disks a conversion of `source` would copy, in the guest's
+    order: proves that the source can be read (or the agent reached) before anything
+    is recorded."""
+    if "agent" not in source:
+        return [d.name for d in _images(source)[1]]
+    from p2v.agentclient import AgentSession, agent_address
+
+    address = agent_address(source["agent"])
+    with AgentSession(address, source["secret_file"], connect_timeout) as session:
+        return _agent_disks(session.inventory(), str(address))
+
+
+def _images(source: dict[str, Any]) -> tuple[Inventory, list[SourceDisk]]:
+    return disks_from_images(source["disks"], _inventory_file(source.get("inventory")))
+
+
+def _agent_disks(inventory: Inventory, address: str) -> list[str]:
+    names = sorted(exportable_disks(inventory, None), key=disk_order)
+    if not names:
+        raise InputError(f"the agent at {address} serves no disk")
+    return names
+
+
 @contextlib.contextmanager
-def opened(source: dict[str, Any], relay_dir: Path) -> Iterator[tuple[Inventory, list[SourceDisk]]]:
+def opened(source: dict[str, Any], relay_dir: Path, connect_timeout: float) -> Iterator[Opened]:
     """The inventory and the disks, readable by QEMU, for as long as the context lasts.
     An agent's disks are relayed on a Unix socket in `relay_dir`: its path is part of
     the overlays' backing names, so a resumed job must use the same directory."""
     if "agent" not in source:
-        yield disks_from_images(source["disks"], _inventory_file(source.get("inventory")))
+        yield Opened(*_images(source), describe(source))
         return
     from p2v.agentclient import AgentSession, agent_address
 
     address = agent_address(source["agent"])
-    with AgentSession(address, source["secret_file"]) as session:
+    with AgentSession(address, source["secret_file"], connect_timeout) as session:
         inventory = session.inventory()  # also proves the secret before QEMU sees the relay
-        names = sorted(exportable_disks(inventory, None), key=disk_order)
-        if not names:
-            raise InputError(f"the agent at {address} serves no disk")
+        names = _agent_disks(inventory, str(address))
         relay_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         with session.local_proxy(relay_dir / "agent.sock", names[0]) as proxy:
             disks = []
@@ -67,7 +101,7 @@ def opened(source: dict[str, Any], relay_dir: Path) -> Iterator[tuple[Inventory,
                         origin=f"agent://{address}/{name}",
                     )  # fmt: skip
                 )
-            yield inventory, disks
+            yield Opened(inventory, disks, describe(source), lambda: proxy.lost)
 
 
 def disk_order(name: str) -> tuple[int, int, str]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from imagebuilder.fixups.initramfs import DRACUT_CONF
+from p2v import firmware
 from tests.conftest import fixture_image
 from tests.e2e.converted import check_converted
 from tests.integration.transfer.disks import data_blocks, digest, p2v
@@ -128,3 +131,63 @@ def test_an_encrypted_disk_without_key_is_refused_before_copying(tmp_path: Path)
     assert "/dev/sda is encrypted (LUKS)" in done.stderr
     assert "cannot open encrypted volumes" in done.stderr
     assert not list(out.glob("*.qcow2"))
+
+
+def virsh(*args: str) -> str:
+    return subprocess.run(
+        ["virsh", "-c", "qemu:///session", *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def test_secure_boot_guest_in_libvirt_boots_checks_again_and_is_replaced_cleanly(
+    out: Path,
+) -> None:
+    """uefi-lvm (its shim and GRUB are signed) converted with --target kvm into
+    qemu:///session with Secure Boot on: a boot check that is far too short fails for
+    what it is (exit 8, saying what exists and how to check again); checked again with
+    --resume, without reading the source, the guest boots with Secure Boot enforced.
+    A second conversion of the same server then replaces the domain cleanly (new
+    definition, fresh firmware variables, new disks) and --start leaves it running."""
+    name = f"p2v-sb-{secrets.token_hex(3)}"
+    image = fixture_image("uefi-lvm")
+    before = digest(image)
+    argv = [
+        "convert", "--disk", str(image), "--target", "kvm", "--storage", str(out),
+        "--name", name, "--secure-boot", "--vcpus", "2", "--verify-boot", "--json",
+    ]  # fmt: skip
+    try:
+        failed = p2v(*argv, "--boot-timeout", "2", check=False, timeout=1400)
+        assert failed.returncode == 8, failed.stderr
+        job = next(w for w in failed.stderr.split() if w.startswith("convert-"))
+        disk = out / f"{name}-sda.qcow2"
+        assert "the guest was converted but did not boot within 2 s" in failed.stderr
+        assert f"Its disks are {disk}" in failed.stderr
+        assert f"the domain '{name}' is defined in qemu:///session" in failed.stderr
+        assert f"To check again: p2v convert --resume {job}" in failed.stderr
+        assert virsh("domstate", name) == "shut off"
+
+        done = p2v("convert", "--resume", job, "--boot-timeout", "900", "--json", timeout=1400)
+        assert "the source is not read again" in done.stderr
+        result = json.loads(done.stdout)
+        check_converted("uefi-lvm", result, done.stderr)
+        assert "Secure boot enabled" in (out / f"{name}.console.log").read_text(errors="replace")
+        first_uuid = virsh("domuuid", name)
+        first_disk = (disk.stat().st_ino, disk.stat().st_mtime_ns)
+        # Firmware variables left from the first guest would carry into the new one:
+        # make them those of a machine with no Secure Boot keys, which a clean
+        # replacement does not keep.
+        nvram = Path(f"/var/lib/libvirt/qemu/nvram/{name}_VARS.fd")
+        assert nvram.exists()
+        shutil.copy(firmware.OVMF_VARS, nvram)
+
+        again = p2v(*argv, "--overwrite", "--start", "--boot-timeout", "900", timeout=1400)
+        assert json.loads(again.stdout)["boot"]["booted"]
+        assert virsh("domuuid", name) != first_uuid, "a new definition"
+        assert virsh("list", "--all", "--name").split().count(name) == 1
+        assert (disk.stat().st_ino, disk.stat().st_mtime_ns) != first_disk, "new disks"
+        assert virsh("domstate", name) == "running", "--start leaves it running"
+        assert "Secure boot enabled" in (out / f"{name}.console.log").read_text(errors="replace")
+    finally:
+        for command in (["destroy", name], ["undefine", "--nvram", name]):
+            subprocess.run(["virsh", "-c", "qemu:///session", *command], capture_output=True)
+    assert digest(image) == before, "the source image must not change"
