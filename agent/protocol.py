@@ -12,10 +12,11 @@ is used as the PSK itself; the only thing shown elsewhere is its fingerprint.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_PORT = 8443
@@ -26,6 +27,10 @@ SECRET_BITS = 128
 # Unattended mode: agents announce themselves to `p2v agents --listen` on this port.
 ANNOUNCE_PORT = 8444
 ANNOUNCE_VERSION = 1
+# Beside each disk DISK, an export DISK.zeros holds the ZeroMap of what the agent has
+# scanned of it so far (a JSON record).
+ZEROS_SUFFIX = ".zeros"
+ZERO_MAP_VERSION = 1
 
 
 class SecretError(ValueError):
@@ -102,3 +107,49 @@ def write_psk_file(directory: Path, key: str) -> Path:
     with os.fdopen(fd, "w") as f:
         f.write(f"{PSK_IDENTITY}:{key}\n")
     return path
+
+
+def zero_map_export(disk: str) -> str:
+    return disk + ZEROS_SUFFIX
+
+
+@dataclass
+class ZeroMap:
+    """The runs of zeros the agent found on a disk: [offset, length] pairs, sorted,
+    covering [0, scanned). What lies past `scanned` is not known yet."""
+
+    size: int
+    scanned: int = 0
+    runs: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.scanned >= self.size
+
+    @property
+    def zero_bytes(self) -> int:
+        return sum(length for _, length in self.runs)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"version": ZERO_MAP_VERSION, "size": self.size, "scanned": self.scanned,
+             "runs": self.runs}
+        )  # fmt: skip
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ZeroMap:
+        """Raises ValueError for a record that is not a zero map this version reads."""
+        try:
+            data = json.loads(text)
+            if data.get("version") != ZERO_MAP_VERSION:
+                raise ValueError(f"zero map version {data.get('version')} is not supported")
+            runs = [(int(offset), int(length)) for offset, length in data["runs"]]
+            zero_map = cls(int(data["size"]), int(data["scanned"]), runs)
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
+            raise ValueError(f"not a zero map: {e}") from None
+        end = 0
+        for offset, length in zero_map.runs:
+            if offset < end or length <= 0 or offset + length > zero_map.scanned:
+                raise ValueError("a zero map with runs out of order or out of range")
+            end = offset + length
+        return zero_map

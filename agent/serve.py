@@ -1,8 +1,9 @@
 """Serve the inventory and the disks, read-only, to the holder of the secret.
 
 nbdkit does the serving: its file plugin in directory mode offers every file of a
-private directory as an export, so one TLS-PSK port carries the inventory (a file)
-and every disk (a symlink to its device). nbdkit runs with --readonly, which opens
+private directory as an export, so one TLS-PSK port carries the inventory (a file),
+every disk (a symlink to its device) and, beside each disk, the map of the zeros
+found on it so far (agent.zeros). nbdkit runs with --readonly, which opens
 the devices read-only and refuses writes; on top of that each exported device is
 marked read-only in the kernel while it is served, so nothing on this machine can
 write to it by mistake either. The secret reaches nbdkit only as a file in a
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import shutil
 import signal
@@ -25,8 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent import zeros
 from agent.inventory.model import Inventory
-from agent.protocol import INVENTORY_EXPORT, Address, write_psk_file
+from agent.protocol import INVENTORY_EXPORT, Address, ZeroMap, write_psk_file, zero_map_export
 
 _BLKROSET = 0x125D
 _BLKROGET = 0x125E
@@ -72,6 +75,8 @@ class ExportServer:
     _dir: Path | None = None
     _proc: subprocess.Popen[bytes] | None = None
     _read_only_before: dict[str, bool] = field(default_factory=dict)
+    _scanner: threading.Thread | None = None
+    _stop_scan: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
         if shutil.which("nbdkit") is None:
@@ -84,6 +89,8 @@ class ExportServer:
         except BaseException:
             self.stop()
             raise
+        self._scanner = threading.Thread(target=self._scan, daemon=True)
+        self._scanner.start()
 
     def _prepare(self) -> None:
         assert self._dir is not None
@@ -94,6 +101,8 @@ class ExportServer:
             device = f"/dev/{name}"
             self._read_only_before[device] = set_read_only(device, True)
             (exports / name).symlink_to(device)
+            disk = self.inventory.disk(name)
+            self._publish(name, ZeroMap(disk.size_bytes if disk else 0))
         write_psk_file(self._dir, self.key)
 
     def _spawn(self) -> None:
@@ -131,6 +140,32 @@ class ExportServer:
             time.sleep(0.05)
         raise ServeError(f"nbdkit did not listen on {self.listen} within {START_TIMEOUT:.0f} s")
 
+    def _scan(self) -> None:
+        """Look for zeros on each served disk in turn, publishing what is found."""
+        for name in self.disks:
+            try:
+                publish = functools.partial(self._publish, name)
+                found = zeros.scan(f"/dev/{name}", publish, self._stop_scan)
+            except OSError as e:
+                self.on_event(f"{name}: not scanned for zeros: {e.strerror}")
+                continue
+            if self._stop_scan.is_set():
+                return
+            share = 100 * found.zero_bytes / max(found.size, 1)
+            self.on_event(f"{name}: scanned, {share:.0f}% zeros (not sent over the network)")
+
+    def _publish(self, name: str, found: ZeroMap) -> None:
+        """Replace DISK.zeros at once: a client opening it reads one whole map."""
+        directory = self._dir
+        if directory is None:
+            return
+        partial = directory / f"{name}.zeros.new"  # not an export until renamed
+        try:
+            partial.write_text(found.to_json())
+            partial.rename(directory / "exports" / zero_map_export(name))
+        except OSError:
+            pass  # stopping: the directory is going away
+
     def _gnutls_settings(self) -> dict[str, str]:
         """On a CPU with AES instructions, leave ChaCha20 out of the ciphers offered.
 
@@ -160,6 +195,9 @@ class ExportServer:
         return self._proc.wait()
 
     def stop(self) -> None:
+        self._stop_scan.set()
+        if self._scanner is not None:
+            self._scanner.join(timeout=10)
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGTERM)
             try:

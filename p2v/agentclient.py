@@ -26,9 +26,11 @@ from agent.protocol import (
     PSK_IDENTITY,
     Address,
     SecretError,
+    ZeroMap,
     fingerprint,
     read_secret_file,
     write_psk_file,
+    zero_map_export,
 )
 from p2v.errors import AgentError, InputError
 from p2v.transfer.endpoints.handshake import (
@@ -45,6 +47,7 @@ __all__ = ["AgentError", "AgentSession", "agent_address", "parse_disk_url"]
 
 SCHEME = "agent://"
 MAX_INVENTORY = 64 << 20
+MAX_ZERO_MAP = 256 << 20
 WATCH_INTERVAL = 5.0  # seconds between two checks that the agent still answers
 
 
@@ -66,6 +69,10 @@ def parse_disk_url(url: str) -> tuple[Address, str]:
             f"{url}: an agent disk is agent://HOST[:PORT]/DISK, e.g. agent://10.0.0.5/sda"
         )
     return agent_address(where), disk
+
+
+class _NoSuchExport(AgentError):
+    pass
 
 
 class AgentSession:
@@ -131,7 +138,7 @@ class AgentSession:
         if "no export named" in text or "no such file" in text:
             if export == INVENTORY_EXPORT:
                 return AgentError(f"{where} serves no inventory: is it a p2v agent?")
-            return AgentError(f"{where} does not export a disk named {export!r}")
+            return _NoSuchExport(f"{where} does not export a disk named {export!r}")
         if "handshake" in text or "tls" in text or "decrypt" in text or "psk" in text:
             return AgentError(
                 f"{where} refused the secret (fingerprint {self.fingerprint}); check that "
@@ -164,16 +171,31 @@ class AgentSession:
         except SchemaError as e:
             raise AgentError(f"the agent at {self.address}: {e}") from None
 
+    def zero_map(self, disk: str) -> ZeroMap | None:
+        """The runs of zeros the agent has found on `disk` so far; None from an agent
+        that does not look for them."""
+        try:
+            data = self._read_export(zero_map_export(disk), MAX_ZERO_MAP)
+        except _NoSuchExport:
+            return None
+        try:
+            return ZeroMap.from_json(data)
+        except ValueError as e:
+            raise AgentError(f"the agent at {self.address}: {disk}: {e}") from None
+
     def open_disk(self, disk: str, *, own: bool = False) -> Any:
         """A read-only transfer endpoint on one of the agent's disks; with `own`,
-        closing it ends this session too."""
+        closing it ends this session too. The zeros the agent has found on the disk
+        so far are known as such, and not read."""
         from p2v.transfer.endpoints.nbd import NbdEndpoint
 
+        found = self.zero_map(disk)
         return NbdEndpoint(
             f"{SCHEME}{self.address}/{disk}",
             lambda h: self.connect(h, disk),
             writable=False,
             on_close=self.close if own else None,
+            zeros=[(offset, offset + length) for offset, length in found.runs] if found else (),
         )
 
     @contextlib.contextmanager

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.inventory.model import Disk, Inventory
-from p2v.errors import InputError
+from p2v.errors import ComponentError, InputError
 
 
 @dataclass
@@ -80,3 +80,45 @@ def make_overlay(disk: SourceDisk, path: Path) -> Path:
         raise InputError(f"{disk.origin}: cannot open it: {done.stderr.strip()}")
     return path
 
+
+def mark_zeros(overlay: Path, runs: list[tuple[int, int]]) -> int:
+    """Record in `overlay` that its backing disk reads as zeros in the (offset, length)
+    `runs` (what the agent found on it), where the overlay holds nothing of its own:
+    those ranges are then known zeros, which the copy neither reads nor writes.
+    Returns the bytes so marked."""
+    if not runs:
+        return 0
+    done = subprocess.run(
+        ["qemu-img", "map", "--output=json", "-f", "qcow2", str(overlay)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise ComponentError(f"{overlay}: qemu-img cannot map it: {done.stderr.strip()}")
+    layers = json.loads(done.stdout)
+    own = [(e["start"], e["start"] + e["length"]) for e in layers if e["depth"] == 0]
+    marks = outside([(offset, offset + length) for offset, length in runs], own)
+    commands = "".join(f"write -z -u {lo} {hi - lo}\n" for lo, hi in marks)
+    done = subprocess.run(
+        ["qemu-io", "-f", "qcow2", str(overlay)], input=commands, capture_output=True, text=True
+    )
+    if done.returncode != 0 or "failed" in done.stdout + done.stderr:
+        raise ComponentError(f"{overlay}: qemu-io cannot mark zeros in it: {done.stderr}")
+    return sum(hi - lo for lo, hi in marks)
+
+
+def outside(ranges: list[tuple[int, int]], taken: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of sorted (start, end) `ranges` that no range of sorted `taken` covers."""
+    result = []
+    i = 0
+    for lo, hi in ranges:
+        while i < len(taken) and taken[i][1] <= lo:
+            i += 1
+        j, pos = i, lo
+        while j < len(taken) and taken[j][0] < hi:
+            if taken[j][0] > pos:
+                result.append((pos, taken[j][0]))
+            pos = max(pos, taken[j][1])
+            j += 1
+        if pos < hi:
+            result.append((pos, hi))
+    return result

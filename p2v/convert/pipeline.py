@@ -28,7 +28,7 @@ from imagebuilder.profile import Overrides, ProfileError
 from p2v import accel, appliance, virt
 from p2v.convert import checks, sources
 from p2v.convert.bootcheck import verify_boot, watch_console
-from p2v.convert.disks import SourceDisk, make_overlay
+from p2v.convert.disks import SourceDisk, make_overlay, mark_zeros
 from p2v.convert.plan import Plan, check_space, guest_name, make_plan
 from p2v.errors import (
     AgentError,
@@ -204,7 +204,8 @@ def _run(
                         return result
                     stage, prepared = _COPYING, True
                     overlays = _overlays(work, result.plan.disks)
-                    _copy(job_id, step, result, overlays, options, journal, reporter, say, previous)
+                    _copy(job_id, step, result, overlays, opened, options, journal, reporter,
+                          say, previous)  # fmt: skip
                 except Exception as e:
                     if lost := opened.lost():
                         raise AgentError(lost) from e
@@ -383,6 +384,7 @@ def _copy(
     step: Step,
     result: ConvertResult,
     overlays: list[Path],
+    opened: sources.Opened,
     options: ConvertOptions,
     journal: Journal,
     reporter: Any,
@@ -402,6 +404,7 @@ def _copy(
             say(f"  {disk.name}: copied before the interruption")
             continue
         with step(name) as detail:
+            detail.update(_known_zeros(opened, disk.name, overlay, say))
             copied = _resume_copy((earlier.get("detail") or {}).get("copy_job"), journal,
                                   reporter, options)  # fmt: skip
             if copied is None:
@@ -422,6 +425,22 @@ def _copy(
                 f"  {disk.name}: {format_size(copied.copied)} of {format_size(copied.size)}"
                 f" moved, digest {copied.digest}"
             )
+
+
+def _known_zeros(
+    opened: sources.Opened, disk: str, overlay: Path, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Mark in the overlay the zeros the source found on the disk: not copied."""
+    found = opened.zero_map(disk)
+    if found is None:
+        return {}
+    marked = mark_zeros(overlay, found.runs)
+    share = 100 * found.scanned / max(found.size, 1)
+    say(
+        f"  {disk}: {format_size(found.zero_bytes)} of zeros found by the source "
+        f"(it has looked at {share:.0f}% of the disk), not copied"
+    )
+    return {"zeros_found": found.zero_bytes, "zeros_marked": marked, "scanned": found.scanned}
 
 
 def _resume_copy(

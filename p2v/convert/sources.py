@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.inventory.model import Inventory, SchemaError
+from agent.protocol import ZeroMap
 from agent.serve import exportable_disks
 from p2v.convert.disks import SourceDisk, disks_from_images
 from p2v.errors import InputError
@@ -46,6 +47,8 @@ class Opened:
     description: str  # for people: "the agent at HOST:PORT", or the image paths
     #: Why the source went away while open (an agent that stopped answering), or None.
     lost: Callable[[], str | None] = lambda: None
+    #: The zeros found so far on a disk by name, where the source looks for them.
+    zero_map: Callable[[str], ZeroMap | None] = lambda name: None
 
 
 def disk_names(source: dict[str, Any], connect_timeout: float) -> list[str]:
@@ -101,7 +104,7 @@ def opened(source: dict[str, Any], relay_dir: Path, connect_timeout: float) -> I
                         origin=f"agent://{address}/{name}",
                     )  # fmt: skip
                 )
-            yield Opened(inventory, disks, describe(source), lambda: proxy.lost)
+            yield Opened(inventory, disks, describe(source), lambda: proxy.lost, session.zero_map)
 
 
 def disk_order(name: str) -> tuple[int, int, str]:

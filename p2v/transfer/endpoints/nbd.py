@@ -4,6 +4,8 @@ Each clone is its own connection; each keeps many commands in flight and the
 worker that owns it completes them with `wait_for_io`. Extents come from the
 `base:allocation` meta context, and, for an incremental copy, from
 `qemu:dirty-bitmap:NAME`: ranges the bitmap calls clean are reported as SKIP.
+A server may also be known, by other means, to read as zeros in some ranges (the
+agent's scan of its disks): they are reported as ZERO and never read.
 """
 
 from __future__ import annotations
@@ -46,8 +48,10 @@ class NbdEndpoint(Endpoint):
         writable: bool,
         bitmap: str | None = None,
         on_close: Callable[[], None] | None = None,
+        zeros: Sequence[ext.Range] = (),
     ) -> None:
         self.name = name
+        self._zeros = list(zeros)  # sorted (start, end) ranges known to read as zeros
         self._connect = connect
         self._writable = writable
         self._bitmap_context = f"qemu:dirty-bitmap:{bitmap}" if bitmap else None
@@ -92,6 +96,12 @@ class NbdEndpoint(Endpoint):
     # -- extents ------------------------------------------------------------
 
     def extents(self, start: int, length: int) -> Iterator[Extent]:
+        found = self._served_extents(start, length)
+        if self._zeros:
+            found = ext.overlay(found, self._zeros, Kind.ZERO)
+        yield from found
+
+    def _served_extents(self, start: int, length: int) -> Iterator[Extent]:
         if not self.h.can_meta_context(ALLOCATION):
             yield Extent(start, length, Kind.DATA)
             return

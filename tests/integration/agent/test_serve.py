@@ -182,3 +182,36 @@ def test_unreachable_agent_and_other_schema(tmp_path: Path) -> None:
     finally:
         future.terminate()
         future.wait()
+
+
+def test_zeros_found_by_the_agent_do_not_cross_the_network(tmp_path: Path) -> None:
+    """A blank disk, and one with a little data: the agent scans them once and says
+    where the zeros are; a copy reads only the rest, and ends with the disk's digest."""
+    from agent.protocol import Address
+    from p2v.agentclient import AgentSession
+    from tests.conftest import attach_loop
+    from tests.integration.transfer.disks import copy_json, make_disk, scattered
+
+    size = 1 << 30
+    blank, some = tmp_path / "blank.raw", tmp_path / "some.raw"
+    make_disk(blank, size, [])
+    data = make_disk(some, size, scattered(size, 8, 4 << 20))
+    devices = [attach_loop(blank), attach_loop(some)]
+    key = secret_file(tmp_path)
+    try:
+        names = [Path(d).name for d in devices]
+        with serving("--secret-file", str(key), *(a for n in names for a in ("--disk", n))):
+            session = AgentSession(Address("127.0.0.1", PORT), str(key))
+            with session:
+                deadline = time.monotonic() + 60
+                while not all((m := session.zero_map(n)) and m.complete for n in names):
+                    assert time.monotonic() < deadline, "the agent did not finish its scan"
+                    time.sleep(0.2)
+            for device, name, held in zip(devices, names, (0, data), strict=True):
+                url = f"agent://127.0.0.1:{PORT}/{name}"
+                done = copy_json(url, str(tmp_path / f"{name}.out"), "--secret-file", str(key))
+                assert done["read"] <= held + 8 * (2 << 20), (name, done["read"])
+                assert done["digest"] == digest(device)
+    finally:
+        for device in devices:
+            subprocess.run(["losetup", "-d", device], check=False)
