@@ -18,6 +18,8 @@ from typing import Any
 from agent.inventory.model import Inventory
 from agent.protocol import ANNOUNCE_VERSION, Address
 from p2v.agentclient import AgentError, AgentSession
+from p2v.errors import InputError
+from p2v.transfer import DEFAULT_CONNECT_TIMEOUT
 
 MAX_ANNOUNCEMENT = 64 << 10
 READ_TIMEOUT = 10.0
@@ -99,6 +101,7 @@ class AnnouncementListener:
 
     listen: Address
     secret_file: str
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT  # to verify an agent, each stage
     _sock: socket.socket | None = None
     _seen: set[tuple[str, int]] = field(default_factory=set)
 
@@ -110,7 +113,7 @@ class AnnouncementListener:
             sock.bind((self.listen.host, self.listen.port))
         except OSError as e:
             sock.close()
-            raise AgentError(f"cannot listen on {self.listen}: {e.strerror}") from None
+            raise InputError(f"cannot listen on {self.listen}: {e.strerror}") from None
         sock.listen(16)
         self._sock = sock
         return self
@@ -142,7 +145,7 @@ class AnnouncementListener:
             return result
 
     def _verify(self, announcement: Announcement) -> VerifiedAgent | None:
-        with AgentSession(announcement.address, self.secret_file) as session:
+        with AgentSession(announcement.address, self.secret_file, self.connect_timeout) as session:
             if announcement.fingerprint != session.fingerprint:
                 raise AgentError(
                     f"its secret is not ours (fingerprint {announcement.fingerprint}, "

@@ -9,6 +9,8 @@ import time
 from typing import Any
 
 from agent.protocol import ANNOUNCE_PORT
+from p2v.commands.options import add_connect_timeout_option, count, seconds
+from p2v.transfer import DEFAULT_CONNECT_TIMEOUT
 
 
 def register(verbs: Any) -> None:
@@ -29,16 +31,20 @@ def register(verbs: Any) -> None:
     p.add_argument(
         "--secret-file", required=True, metavar="F", help="the agents' secret (the job's)"
     )
-    p.add_argument("--count", type=int, metavar="N", help="stop after N agents (default: never)")
+    p.add_argument("--count", type=count, metavar="N", help="stop after N agents (default: never)")
     p.add_argument(
-        "--timeout", type=float, metavar="SECONDS", help="give up after this long (default: never)"
+        "--timeout",
+        type=seconds,
+        metavar="SECONDS",
+        help="give up after this long (default: never)",
     )
+    add_connect_timeout_option(p, DEFAULT_CONNECT_TIMEOUT)
     p.add_argument("--json", action="store_true", help="print each agent as a JSON line")
     p.set_defaults(func=_cmd_agents)
 
 
 def _cmd_agents(args: argparse.Namespace) -> int:
-    from agent.protocol import Address
+    from agent.protocol import Address, SecretError, read_secret_file
     from p2v.announcements import AnnouncementListener, VerifiedAgent
     from p2v.errors import InputError, P2VError
 
@@ -46,11 +52,13 @@ def _cmd_agents(args: argparse.Namespace) -> int:
         listen = Address.parse(args.listen, default_host="0.0.0.0", default_port=ANNOUNCE_PORT)
     except ValueError as e:
         raise InputError(f"--listen {e}") from None
-    if args.count is not None and args.count < 1:
-        raise InputError("--count must be 1 or more")
+    try:
+        read_secret_file(args.secret_file)  # now, not when the first agent calls
+    except SecretError as e:
+        raise InputError(str(e)) from None
     deadline = time.monotonic() + args.timeout if args.timeout else None
     found = 0
-    with AnnouncementListener(listen, args.secret_file) as listener:
+    with AnnouncementListener(listen, args.secret_file, args.connect_timeout) as listener:
         print(f"p2v: waiting for agents on {listen}", file=sys.stderr, flush=True)
         while args.count is None or found < args.count:
             left = None if deadline is None else deadline - time.monotonic()

@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from p2v.commands.options import add_checkpoint_option, add_timeout_options, seconds
+from p2v.commands.options import add_checkpoint_option, add_timeout_options, rate, seconds
 from p2v.errors import EXIT_CODES, InputError
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT
-from p2v.units import parse_size
 
 DEFAULT_BOOT_TIMEOUT = 600.0
 
@@ -125,7 +124,7 @@ def register(verbs: Any) -> None:
     p.add_argument(
         "--bwlimit",
         metavar="RATE",
-        type=parse_size,
+        type=rate,
         help="cap the copy's rate, in bytes/s (50M), to spare the server's network",
     )
     add_checkpoint_option(p)

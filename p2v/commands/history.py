@@ -7,6 +7,8 @@ import json
 import time
 from typing import Any
 
+from p2v.commands.options import count
+
 
 def register(verbs: Any) -> None:
     p = verbs.add_parser(
@@ -16,7 +18,7 @@ def register(verbs: Any) -> None:
         "With JOB: its parameters, steps (timing, what each found or did) and result.",
     )
     p.add_argument("job", nargs="?", metavar="JOB", help="a job id, e.g. convert-1a2b3c4d")
-    p.add_argument("--limit", type=int, default=30, help="how many jobs to list (default 30)")
+    p.add_argument("--limit", type=count, default=30, help="how many jobs to list (default 30)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_history)
 

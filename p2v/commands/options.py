@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from p2v.errors import InputError
 from p2v.transfer import DEFAULT_CHECKPOINT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT
+from p2v.units import parse_size
 
 
 def seconds(text: str) -> float:
@@ -15,6 +17,24 @@ def seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
     return value
+
+
+def rate(text: str) -> int:
+    """Bytes per second, as --bwlimit takes them: 50M, 1G, above 0."""
+    try:
+        value = parse_size(text)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a rate is above 0 (for example 50M)")
+    return value
+
+
+def count(text: str) -> int:
+    """A whole number above 0."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return int(text)
 
 
 def add_checkpoint_option(p: argparse.ArgumentParser) -> None:

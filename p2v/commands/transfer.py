@@ -8,10 +8,10 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from p2v.commands.options import add_checkpoint_option, add_timeout_options
+from p2v.commands.options import add_checkpoint_option, add_timeout_options, count, rate
 from p2v.errors import InputError
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, TARGET_FORMATS, blockhash
-from p2v.units import format_size, parse_size
+from p2v.units import format_size
 
 if TYPE_CHECKING:
     from p2v.transfer.progress import Reporter
@@ -78,19 +78,19 @@ def register(verbs: Any) -> None:
     p.add_argument(
         "--secret-file", metavar="F", help="file holding the secret of an agent:// source"
     )
-    p.add_argument("--bwlimit", metavar="RATE", type=parse_size, help="cap, in bytes/s (50M)")
+    p.add_argument("--bwlimit", metavar="RATE", type=rate, help="cap, in bytes/s (50M)")
     add_checkpoint_option(p)
     add_timeout_options(p)
     p.add_argument(
         "--connections",
-        type=int,
+        type=count,
         metavar="N",
         help="connections to each side, one thread each (default: 4 from a local file, "
         "which is read synchronously; else one per core, up to 4)",
     )
     p.add_argument(
         "--requests",
-        type=int,
+        type=count,
         default=8,
         metavar="N",
         help="4 MiB blocks in flight per connection (default 8)",
@@ -147,7 +147,7 @@ def _cmd_copy(args: argparse.Namespace) -> int:
         else:
             if not (args.source and args.target):
                 raise InputError("copy needs SRC and DST (or --resume JOB)")
-            if not 1 <= (args.connections or 1) <= 16 or not 1 <= args.requests <= 64:
+            if (args.connections or 1) > 16 or args.requests > 64:
                 raise InputError("--connections must be 1-16 and --requests 1-64")
             request = jobs.CopyRequest(
                 source=args.source,
@@ -213,6 +213,13 @@ def _free_map(path: str) -> list[tuple[int, int]]:
     try:
         with open(path) as f:
             data = json.load(f)
+    except OSError as e:
+        raise InputError(f"--free-map {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise InputError(f"--free-map {path}: not JSON: {e}") from None
+    try:
         return [(int(offset), int(length)) for offset, length in data]
-    except (OSError, ValueError, TypeError) as e:
-        raise InputError(f"--free-map {path}: expected a JSON list of [offset, length]: {e}") from e
+    except (ValueError, TypeError) as e:
+        raise InputError(
+            f"--free-map {path}: expected a JSON list of [offset, length]: {e}"
+        ) from None

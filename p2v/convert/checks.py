@@ -48,7 +48,7 @@ def target_directory(path: Path, keep: bool) -> Iterator[None]:
     for parent in [*reversed(path.parents), path]:
         if parent.exists():
             if not parent.is_dir():
-                raise InputError(f"{path}: {parent} is not a directory")
+                raise InputError(f"{parent} is not a directory: it cannot hold {path}")
             continue
         try:
             parent.mkdir()

@@ -120,5 +120,7 @@ def _inventory_file(path: str | None) -> Inventory | None:
         return None
     try:
         return Inventory.from_json(Path(path).read_text())
-    except (OSError, SchemaError) as e:
+    except OSError as e:
+        raise InputError(f"--inventory {path}: {e.strerror}") from None
+    except SchemaError as e:
         raise InputError(f"--inventory {path}: {e}") from None

@@ -104,6 +104,8 @@ def open_target(
         if fmt == "raw" or stat.S_ISBLK(mode):
             return _checked(FileEndpoint.open_target(spec), size)
         return _checked(_served(spec, fmt, read_only=False), size)
+    if os.path.isdir(spec):
+        raise InputError(f"target {spec} is a directory, not a disk image or device")
     if os.path.lexists(spec):
         if not overwrite:
             raise InputError(f"target {spec} exists; add --overwrite to replace it")
@@ -114,7 +116,10 @@ def open_target(
     if not os.path.isdir(parent):
         raise InputError(f"target directory {parent} does not exist")
     if fmt == "raw":
-        return FileEndpoint.create(spec, size)
+        try:
+            return FileEndpoint.create(spec, size)
+        except OSError as e:
+            raise InputError(f"cannot make the target {spec}: {e.strerror}") from None
     create_image(spec, fmt, size)
     try:
         return _served(spec, fmt, read_only=False)
