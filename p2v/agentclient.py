@@ -262,15 +262,21 @@ class AgentSession:
 
     def _watch(self, relay: subprocess.Popen[bytes], proxy: LocalProxy, interval: float) -> None:
         while not proxy.closing.wait(interval):
-            try:
-                h = nbd.NBD()
-                self.connect(h, INVENTORY_EXPORT)
-                h.shutdown()
-            except (AgentError, nbd.Error) as e:
-                if not proxy.closing.is_set():
-                    proxy.lost = str(e)
-                    _stop(relay)
+            lost = self.probe()
+            if lost and not proxy.closing.is_set():
+                proxy.lost = lost
+                _stop(relay)
                 return
+
+    def probe(self) -> str | None:
+        """None when the agent answers now, within the time limits; else why not."""
+        try:
+            h = nbd.NBD()
+            self.connect(h, INVENTORY_EXPORT)
+            h.shutdown()
+        except (AgentError, nbd.Error) as e:
+            return str(e)
+        return None
 
     def close(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)

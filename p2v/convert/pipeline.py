@@ -415,8 +415,13 @@ def _copy(
                     connect_timeout=options.connect_timeout, io_timeout=options.io_timeout,
                 )  # fmt: skip
 
-                def started(copy_job: str, name: str = name) -> None:
-                    journal.step_detail(job_id, name, {"copy_job": copy_job})
+                def started(
+                    copy_job: str, name: str = name, detail: dict[str, Any] = detail
+                ) -> None:
+                    # Kept in the step's record when the step fails too: --resume
+                    # goes on with this copy instead of starting it again.
+                    detail["copy_job"] = copy_job
+                    journal.step_detail(job_id, name, detail)
 
                 copied = jobs.copy(request, journal, reporter, on_job=started)
             result.copies.append(copied.to_json())

@@ -45,7 +45,8 @@ class Opened:
     inventory: Inventory
     disks: list[SourceDisk]
     description: str  # for people: "the agent at HOST:PORT", or the image paths
-    #: Why the source went away while open (an agent that stopped answering), or None.
+    #: Why the source went away while open (an agent that stopped answering), or None;
+    #: asked when something fails, so that the failure is told for what it is.
     lost: Callable[[], str | None] = lambda: None
     #: The zeros found so far on a disk by name, where the source looks for them.
     zero_map: Callable[[str], ZeroMap | None] = lambda name: None
@@ -104,7 +105,11 @@ def opened(source: dict[str, Any], relay_dir: Path, connect_timeout: float) -> I
                         origin=f"agent://{address}/{name}",
                     )  # fmt: skip
                 )
-            yield Opened(inventory, disks, describe(source), lambda: proxy.lost, session.zero_map)
+
+            def lost() -> str | None:
+                return proxy.lost or session.probe()
+
+            yield Opened(inventory, disks, describe(source), lost, session.zero_map)
 
 
 def disk_order(name: str) -> tuple[int, int, str]:

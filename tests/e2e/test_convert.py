@@ -19,12 +19,14 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from imagebuilder.fixups.initramfs import DRACUT_CONF
 from p2v import firmware
-from tests.conftest import fixture_image
+from tests.conftest import attach_loop, fixture_image
 from tests.e2e.converted import check_converted
+from tests.integration.agent.test_serve import PORT, secret_file, serving
 from tests.integration.transfer.disks import data_blocks, digest, p2v
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -191,3 +193,62 @@ def test_secure_boot_guest_in_libvirt_boots_checks_again_and_is_replaced_cleanly
         for command in (["destroy", name], ["undefine", "--nvram", name]):
             subprocess.run(["virsh", "-c", "qemu:///session", *command], capture_output=True)
     assert digest(image) == before, "the source image must not change"
+
+
+def test_an_agent_that_stops_answering_mid_conversion_is_named_and_the_job_goes_on(
+    tmp_path: Path,
+) -> None:
+    """bios-ext4 served by `p2v-agent serve` from a loop device (as on a server booted
+    from the ISO): the agent stops answering in the middle of the copy. The conversion
+    fails within its time limits, says it is the agent and that `p2v convert --resume
+    JOB` goes on (not the inner copy's command); once the agent answers again, the
+    resumed job copies only what is left. No boot: test_agent_iso.py boots one."""
+    image = fixture_image("bios-ext4")
+    device = attach_loop(image, "--read-only")
+    key = secret_file(tmp_path)
+    disk = Path(device).name
+    out = tmp_path / "out"
+    try:
+        with serving("--secret-file", str(key), "--disk", disk) as (agent, _):
+            argv = [
+                "convert", "--agent", f"127.0.0.1:{PORT}", "--secret-file", str(key),
+                "--output-dir", str(out), "--name", "through-agent", "--bwlimit", "40M",
+                "--checkpoint", "0.5", "--io-timeout", "3", "--connect-timeout", "2",
+            ]  # fmt: skip
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "p2v.cli", *argv], stderr=subprocess.PIPE, text=True
+            )
+            assert proc.stderr is not None
+            said = []
+            for line in proc.stderr:
+                said.append(line)
+                if line.startswith(f"p2v: copy {disk} ..."):
+                    break
+            else:
+                raise AssertionError(f"no copy: {''.join(said)}")
+            job = next(w for w in "".join(said).split() if w.startswith("convert-"))
+            deadline = time.monotonic() + 120
+            while durable_blocks(job, f"copy {disk}") < 2:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.2)
+            nbdkit = next(p for p in psutil.Process(agent.pid).children() if p.name() == "nbdkit")
+            nbdkit.send_signal(signal.SIGSTOP)
+            try:
+                err = proc.stderr.read()
+                proc.wait(60)
+            finally:
+                nbdkit.send_signal(signal.SIGCONT)
+            assert proc.returncode == 6, err
+            assert f"the agent at 127.0.0.1:{PORT} does not answer" in err
+            assert f"resume with `p2v convert --resume {job}`" in err
+            assert "p2v copy --resume" not in err
+            assert "Traceback" not in err
+
+            done = p2v("convert", "--resume", job, "--bwlimit", "10G", "--json", timeout=600)
+            result = json.loads(done.stdout)
+            assert "fix-ups ..." not in done.stderr, "the guest was fixed before: not again"
+            copy_job = json.loads(p2v("history", result["copies"][0]["job_id"], "--json").stdout)
+            assert copy_job["result"]["resumed"] > 0, "what was durable is not copied again"
+            assert (out / f"through-agent-{disk}.qcow2").exists()
+    finally:
+        subprocess.run(["losetup", "-d", device], check=False)
