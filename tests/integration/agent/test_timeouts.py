@@ -21,6 +21,7 @@ import pytest
 from agent.protocol import Address
 from p2v.agentclient import AgentSession
 from p2v.errors import AgentError
+from tests.conftest import attach_loop
 from tests.integration.agent.servers import Server
 from tests.integration.agent.test_serve import PORT, secret_file, serving
 from tests.integration.transfer.disks import (
@@ -151,27 +152,32 @@ def agent_nbdkit(agent: subprocess.Popen[str]) -> psutil.Process:
     return next(p for p in psutil.Process(agent.pid).children() if p.name() == "nbdkit")
 
 
-def test_an_agent_that_stops_answering_mid_copy_fails_it_resumably(
-    server: Server, tmp_path: Path
-) -> None:
+def test_an_agent_that_stops_answering_mid_copy_fails_it_resumably(tmp_path: Path) -> None:
+    """A disk with 64 MiB of data, copied at 8 MiB/s: the agent stops in the middle."""
+    image = tmp_path / "disk.raw"
+    make_disk(image, 256 * MiB, scattered(256 * MiB, 32, 2 * MiB))
+    device = attach_loop(image)
     key = secret_file(tmp_path)
-    disk = Path(server.gpt).name
-    with serving("--secret-file", str(key), "--disk", disk) as (agent, _):
-        url = f"agent://127.0.0.1:{PORT}/{disk}"
-        proc, job = start_copy(url, str(tmp_path / "out.raw"), "--secret-file", str(key),
-                               "--bwlimit", "16M", "--checkpoint", "0.5",
-                               "--io-timeout", "3")  # fmt: skip
-        wait_for_blocks(job, proc, 2)
-        nbdkit = agent_nbdkit(agent)
-        nbdkit.send_signal(signal.SIGSTOP)
-        try:
-            _, err = proc.communicate(timeout=60)
-        finally:
-            nbdkit.send_signal(signal.SIGCONT)
-        assert proc.returncode == 5, err
-        assert f"no reply from {url} for 3 s" in err
-        done = p2v("copy", "--resume", job, "--bwlimit", "1G")
-        assert f"digest {digest(server.gpt)}" in done.stdout
+    disk = Path(device).name
+    try:
+        with serving("--secret-file", str(key), "--disk", disk) as (agent, _):
+            url = f"agent://127.0.0.1:{PORT}/{disk}"
+            proc, job = start_copy(url, str(tmp_path / "out.raw"), "--secret-file", str(key),
+                                   "--bwlimit", "8M", "--checkpoint", "0.5",
+                                   "--io-timeout", "3")  # fmt: skip
+            wait_for_blocks(job, proc, 2)
+            nbdkit = agent_nbdkit(agent)
+            nbdkit.send_signal(signal.SIGSTOP)
+            try:
+                _, err = proc.communicate(timeout=60)
+            finally:
+                nbdkit.send_signal(signal.SIGCONT)
+            assert proc.returncode == 5, err
+            assert f"no reply from {url} for 3 s" in err
+            done = p2v("copy", "--resume", job, "--bwlimit", "1G")
+            assert f"digest {digest(image)}" in done.stdout
+    finally:
+        subprocess.run(["losetup", "-d", device], check=False)
 
 
 def test_the_relay_stops_when_the_agent_stops_answering(server: Server, tmp_path: Path) -> None:
