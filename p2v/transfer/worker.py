@@ -174,6 +174,10 @@ class Worker(threading.Thread):
                 slot = free.pop()
                 active.append(slot)
                 self._start(slot, item)
+                if self.settings.limiter:
+                    # Each start waited for its turn: let finished blocks be written and
+                    # checkpointed between them, not only once every slot is full.
+                    break
             for slot in [s for s in active if s.pending == 0]:
                 if self._advance(slot):
                     active.remove(slot)
