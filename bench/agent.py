@@ -50,7 +50,7 @@ def attach(image: Path) -> str:
 def wait_for_scans(names: list[str], key: Path) -> dict[str, float]:
     """Seconds until the agent has scanned each disk for zeros, from now."""
     from agent.protocol import Address
-    from p2v.agentclient import AgentSession
+    from p2v.host.agentclient import AgentSession
 
     started, took = time.monotonic(), {}
     with AgentSession(Address("127.0.0.1", AGENT_PORT), str(key)) as session:

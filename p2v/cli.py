@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from p2v import __version__
 from p2v.commands import agents, convert, history, inventory, transfer
 from p2v.errors import EXIT_CODES, INTERRUPTED, P2VError
-from p2v.virt import DEFAULT_URI  # libvirt itself loads only on connect
+from p2v.host.virt import DEFAULT_URI  # libvirt itself loads only on connect
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:

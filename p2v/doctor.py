@@ -9,8 +9,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from p2v import accel, appliance, qemu, virt
+from p2v import accel, appliance, qemu
 from p2v.errors import P2VError
+from p2v.host import virt
 from p2v.paths import state_dir
 
 MIN_FREE_BYTES = 2 << 30

@@ -45,8 +45,8 @@ def register(verbs: Any) -> None:
 
 def _cmd_agents(args: argparse.Namespace) -> int:
     from agent.protocol import Address, SecretError, read_secret_file
-    from p2v.announcements import AnnouncementListener, VerifiedAgent
     from p2v.errors import InputError, P2VError
+    from p2v.host.announcements import AnnouncementListener, VerifiedAgent
 
     try:
         listen = Address.parse(args.listen, default_host="0.0.0.0", default_port=ANNOUNCE_PORT)

@@ -26,7 +26,7 @@ def register(verbs: Any) -> None:
 
 def _cmd_inventory(args: argparse.Namespace) -> int:
     from agent.inventory.report import format_inventory
-    from p2v.agentclient import AgentSession, agent_address
+    from p2v.host.agentclient import AgentSession, agent_address
 
     address = agent_address(args.agent)
     with AgentSession(address, args.secret_file, args.connect_timeout) as session:

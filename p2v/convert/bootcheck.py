@@ -51,7 +51,7 @@ def watch_console(log: Path, timeout: float, alive: Any) -> BootCheck:
 def verify_boot(conn: Any, xml: str, console_log: Path, timeout: float) -> BootCheck:
     """Boot a transient copy of the domain (it goes away with this check), under a
     name of its own: a defined domain of the same name must not stop the check."""
-    from p2v import virt
+    from p2v.host import virt
 
     console_log.unlink(missing_ok=True)
     domain = virt.start_transient(conn, _renamed(xml))

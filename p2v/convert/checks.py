@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imagebuilder.profile import ProfileError
-from p2v import virt
 from p2v.errors import InputError
-from p2v.virt import LOCAL_URIS
+from p2v.host import virt
+from p2v.host.virt import LOCAL_URIS
 
 if TYPE_CHECKING:
     from p2v.convert.pipeline import ConvertOptions

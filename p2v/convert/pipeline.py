@@ -25,7 +25,7 @@ from imagebuilder.fixups.linux import (
 )
 from imagebuilder.fixups.network import configured_nic_names
 from imagebuilder.profile import Overrides, ProfileError
-from p2v import accel, appliance, virt
+from p2v import accel, appliance
 from p2v.convert import checks, sources
 from p2v.convert.bootcheck import verify_boot, watch_console
 from p2v.convert.disks import SourceDisk, make_overlay, mark_zeros
@@ -38,6 +38,7 @@ from p2v.errors import (
     P2VError,
     PlanError,
 )
+from p2v.host import virt
 from p2v.journal import Journal
 from p2v.paths import state_dir
 from p2v.transfer import DEFAULT_CHECKPOINT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, jobs

@@ -58,7 +58,7 @@ def disk_names(source: dict[str, Any], connect_timeout: float) -> list[str]:
     is recorded."""
     if "agent" not in source:
         return [d.name for d in _images(source)[1]]
-    from p2v.agentclient import AgentSession, agent_address
+    from p2v.host.agentclient import AgentSession, agent_address
 
     address = agent_address(source["agent"])
     with AgentSession(address, source["secret_file"], connect_timeout) as session:
@@ -84,7 +84,7 @@ def opened(source: dict[str, Any], relay_dir: Path, connect_timeout: float) -> I
     if "agent" not in source:
         yield Opened(*_images(source), describe(source))
         return
-    from p2v.agentclient import AgentSession, agent_address
+    from p2v.host.agentclient import AgentSession, agent_address
 
     address = agent_address(source["agent"])
     with AgentSession(address, source["secret_file"], connect_timeout) as session:

@@ -162,7 +162,7 @@ def _served(path: str, fmt: str, *, read_only: bool, bitmap: str | None = None) 
 
 
 def _agent_disk(url: str, secret_file: str | None, connect_timeout: float) -> Endpoint:
-    from p2v.agentclient import AgentSession, parse_disk_url
+    from p2v.host.agentclient import AgentSession, parse_disk_url
 
     address, disk = parse_disk_url(url)
     session = AgentSession(address, secret_file, connect_timeout)

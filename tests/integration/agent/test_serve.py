@@ -188,7 +188,7 @@ def test_zeros_found_by_the_agent_do_not_cross_the_network(tmp_path: Path) -> No
     """A blank disk, and one with a little data: the agent scans them once and says
     where the zeros are; a copy reads only the rest, and ends with the disk's digest."""
     from agent.protocol import Address
-    from p2v.agentclient import AgentSession
+    from p2v.host.agentclient import AgentSession
     from tests.conftest import attach_loop
     from tests.integration.transfer.disks import copy_json, make_disk, scattered
 

@@ -19,8 +19,8 @@ import psutil
 import pytest
 
 from agent.protocol import Address
-from p2v.agentclient import AgentSession
 from p2v.errors import AgentError
+from p2v.host.agentclient import AgentSession
 from tests.conftest import attach_loop
 from tests.integration.agent.servers import Server
 from tests.integration.agent.test_serve import PORT, secret_file, serving

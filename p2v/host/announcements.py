@@ -17,8 +17,8 @@ from typing import Any
 
 from agent.inventory.model import Inventory
 from agent.protocol import ANNOUNCE_VERSION, Address
-from p2v.agentclient import AgentError, AgentSession
 from p2v.errors import InputError
+from p2v.host.agentclient import AgentError, AgentSession
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT
 
 MAX_ANNOUNCEMENT = 64 << 10

@@ -8,7 +8,7 @@ import pytest
 
 from agent.inventory.model import Inventory, Machine
 from agent.live.announce import announcement
-from p2v.announcements import Announcement, AnnouncementError
+from p2v.host.announcements import Announcement, AnnouncementError
 
 
 def test_the_agents_announcement_parses_with_the_peer_address() -> None:
