@@ -40,20 +40,34 @@ _MAP_FAILED = ctypes.c_void_p(-1).value
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def cached(fd: int, offset: int, length: int) -> bool:
-    """Whether the page cache holds all of [offset, offset + length) of a file or
-    block device (`offset` page-aligned). Asks mincore(2) about a mapping that is
-    never touched, so nothing is read."""
-    address = _libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, offset)
-    if address in (None, _MAP_FAILED):
-        return False
-    try:
+class Residency:
+    """Which ranges of a file or block device the page cache holds, asked of
+    mincore(2) about one read-only mapping of the whole of it that is never touched,
+    so nothing is read. One mapping for the whole copy: mapping and unmapping each
+    range would make every unmapping interrupt the other cores (TLB shootdowns)."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._size = size
+        self._address = None
+        if size:
+            address = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+            if address not in (None, _MAP_FAILED):
+                self._address = address
+
+    def cached(self, offset: int, length: int) -> bool:
+        """Whether all of [offset, offset + length) is in the page cache (`offset`
+        page-aligned)."""
+        if self._address is None or offset + length > self._size:
+            return False
         pages = ctypes.create_string_buffer((length + _PAGE - 1) // _PAGE)
-        if _libc.mincore(address, length, pages) != 0:
+        if _libc.mincore(self._address + offset, length, pages) != 0:
             return False
         return b"\0" not in pages.raw  # one byte per page, 1 when resident
-    finally:
-        _libc.munmap(address, length)
+
+    def close(self) -> None:
+        if self._address is not None:
+            _libc.munmap(self._address, self._size)
+            self._address = None
 
 
 def punch_hole(fd: int, offset: int, length: int) -> None:
@@ -87,6 +101,7 @@ class FileEndpoint(Endpoint):
         self._owner = owner
         self._zero_by_writing = False
         self._direct = -1  # a second descriptor for direct reads, past the page cache
+        self._residency: Residency | None = None  # what the page cache holds, for reads
         self._written: tuple[int, int] | None = None  # this clone's last write
         self._flusher = _Flusher(fd)  # shared by clones, like the descriptor
         # Also shared: the kernel lets one buffered write into a regular file at a
@@ -102,6 +117,7 @@ class FileEndpoint(Endpoint):
         # everything else out of memory. tmpfs and a few others refuse them.
         with contextlib.suppress(OSError):
             source._direct = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECT)
+            source._residency = Residency(source.fd, source.size)
         return source
 
     @classmethod
@@ -167,8 +183,10 @@ class FileEndpoint(Endpoint):
         # Data already in the page cache (an image just written, a golden image copied
         # again and again) is copied from there; the rest is read past it, directly.
         aligned = (offset | len(view)) % _DIRECT_ALIGN == 0  # callers' buffers are too
-        if self._direct >= 0 and aligned and not cached(self.fd, offset, len(view)):
-            fd = self._direct
+        if self._direct >= 0 and aligned:
+            assert self._residency is not None
+            if not self._residency.cached(offset, len(view)):
+                fd = self._direct
         pos = 0
         while pos < len(view):
             n = os.preadv(fd, [view[pos:]], offset + pos)
@@ -228,6 +246,8 @@ class FileEndpoint(Endpoint):
             if self._direct >= 0:
                 os.close(self._direct)
                 self._direct = -1
+            if self._residency is not None:
+                self._residency.close()
 
 
 class _Flusher:
