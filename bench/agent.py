@@ -116,8 +116,9 @@ def main() -> int:
                 raise SystemExit("p2v-agent serve did not start")
         scans = wait_for_scans(names, key)
         for disk, name in zip(devices, names, strict=True):
-            print(f"  the agent scanned {disk} in {scans[name]:.1f} s after it started"
-                  f" ({time.monotonic() - started:.1f} s in all)", flush=True)  # fmt: skip
+            print(f"  scan for zeros of the disk '{disk}': done {scans[name]:.1f} s after the"
+                  f" agent was listening ({time.monotonic() - started:.1f} s after it started)",
+                  flush=True)  # fmt: skip
         psk = write_psk_file(work, normalize_secret(key.read_text()))
         for disk, device in devices.items():
             name = os.path.basename(device)

@@ -246,7 +246,7 @@ def main() -> int:
     print()
     print(f"source digest {expected}")
     header = (
-        f"{'case':<14}{'tool':<15}{'wall s':>7}{'range s':>12}{'cpu s':>7}{'peak MiB':>10}"
+        f"{'case':<16}{'tool':<15}{'wall s':>7}{'range s':>12}{'cpu s':>7}{'peak MiB':>10}"
         f"{'vs nbdcopy':>12}  digest"
     )
     print(header)
@@ -261,7 +261,7 @@ def main() -> int:
             failed |= not ok
             spread = f"{min(m.walls):.2f}-{max(m.walls):.2f}"
             print(
-                f"{case:<14}{name:<15}{wall:>7.2f}{spread:>12}{statistics.median(m.cpus):>7.2f}"
+                f"{case:<16}{name:<15}{wall:>7.2f}{spread:>12}{statistics.median(m.cpus):>7.2f}"
                 f"{max(m.peaks) / 2**20:>10.0f}"
                 f"{wall / base:>11.2f}x  {'same' if ok else 'DIFFERENT'}"
             )
