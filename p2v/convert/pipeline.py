@@ -188,7 +188,9 @@ def _run(
     # nothing, and makes nothing beside the targets.
     work = (state_dir() / "work" if options.dry_run else options.target_dir) / f".p2v-{job_id}"
     relay = state_dir() / "relay" / job_id  # the same path on resume: overlays name it
-    stage, prepared = _PREPARING, False
+    # Overlays an earlier run fixed are kept even when this one fails before it
+    # reaches them: made again, they would not match what was copied from them.
+    stage, prepared = _PREPARING, "free space" in done
     result = _copied_before(job_id, done, options)
     try:
         checks.qemu_can_reach(options)
@@ -197,7 +199,7 @@ def _run(
         else:
             with sources.opened(source, relay, options.connect_timeout) as opened:
                 try:
-                    result = _inventory_and_fixups(
+                    result, fresh = _inventory_and_fixups(
                         job_id, step, opened, work, options, say, previous, done
                     )
                     if options.dry_run:
@@ -206,7 +208,7 @@ def _run(
                     stage, prepared = _COPYING, True
                     overlays = _overlays(work, result.plan.disks)
                     _copy(job_id, step, result, overlays, opened, options, journal, reporter,
-                          say, previous)  # fmt: skip
+                          say, previous, fresh)  # fmt: skip
                 except Exception as e:
                     if lost := opened.lost():
                         raise AgentError(lost) from e
@@ -244,9 +246,9 @@ def _explained(
         error = P2VError(f"{error.strerror or error}{where}")
     elif not isinstance(error, P2VError):
         return error  # a bug of ours: its traceback is what helps
-    if stage != _PREPARING and result is not None:
+    if stage not in (_PREPARING, _COPYING) and result is not None:
         files = ", ".join(str(t) for t in _targets(result.plan, options))
-        say(f"the disks are copied: {files}" if stage != _COPYING else "")
+        say(f"the disks are copied: {files}")
     error.resume = go_on
     return error
 
@@ -284,9 +286,9 @@ def _inventory_and_fixups(
     say: Callable[[str], None],
     previous: dict[str, dict[str, Any]],
     done: dict[str, Any],
-) -> ConvertResult:
+) -> tuple[ConvertResult, bool]:
     """The inventory step, then the plan and the fix-ups in the overlays, unless an
-    earlier run of the job made them."""
+    earlier run of the job made them; True when this run made the overlays."""
     inventory, disks = opened.inventory, opened.disks
     with step("inventory") as detail:
         detail.update(
@@ -300,8 +302,8 @@ def _inventory_and_fixups(
         _check_same_disks(plan, disks)
         say(f"the guest was fixed before the interruption; copying from {work}")
         _check_targets(plan, options, previous)
-        return ConvertResult(job_id, plan, fixups=done["fix-ups"]["fixups"])
-    return _prepare(job_id, step, inventory, disks, overlays, options, say, previous)
+        return ConvertResult(job_id, plan, fixups=done["fix-ups"]["fixups"]), False
+    return _prepare(job_id, step, inventory, disks, overlays, options, say, previous), True
 
 
 def _check_same_disks(plan: Plan, disks: list[SourceDisk]) -> None:
@@ -391,7 +393,11 @@ def _copy(
     reporter: Any,
     say: Callable[[str], None],
     previous: dict[str, dict[str, Any]],
+    fresh: bool,
 ) -> None:
+    """Copy each disk from its overlay. `fresh`: the overlays were made by this run,
+    so nothing an earlier run copied from other ones is kept (its targets, this
+    job's own, are replaced)."""
     plan = result.plan
     targets = _targets(plan, options)
     for disk, overlay, target, vdisk in zip(
@@ -399,19 +405,22 @@ def _copy(
     ):
         name = f"copy {disk.name}"
         vdisk.file = str(target)
-        earlier = previous.get(name, {})
+        earlier = {} if fresh else previous.get(name, {})
         if earlier.get("state") == "done" and target.exists():
             result.copies.append(earlier["detail"]["result"])
             say(f"  {disk.name}: copied before the interruption")
             continue
         with step(name) as detail:
+            before = (earlier.get("detail") or {}).get("copy_job")
+            if before:  # kept should this run fail too: the next one goes on with it
+                detail["copy_job"] = before
+                journal.step_detail(job_id, name, detail)
             detail.update(_known_zeros(opened, disk.name, overlay, say))
-            copied = _resume_copy((earlier.get("detail") or {}).get("copy_job"), journal,
-                                  reporter, options)  # fmt: skip
+            copied = _resume_copy(before, journal, reporter, options)
             if copied is None:
                 request = jobs.CopyRequest(
                     source=str(overlay), target=str(target), input_format="qcow2",
-                    output_format="qcow2", overwrite=options.overwrite or bool(earlier),
+                    output_format="qcow2", overwrite=options.overwrite or name in previous,
                     bwlimit=options.bwlimit, checkpoint=options.checkpoint,
                     connect_timeout=options.connect_timeout, io_timeout=options.io_timeout,
                 )  # fmt: skip
@@ -440,7 +449,11 @@ def _known_zeros(
     found = opened.zero_map(disk)
     if found is None:
         return {}
-    marked = mark_zeros(overlay, found.runs)
+    try:
+        marked = mark_zeros(overlay, found.runs)
+    except ComponentError as e:  # a saving only: the disk is read in full instead
+        say(f"  {disk}: the zeros the source found are read anyway: {e}")
+        return {"zeros_found": found.zero_bytes, "zeros_marked": 0}
     share = 100 * found.scanned / max(found.size, 1)
     say(
         f"  {disk}: {format_size(found.zero_bytes)} of zeros found by the source "
@@ -583,8 +596,8 @@ def _boot(options: ConvertOptions, name: str, xml: str, console_log: Path) -> di
                 raise ComponentError(f"{options.uri}: the domain {name!r} has gone")
             virt.start(domain)
             check = watch_console(console_log, options.boot_timeout, domain.isActive)
-            if not options.start and domain.isActive():
-                domain.destroy()
+            if not options.start:
+                virt.destroy(domain)
     finally:
         conn.close()
     return {"booted": check.booted, "line": check.line, "seconds": round(check.seconds, 1)}
