@@ -157,7 +157,7 @@ class ExportServer:
     def _publish(self, name: str, found: ZeroMap) -> None:
         """Replace DISK.zeros at once: a client opening it reads one whole map."""
         directory = self._dir
-        if directory is None:
+        if directory is None or self._stop_scan.is_set():
             return
         partial = directory / f"{name}.zeros.new"  # not an export until renamed
         try:

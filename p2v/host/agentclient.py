@@ -9,6 +9,7 @@ is the only place the secret is written; names shown to users never carry it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import subprocess
 import tempfile
@@ -40,14 +41,19 @@ from p2v.transfer.endpoints.handshake import (
     CommandTimeout,
     HandshakeTimeout,
     connect_within,
+    disconnect,
     wait_for,
 )
 
 __all__ = ["AgentError", "AgentSession", "agent_address", "parse_disk_url"]
 
+log = logging.getLogger(__name__)
+
 SCHEME = "agent://"
 MAX_INVENTORY = 64 << 20
 MAX_ZERO_MAP = 256 << 20
+RECORD_REQUEST = 16 << 20  # bytes a request for a record asks at once (servers cap them)
+WATCH_FAILURES = 2  # probes in a row the agent must miss before the relay is stopped
 WATCH_INTERVAL = 5.0  # seconds between two checks that the agent still answers
 
 
@@ -147,22 +153,25 @@ class AgentSession:
         return AgentError(f"{where}: {error.string}")
 
     def _read_export(self, export: str, limit: int) -> bytes:
-        """The whole of a small export (a record, not a disk)."""
+        """The whole of a small export (a record, not a disk), each request of it
+        within the time limit."""
         h = nbd.NBD()
         self.connect(h, export)
-        size = h.get_size()
-        if size > limit:
-            raise AgentError(f"the agent at {self.address} sent an oversized {export}")
-        buffer = nbd.Buffer.from_bytearray(bytearray(size))
-        if size:
-            try:
-                wait_for(h, h.aio_pread(buffer, 0), self.connect_timeout, "reading")
-            except CommandTimeout as e:
-                raise AgentError(f"the agent at {self.address} stopped answering: {e}") from None
-            except nbd.Error as e:
-                raise AgentError(f"the agent at {self.address}: {e.string}") from None
-        h.shutdown()
-        return bytes(buffer.to_buffer())
+        try:
+            size = h.get_size()
+            if size > limit:
+                raise AgentError(f"the agent at {self.address} sent an oversized {export}")
+            data = bytearray(size)
+            for offset in range(0, size, RECORD_REQUEST):
+                part = nbd.Buffer.from_buffer(memoryview(data)[offset : offset + RECORD_REQUEST])
+                wait_for(h, h.aio_pread(part, offset), self.connect_timeout, f"reading {export}")
+        except CommandTimeout as e:
+            raise AgentError(f"the agent at {self.address} stopped answering: {e}") from None
+        except nbd.Error as e:
+            raise AgentError(f"the agent at {self.address}: {e.string}") from None
+        finally:
+            disconnect(h)
+        return bytes(data)
 
     def inventory(self) -> Inventory:
         data = self._read_export(INVENTORY_EXPORT, MAX_INVENTORY)
@@ -173,15 +182,16 @@ class AgentSession:
 
     def zero_map(self, disk: str) -> ZeroMap | None:
         """The runs of zeros the agent has found on `disk` so far; None from an agent
-        that does not look for them."""
+        that does not look for them, or when the map cannot be had: it only spares
+        reading zeros, so without it the disk is read in full."""
         try:
             data = self._read_export(zero_map_export(disk), MAX_ZERO_MAP)
+            return ZeroMap.from_json(data)
         except _NoSuchExport:
             return None
-        try:
-            return ZeroMap.from_json(data)
-        except ValueError as e:
-            raise AgentError(f"the agent at {self.address}: {disk}: {e}") from None
+        except (AgentError, ValueError) as e:
+            log.warning("%s: no map of zeros from the agent, reading all of it: %s", disk, e)
+            return None
 
     def open_disk(self, disk: str, *, own: bool = False) -> Any:
         """A read-only transfer endpoint on one of the agent's disks; with `own`,
@@ -221,8 +231,8 @@ class AgentSession:
             f"tls-username={PSK_IDENTITY}",
         ]  # fmt: skip
         socket.unlink(missing_ok=True)
-        log = self._dir / "proxy.log"  # a file: a pipe nobody reads would block nbdkit
-        with open(log, "w") as errors:
+        relay_log = self._dir / "proxy.log"  # a file: a pipe nobody reads would block nbdkit
+        with open(relay_log, "w") as errors:
             relay = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=errors)
         proxy = LocalProxy(socket)
         watch = threading.Thread(
@@ -232,7 +242,7 @@ class AgentSession:
             deadline = time.monotonic() + 15
             while not socket.exists():
                 if relay.poll() is not None or time.monotonic() > deadline:
-                    error = log.read_text().strip() or "nbdkit did not start in time"
+                    error = relay_log.read_text().strip() or "nbdkit did not start in time"
                     raise AgentError(f"cannot relay the agent's disks: {error}")
                 time.sleep(0.05)
             self._try_relay(socket, disk)
@@ -241,8 +251,8 @@ class AgentSession:
         finally:
             proxy.closing.set()
             _stop(relay)
-            if watch.is_alive():
-                watch.join()
+            if watch.is_alive():  # a probe in progress ends within its time limits
+                watch.join(3 * self.connect_timeout + 10)
             socket.unlink(missing_ok=True)
 
     def _try_relay(self, socket: Path, disk: str) -> None:
@@ -258,24 +268,26 @@ class AgentSession:
             ) from None
         except nbd.Error as e:
             raise AgentError(f"the relay to the agent at {self.address}: {e.string}") from None
-        h.shutdown()
+        disconnect(h)
 
     def _watch(self, relay: subprocess.Popen[bytes], proxy: LocalProxy, interval: float) -> None:
+        missed = 0
         while not proxy.closing.wait(interval):
             lost = self.probe()
-            if lost and not proxy.closing.is_set():
+            missed = missed + 1 if lost else 0
+            if lost and missed >= WATCH_FAILURES and not proxy.closing.is_set():
                 proxy.lost = lost
                 _stop(relay)
                 return
 
     def probe(self) -> str | None:
         """None when the agent answers now, within the time limits; else why not."""
+        h = nbd.NBD()
         try:
-            h = nbd.NBD()
             self.connect(h, INVENTORY_EXPORT)
-            h.shutdown()
         except (AgentError, nbd.Error) as e:
             return str(e)
+        disconnect(h)
         return None
 
     def close(self) -> None:

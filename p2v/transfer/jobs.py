@@ -24,7 +24,13 @@ from p2v.transfer.engine import (
     Transfer,
 )
 from p2v.transfer.progress import QuietReporter, Reporter
-from p2v.transfer.worker import Completion, PeerTimeout, SourceReadError, TargetWriteError
+from p2v.transfer.worker import (
+    Completion,
+    PeerLost,
+    PeerTimeout,
+    SourceReadError,
+    TargetWriteError,
+)
 
 REQUEST_VERSION = 1
 # Jobs recorded before they named their digest used this one.
@@ -212,7 +218,7 @@ def _run(
     )
     try:
         outcome = transfer.run()
-    except (SourceReadError, TargetWriteError, PeerTimeout, OSError) as e:
+    except (SourceReadError, TargetWriteError, PeerTimeout, PeerLost, OSError) as e:
         journal.fail(job_id, str(e))
         raise TransferError(str(e), job_id) from e
     except KeyboardInterrupt:
@@ -227,7 +233,7 @@ def _run(
         if expected is None:  # incremental: the whole source, not just what was dirty
             with _open_source(request, whole=True) as whole:
                 expected = endpoint_digest(whole)
-        result.verified = verify(target, expected, source.size)
+        result.verified = verify(target, expected, source.size, request.io_timeout)
         if not result.verified:
             message = f"verification failed: {target.name} does not hold what was read"
             journal.fail(job_id, message, result.to_json())
@@ -268,10 +274,13 @@ def _result(
     )
 
 
-def verify(target: Endpoint, expected: str, size: int) -> bool:
+def verify(
+    target: Endpoint, expected: str, size: int, io_timeout: float = DEFAULT_IO_TIMEOUT
+) -> bool:
     """Read the target back (not from the page cache) and compare digests."""
     target.forget_cache()
-    return endpoint_digest(target, size=size) == expected
+    settings = Settings(io_timeout=io_timeout)
+    return endpoint_digest(target, size=size, settings=settings) == expected
 
 
 def endpoint_digest(

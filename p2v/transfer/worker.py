@@ -9,6 +9,7 @@ to the engine for the journal.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import queue
 import threading
@@ -24,6 +25,11 @@ from p2v.transfer.plan import BlockWork, intersect, zero_runs
 from p2v.transfer.progress import Counters, TokenBucket
 
 READ_ATTEMPTS = 5  # a range is read this many times before it is split or declared bad
+# A read that fails so lost its connection, not its data: never retried as bad sectors
+# (under --rescue that would fill the rest of the disk with zeros).
+CONNECTION_LOST = frozenset(
+    {errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE}
+)
 SPLIT = 8  # a range that keeps failing is read again in this many parts, each once
 RETRY_DELAY = 0.02  # seconds, times the attempt number
 
@@ -46,10 +52,19 @@ class TargetWriteError(Exception):
 class PeerTimeout(Exception):
     """A side of the copy stopped answering: its replies are overdue."""
 
-    def __init__(self, endpoint: str, seconds: float) -> None:
-        super().__init__(
-            f"no reply from {endpoint} for {seconds:g} s (is it still running and reachable?)"
-        )
+    def __init__(self, endpoint: str, seconds: float, flushing: bool = False) -> None:
+        if flushing:
+            message = f"{endpoint} did not finish writing out its cache in {seconds:g} s"
+        else:
+            message = (
+                f"no reply from {endpoint} for {seconds:g} s (is it still running and "
+                "reachable? a failing disk can take longer over one bad sector: --io-timeout)"
+            )
+        super().__init__(message)
+
+
+class PeerLost(Exception):
+    """The connection to a side broke in the middle of the copy."""
 
 
 @dataclass(slots=True)
@@ -201,7 +216,7 @@ class Worker(threading.Thread):
         deadline = time.monotonic() + self.settings.flush_timeout
         while self._flushing:
             if time.monotonic() > deadline:
-                raise PeerTimeout(self.target.name, self.settings.flush_timeout)
+                raise PeerTimeout(self.target.name, self.settings.flush_timeout, flushing=True)
             if any(h is not None and h.aio_in_flight() for h in self._handles):
                 wait_for_io(self._handles, 0.5)
             else:
@@ -284,6 +299,9 @@ class Worker(threading.Thread):
         """Move a block with nothing in flight on; True once it is finished."""
         if slot.stage == _READING:
             if slot.failures:
+                lost = next((e for _, e in slot.failures if e.errno in CONNECTION_LOST), None)
+                if lost is not None:
+                    raise PeerLost(f"lost the connection to {self.source.name}: {lost.strerror}")
                 # Give a struggling disk a moment, without holding up other blocks.
                 now = time.monotonic()
                 if not slot.retry_at:

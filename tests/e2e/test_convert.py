@@ -199,56 +199,84 @@ def test_an_agent_that_stops_answering_mid_conversion_is_named_and_the_job_goes_
     tmp_path: Path,
 ) -> None:
     """bios-ext4 served by `p2v-agent serve` from a loop device (as on a server booted
-    from the ISO): the agent stops answering in the middle of the copy. The conversion
-    fails within its time limits, says it is the agent and that `p2v convert --resume
-    JOB` goes on (not the inner copy's command); once the agent answers again, the
-    resumed job copies only what is left. No boot: test_agent_iso.py boots one."""
+    from the ISO): the agent stops answering in the middle of the copy, twice, the
+    second time while the resumed job copies. Each time the conversion fails within
+    its time limits, says it is the agent and that `p2v convert --resume JOB` goes on
+    (not the inner copy's command); once the agent answers again, the job goes on
+    with the one copy it started, copying only what is left. No boot:
+    test_agent_iso.py boots one."""
     image = fixture_image("bios-ext4")
     device = attach_loop(image, "--read-only")
     key = secret_file(tmp_path)
     disk = Path(device).name
     out = tmp_path / "out"
+    step = f"copy {disk}"
     try:
         with serving("--secret-file", str(key), "--disk", disk) as (agent, _):
+            nbdkit = next(p for p in psutil.Process(agent.pid).children() if p.name() == "nbdkit")
+            limits = ["--bwlimit", "40M", "--io-timeout", "3", "--connect-timeout", "2"]
             argv = [
                 "convert", "--agent", f"127.0.0.1:{PORT}", "--secret-file", str(key),
-                "--output-dir", str(out), "--name", "through-agent", "--bwlimit", "40M",
-                "--checkpoint", "0.5", "--io-timeout", "3", "--connect-timeout", "2",
+                "--output-dir", str(out), "--name", "through-agent", "--checkpoint", "0.5",
+                *limits,
             ]  # fmt: skip
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "p2v.cli", *argv], stderr=subprocess.PIPE, text=True
+            job, err = stop_the_agent_mid_copy(argv, nbdkit, step, blocks=2)
+            first_copy = copy_job_of(job, step)
+            resumed, err2 = stop_the_agent_mid_copy(
+                ["convert", "--resume", job, *limits], nbdkit, step, blocks=6
             )
-            assert proc.stderr is not None
-            said = []
-            for line in proc.stderr:
-                said.append(line)
-                if line.startswith(f"p2v: copy {disk} ..."):
-                    break
-            else:
-                raise AssertionError(f"no copy: {''.join(said)}")
-            job = next(w for w in "".join(said).split() if w.startswith("convert-"))
-            deadline = time.monotonic() + 120
-            while durable_blocks(job, f"copy {disk}") < 2:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.2)
-            nbdkit = next(p for p in psutil.Process(agent.pid).children() if p.name() == "nbdkit")
-            nbdkit.send_signal(signal.SIGSTOP)
-            try:
-                err = proc.stderr.read()
-                proc.wait(60)
-            finally:
-                nbdkit.send_signal(signal.SIGCONT)
-            assert proc.returncode == 6, err
-            assert f"the agent at 127.0.0.1:{PORT} does not answer" in err
-            assert f"resume with `p2v convert --resume {job}`" in err
-            assert "p2v copy --resume" not in err
-            assert "Traceback" not in err
+            for said in (err, err2):
+                assert f"the agent at 127.0.0.1:{PORT} does not answer" in said
+                assert f"resume with `p2v convert --resume {job}`" in said
+                assert "p2v copy --resume" not in said and "Traceback" not in said
+            assert resumed == job and copy_job_of(job, step) == first_copy
 
             done = p2v("convert", "--resume", job, "--bwlimit", "10G", "--json", timeout=600)
             result = json.loads(done.stdout)
             assert "fix-ups ..." not in done.stderr, "the guest was fixed before: not again"
-            copy_job = json.loads(p2v("history", result["copies"][0]["job_id"], "--json").stdout)
-            assert copy_job["result"]["resumed"] > 0, "what was durable is not copied again"
+            assert result["copies"][0]["job_id"] == first_copy, "one copy, resumed twice"
+            copy_job = json.loads(p2v("history", first_copy, "--json").stdout)
+            assert copy_job["result"]["resumed"] >= 6 * (4 << 20), "durable blocks stay done"
             assert (out / f"through-agent-{disk}.qcow2").exists()
     finally:
         subprocess.run(["losetup", "-d", device], check=False)
+
+
+def copy_job_of(job: str, step: str) -> str:
+    detail = next(s["detail"] for s in json.loads(p2v("history", job, "--json").stdout)["steps"]
+                  if s["name"] == step)  # fmt: skip
+    return str(detail["copy_job"])
+
+
+def stop_the_agent_mid_copy(
+    argv: list[str], nbdkit: psutil.Process, step: str, blocks: int
+) -> tuple[str, str]:
+    """Run `p2v ARGV`; once its copy has `blocks` data blocks durable, stop the agent
+    (SIGSTOP) until the command has failed, exit 6. Returns the job and what it said."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "p2v.cli", *argv], stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    said = []
+    for line in proc.stderr:
+        said.append(line)
+        if line.startswith(f"p2v: {step} ..."):
+            break
+    else:
+        raise AssertionError(f"no copy: {''.join(said)}")
+    text = "".join(said)
+    job = argv[argv.index("--resume") + 1] if "--resume" in argv else (
+        next(w for w in text.split() if w.startswith("convert-"))
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while durable_blocks(job, step) < blocks:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    nbdkit.send_signal(signal.SIGSTOP)
+    try:
+        text += proc.stderr.read()
+        proc.wait(60)
+    finally:
+        nbdkit.send_signal(signal.SIGCONT)
+    assert proc.returncode == 6, text
+    return job, text

@@ -11,6 +11,7 @@ libnbd's own state machine.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,7 @@ import nbd
 
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "connect_within", "stage_of", "wait_for"]
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "connect_within", "disconnect", "stage_of", "wait_for"]
 
 CONNECT, HANDSHAKE, NEGOTIATION = "connection", "handshake", "negotiation"
 
@@ -60,12 +61,12 @@ def connect_within(h: Any, start: Callable[[Any], None], timeout: float) -> None
     is ready, giving each stage `timeout` seconds. Raises nbd.Error when the server
     refuses, HandshakeTimeout when a stage takes too long (the handle is then of no
     further use)."""
-    tls = bool(h.get_tls())
     start(h)
+    tls = bool(h.get_tls())  # after start: a URI sets it (nbds://)
     stage, since = CONNECT, time.monotonic()
     while not h.aio_is_ready():
         if h.aio_is_dead() or h.aio_is_closed():
-            raise nbd.Error("the server closed the connection during the handshake", 0)
+            raise nbd.Error("the server closed the connection while connecting", 0)
         now = time.monotonic()
         current = stage_of(h.connection_state())
         if current != stage:
@@ -74,6 +75,20 @@ def connect_within(h: Any, start: Callable[[Any], None], timeout: float) -> None
         if left <= 0:
             raise HandshakeTimeout(stage, timeout, tls)
         h.poll(max(1, int(min(left, 0.5) * 1000)))
+
+
+def disconnect(h: Any, timeout: float = 5.0) -> None:
+    """Say goodbye to the server, without waiting on one that does not listen: the
+    handle's connection is closed within `timeout` seconds, or simply dropped with the
+    handle. (libnbd's shutdown waits as long as the server lets it.) Commands still
+    in flight are abandoned: their replies are not waited for either."""
+    with contextlib.suppress(nbd.Error):
+        if not h.aio_is_ready() or h.aio_in_flight():
+            return
+        h.aio_disconnect(0)
+        deadline = time.monotonic() + timeout
+        while not (h.aio_is_closed() or h.aio_is_dead()) and time.monotonic() < deadline:
+            h.poll(100)
 
 
 def wait_for(h: Any, cookie: int, timeout: float, what: str) -> None:

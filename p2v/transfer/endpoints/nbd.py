@@ -10,7 +10,6 @@ agent's scan of its disks): they are reported as ZERO and never read.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import select
@@ -22,7 +21,7 @@ import nbd
 from p2v.errors import P2VError
 from p2v.transfer import extents as ext
 from p2v.transfer.endpoints.base import Done, Endpoint
-from p2v.transfer.endpoints.handshake import HandshakeTimeout
+from p2v.transfer.endpoints.handshake import HandshakeTimeout, disconnect
 from p2v.transfer.extents import Extent, Kind
 
 ALLOCATION = "base:allocation"
@@ -146,7 +145,10 @@ class NbdEndpoint(Endpoint):
         try:
             issue(completed)
         except nbd.Error as e:
-            done(_oserror(e.errnum, what))
+            # On a connection that broke, libnbd refuses new commands as EINVAL
+            # ("invalid state"): say what it is, like the commands it had in flight.
+            gone = self.h.aio_is_dead() or self.h.aio_is_closed()
+            done(_oserror(errno.ENOTCONN if gone else e.errnum, what))
 
     def start_read(self, view: memoryview, offset: int, done: Done) -> None:
         self._split(view, offset, done, self._read_one)
@@ -214,11 +216,9 @@ class NbdEndpoint(Endpoint):
         try:
             if self.h is not None:
                 h, self.h = self.h, None
-                # A goodbye waits for the replies still due: from a peer that stopped
-                # answering, they never come. Then the connection is just dropped.
-                if h.aio_is_ready() and not h.aio_in_flight():
-                    with contextlib.suppress(nbd.Error):  # a server already gone
-                        h.shutdown()
+                # A peer that stopped answering gets no goodbye: its connection is
+                # dropped.
+                disconnect(h)
         finally:
             on_close, self._on_close = self._on_close, None
             if on_close is not None:

@@ -214,3 +214,30 @@ def test_the_relay_is_tried_before_use(tmp_path: Path) -> None:
             pass
     assert "could not open sda on the agent" in str(refused.value)
     assert not (tmp_path / "relay.sock").exists()
+
+
+def test_a_server_that_goes_away_fails_a_rescue_copy_instead_of_zeroing_the_rest(
+    tmp_path: Path,
+) -> None:
+    """--rescue fills sectors that cannot be read; a connection that broke is not
+    that: the copy fails, resumably, and nothing is listed as unreadable."""
+    image = tmp_path / "disk.raw"
+    size = 96 * MiB
+    make_disk(image, size, scattered(size, 20, 2 * MiB))
+    sock = tmp_path / "nbd.sock"
+    argv = ["nbdkit", "--foreground", "--exit-with-parent", f"--unix={sock}", "file", str(image)]
+    with serve(argv, sock) as uri:
+        proc, job = start_copy(uri, str(tmp_path / "out.raw"), "--rescue", "--bwlimit", "8M",
+                               "--checkpoint", "0.5")  # fmt: skip
+        wait_for_blocks(job, proc, 2)
+        nbdkit = next(p for p in psutil.Process().children() if p.name() == "nbdkit")
+        nbdkit.kill()
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 5, err
+    assert f"lost the connection to {uri}" in err
+    assert not json.loads(p2v("history", job, "--json").stdout)["result"], "nothing zero-filled"
+    sock.unlink()  # left by the server that was killed
+    with serve(argv, sock):
+        done = p2v("copy", "--resume", job, "--json")
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["digest"] == digest(image) and result["bad"] == []
