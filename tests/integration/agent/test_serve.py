@@ -136,10 +136,13 @@ def test_writes_are_refused_by_the_server(server: Server, tmp_path: Path) -> Non
         h.set_strict_mode(0)  # send the write anyway: the server itself must refuse it
         with pytest.raises(nbd.Error) as refused:
             h.pwrite(b"\xff" * 4096, 0)
-        # "command failed": the server answered the write with an error.
+        # "command failed": the server answered the write with an error. Or it dropped
+        # the connection: nbdkit 1.32 skips a refused write's payload by reading the
+        # raw socket, past TLS, which can break the session before its reply is out.
         assert "command failed" in refused.value.string
-        assert refused.value.errno in ("EPERM", "EROFS")
-        h.shutdown()
+        assert refused.value.errno in ("EPERM", "EROFS", "ENOTCONN")
+        with suppress(nbd.Error):
+            h.shutdown()
         target = p2v("copy", "null:1M", f"agent://127.0.0.1:{PORT}/{disk}", check=False)
         assert target.returncode == 2 and "read-only" in target.stderr
     assert digest(server.mbr) == before
