@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from p2v.commands.options import add_checkpoint_option, add_timeout_options, rate, seconds
+from p2v.convert import DEFAULT_BOOT_TIMEOUT, RESUME_CHANGES
 from p2v.errors import EXIT_CODES, InputError
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT
-
-DEFAULT_BOOT_TIMEOUT = 600.0
 
 
 def register(verbs: Any) -> None:
@@ -142,10 +141,7 @@ def register(verbs: Any) -> None:
     p.set_defaults(func=_cmd_convert, new_only={dest: p.get_default(dest) for dest in new_only})
 
 
-_RESUMABLE = {
-    "help", "debug", "resume", "json", "bwlimit", "connect_timeout", "io_timeout",
-    "boot_timeout",
-}  # fmt: skip
+_RESUMABLE = {"help", "debug", "resume", "json", *RESUME_CHANGES}
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -166,9 +162,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                 "--connect-timeout, --io-timeout and --boot-timeout)"
             )
         changes = {
-            key: getattr(args, key)
-            for key in pipeline.RESUME_CHANGES
-            if getattr(args, key) is not None
+            key: getattr(args, key) for key in RESUME_CHANGES if getattr(args, key) is not None
         }
         return _run(lambda j: pipeline.resume(args.resume, j, _say, reporter, changes), args)
     if bool(args.agent) == bool(args.disk):

@@ -4,3 +4,7 @@ disks.py: the source disks and their private overlays. plan.py: what will be don
 decided before any copy. pipeline.py: the steps, each recorded in the journal.
 bootcheck.py: start the result and read its console until it has booted.
 """
+
+DEFAULT_BOOT_TIMEOUT = 600.0  # seconds the boot check waits for a login prompt
+# What `p2v convert --resume JOB` may set anew; every other option is the job's own.
+RESUME_CHANGES = ("bwlimit", "connect_timeout", "io_timeout", "boot_timeout")

@@ -26,7 +26,7 @@ from imagebuilder.fixups.linux import (
 from imagebuilder.fixups.network import configured_nic_names
 from imagebuilder.profile import Overrides, ProfileError
 from p2v import accel, appliance
-from p2v.convert import checks, sources
+from p2v.convert import DEFAULT_BOOT_TIMEOUT, checks, sources
 from p2v.convert.bootcheck import verify_boot, watch_console
 from p2v.convert.disks import SourceDisk, make_overlay, mark_zeros
 from p2v.convert.plan import Plan, check_space, guest_name, make_plan
@@ -58,7 +58,7 @@ class ConvertOptions:
     dry_run: bool = False
     verify_boot: bool = False
     start: bool = False
-    boot_timeout: float = 600.0
+    boot_timeout: float = DEFAULT_BOOT_TIMEOUT
     overwrite: bool = False
     bwlimit: int | None = None  # bytes/s of each disk's copy
     checkpoint: float = DEFAULT_CHECKPOINT  # seconds between durable checkpoints of a copy
@@ -87,9 +87,7 @@ class ConvertOptions:
 
 
 # What a conversion that stops has left, by the step it stopped in.
-_PREPARING, _COPYING, _DEFINING, _BOOTING = "preparing", "copying", "defining", "booting"
-# Resumable options: what `p2v convert --resume JOB` may set anew.
-RESUME_CHANGES = ("bwlimit", "connect_timeout", "io_timeout", "boot_timeout")
+_PREPARING, _COPYING, _DEFINING = "preparing", "copying", "defining"
 
 
 @dataclass
@@ -158,7 +156,7 @@ def resume(
     """Finish an interrupted conversion: the steps done stay done (a guest already
     fixed in its overlays is not fixed again, a disk copied is not copied again, a
     disk half copied resumes from what its target durably holds; once every disk is
-    copied the source is not read again). `changes` sets RESUME_CHANGES anew."""
+    copied the source is not read again). `changes` sets p2v.convert.RESUME_CHANGES anew."""
     job = journal.resumable(job_id, "convert")
     if "source" not in job.params:
         raise InputError(f"job {job_id} was recorded by an older p2v and cannot be resumed")
