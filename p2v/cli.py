@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from p2v import __version__
 from p2v.commands import agents, convert, history, inventory, transfer
-from p2v.errors import EXIT_CODES, INTERRUPTED, P2VError
+from p2v.errors import EXIT_CODES, INTERRUPTED, P2VError, system_error
 from p2v.host.virt import DEFAULT_URI  # libvirt itself loads only on connect
 
 
@@ -117,21 +117,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(args.func(args))
+        try:
+            return int(args.func(args))
+        except OSError as error:
+            raise system_error(error) from error
     except P2VError as error:
         if args.debug:
             raise
         go_on = f"; resume with `{error.resume}`" if error.resume else ""
         print(f"p2v: error: {error}{go_on}", file=sys.stderr)
         return error.exit_code
-    except OSError as error:
-        # What the system refused (a path that cannot be made, a full disk) is not a
-        # bug of ours: one line, like every other error.
-        if args.debug:
-            raise
-        where = f": {error.filename}" if error.filename else ""
-        print(f"p2v: error: {error.strerror or error}{where}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("p2v: interrupted", file=sys.stderr)
         return INTERRUPTED

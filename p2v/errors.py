@@ -67,6 +67,13 @@ class BootCheckError(P2VError):
     exit_code = 8
 
 
+def system_error(error: OSError) -> P2VError:
+    """What the system refused (a path that cannot be made, a full disk): not a bug
+    of ours, so one line like every other error, naming the file."""
+    where = f": {error.filename}" if error.filename else ""
+    return P2VError(f"{error.strerror or error}{where}")
+
+
 INTERRUPTED = 130
 
 EXIT_CODES = f"""\

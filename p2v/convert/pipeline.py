@@ -37,6 +37,7 @@ from p2v.errors import (
     InputError,
     P2VError,
     PlanError,
+    system_error,
 )
 from p2v.host import virt
 from p2v.journal import Journal
@@ -240,8 +241,7 @@ def _explained(
     if isinstance(error, BootCheckError | PlanError | InputError):
         return error  # says itself what exists; a resume would not change it
     if isinstance(error, OSError):
-        where = f": {error.filename}" if error.filename else ""
-        error = P2VError(f"{error.strerror or error}{where}")
+        error = system_error(error)
     elif not isinstance(error, P2VError):
         return error  # a bug of ours: its traceback is what helps
     if stage not in (_PREPARING, _COPYING) and result is not None:
