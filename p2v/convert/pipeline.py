@@ -409,10 +409,16 @@ def _copy(
             say(f"  {disk.name}: copied before the interruption")
             continue
         with step(name) as detail:
-            before = (earlier.get("detail") or {}).get("copy_job")
-            if before:  # kept should this run fail too: the next one goes on with it
-                detail["copy_job"] = before
+
+            def remember(copy_job: str, name: str = name, detail: dict[str, Any] = detail) -> None:
+                # In the step's record even when it fails: --resume goes on with this
+                # copy instead of starting it again.
+                detail["copy_job"] = copy_job
                 journal.step_detail(job_id, name, detail)
+
+            before = (earlier.get("detail") or {}).get("copy_job")
+            if before:
+                remember(before)
             detail.update(_known_zeros(opened, disk.name, overlay, say))
             copied = _resume_copy(before, journal, reporter, options)
             if copied is None:
@@ -422,16 +428,7 @@ def _copy(
                     bwlimit=options.bwlimit, checkpoint=options.checkpoint,
                     connect_timeout=options.connect_timeout, io_timeout=options.io_timeout,
                 )  # fmt: skip
-
-                def started(
-                    copy_job: str, name: str = name, detail: dict[str, Any] = detail
-                ) -> None:
-                    # Kept in the step's record when the step fails too: --resume
-                    # goes on with this copy instead of starting it again.
-                    detail["copy_job"] = copy_job
-                    journal.step_detail(job_id, name, detail)
-
-                copied = jobs.copy(request, journal, reporter, on_job=started)
+                copied = jobs.copy(request, journal, reporter, on_job=remember)
             result.copies.append(copied.to_json())
             detail.update(copy_job=copied.job_id, digest=copied.digest, result=copied.to_json())
             say(
