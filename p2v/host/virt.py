@@ -9,9 +9,11 @@ import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from typing import Any
 
 from p2v.errors import ComponentError, MissingComponent
+from p2v.transfer import DEFAULT_CONNECT_TIMEOUT
 
 DEFAULT_URI = "qemu:///session"
 
@@ -21,7 +23,6 @@ DEFAULT_URI = "qemu:///session"
 LOCAL_URIS = ("qemu:///session", "qemu:///system")
 IDLE_EXIT_S = 600
 DAEMON_START_S = 15
-CONNECT_TIMEOUT_S = 15.0  # for a host that accepts no connection or never answers
 
 
 def _libvirt() -> Any:
@@ -32,7 +33,7 @@ def _libvirt() -> Any:
     return libvirt
 
 
-def connect(uri: str = DEFAULT_URI, timeout: float = CONNECT_TIMEOUT_S) -> Any:
+def connect(uri: str = DEFAULT_URI, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Any:
     """An open libvirt connection; a clear error when the URI does not answer, within
     `timeout` seconds."""
     libvirt = _libvirt()
@@ -80,46 +81,48 @@ def _open_within(libvirt: Any, uri: str, timeout: float) -> Any:
     return outcome[0]
 
 
+@contextlib.contextmanager
+def _failing_as(what: str) -> Iterator[None]:
+    """libvirt's errors, inside, become ComponentError saying what was being done."""
+    libvirt = _libvirt()
+    try:
+        yield
+    except libvirt.libvirtError as error:
+        raise ComponentError(f"libvirt{what}: {error.get_error_message()}") from error
+
+
 def lookup(conn: Any, name: str) -> Any:
     """The domain called `name`, or None."""
     libvirt = _libvirt()
-    try:
-        return conn.lookupByName(name)
-    except libvirt.libvirtError as error:
-        if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return None
-        raise ComponentError(f"libvirt: {error.get_error_message()}") from error
+    with _failing_as(""):
+        try:
+            return conn.lookupByName(name)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+    return None
 
 
 def define(conn: Any, xml: str, replace: Any = None) -> None:
     """Define a domain, first undefining `replace` (a stopped domain) with its NVRAM,
     so that the new one starts from fresh firmware variables."""
     libvirt = _libvirt()
-    try:
+    with _failing_as(""):
         if replace is not None:
             replace.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
         conn.defineXML(xml)
-    except libvirt.libvirtError as error:
-        raise ComponentError(f"libvirt: {error.get_error_message()}") from error
 
 
 def start(domain: Any) -> None:
-    libvirt = _libvirt()
-    try:
+    with _failing_as(f", starting {domain.name()}"):
         domain.create()
-    except libvirt.libvirtError as error:
-        raise ComponentError(
-            f"libvirt, starting {domain.name()}: {error.get_error_message()}"
-        ) from error
 
 
 def start_transient(conn: Any, xml: str) -> Any:
     """Start a domain that goes away when it stops or this connection closes."""
     libvirt = _libvirt()
-    try:
+    with _failing_as(", starting a guest"):
         return conn.createXML(xml, libvirt.VIR_DOMAIN_START_AUTODESTROY)
-    except libvirt.libvirtError as error:
-        raise ComponentError(f"libvirt, starting a guest: {error.get_error_message()}") from error
 
 
 def destroy(domain: Any) -> None:
