@@ -34,9 +34,9 @@ from agent.protocol import (
     zero_map_export,
 )
 from p2v.errors import AgentError, InputError
+from p2v.transfer import DEFAULT_CONNECT_TIMEOUT
 from p2v.transfer.endpoints.handshake import (
     CONNECT,
-    DEFAULT_CONNECT_TIMEOUT,
     HANDSHAKE,
     CommandTimeout,
     HandshakeTimeout,

@@ -19,10 +19,10 @@ from collections.abc import Callable
 from typing import Any
 
 from p2v.errors import InputError
-from p2v.transfer import TARGET_FORMATS
+from p2v.transfer import DEFAULT_CONNECT_TIMEOUT, TARGET_FORMATS
 from p2v.transfer.endpoints.base import Endpoint
 from p2v.transfer.endpoints.file import FileEndpoint
-from p2v.transfer.endpoints.handshake import DEFAULT_CONNECT_TIMEOUT, connect_within
+from p2v.transfer.endpoints.handshake import connect_within
 from p2v.transfer.endpoints.nbd import NbdEndpoint
 from p2v.transfer.endpoints.null import NullEndpoint
 from p2v.transfer.endpoints.qemunbd import QemuNbdServer, create_image, image_format

@@ -18,10 +18,6 @@ from typing import Any
 
 import nbd
 
-from p2v.transfer import DEFAULT_CONNECT_TIMEOUT
-
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "connect_within", "disconnect", "stage_of", "wait_for"]
-
 CONNECT, HANDSHAKE, NEGOTIATION = "connection", "handshake", "negotiation"
 
 
@@ -74,7 +70,7 @@ def connect_within(h: Any, start: Callable[[Any], None], timeout: float) -> None
         left = since + timeout - now
         if left <= 0:
             raise HandshakeTimeout(stage, timeout, tls)
-        h.poll(max(1, int(min(left, 0.5) * 1000)))
+        _poll(h, left)
 
 
 def disconnect(h: Any, timeout: float = 5.0) -> None:
@@ -99,4 +95,10 @@ def wait_for(h: Any, cookie: int, timeout: float, what: str) -> None:
         left = deadline - time.monotonic()
         if left <= 0:
             raise CommandTimeout(f"no reply to {what} within {timeout:g} s")
-        h.poll(max(1, int(min(left, 0.5) * 1000)))
+        _poll(h, left)
+
+
+def _poll(h: Any, left: float) -> None:
+    """Let libnbd work for at most `left` seconds (and half a second at a time, so the
+    caller looks at its deadline again)."""
+    h.poll(max(1, int(min(left, 0.5) * 1000)))
