@@ -374,8 +374,6 @@ def _appliance(call: Callable[[], _T], what: str) -> _T:
     """A libguestfs call; its failures (RuntimeError) become ComponentError."""
     try:
         return call()
-    except GuestError as e:
-        raise PlanError(str(e)) from None
     except RuntimeError as e:
         raise ComponentError(f"libguestfs, {what}: {str(e).splitlines()[0]}") from e
 
