@@ -107,10 +107,17 @@ def _disk(devices: ET.Element, file: str, target: str, boot: bool) -> None:
         ET.SubElement(disk, "boot", order="1")
 
 
-def _nic(devices: ET.Element, mac: str, model: str, network: str) -> None:
+def network_kind(network: str) -> tuple[str, str]:
+    """("user", ""), ("network", NAME) or ("bridge", NAME) from how the NICs connect,
+    as --network takes it; ValueError for anything else."""
     kind, _, name = network.partition(":")
     if kind not in ("user", "network", "bridge") or (kind != "user" and not name):
         raise ValueError(f"network {network!r}: use user, network:NAME or bridge:NAME")
+    return kind, name
+
+
+def _nic(devices: ET.Element, mac: str, model: str, network: str) -> None:
+    kind, name = network_kind(network)
     interface = ET.SubElement(devices, "interface", type=kind)
     ET.SubElement(interface, "mac", address=mac)
     if kind != "user":

@@ -101,6 +101,7 @@ def profile_from_inventory(
 ) -> HardwareProfile:
     """The matching VM: same CPU topology and memory, same firmware, the same disks in
     the same order (virtio), the same NICs with their MACs (virtio-net)."""
+    overrides.check()
     sockets, cores, threads = _topology(inventory, overrides)
     chosen = disks if disks is not None else [
         d.name for d in inventory.disks if not d.live_medium and d.size_bytes > 0
@@ -135,12 +136,8 @@ def profile_from_inventory(
 
 
 def _topology(inventory: Inventory, overrides: Overrides) -> tuple[int, int, int]:
-    if overrides.vcpus is not None:
-        if overrides.vcpus < 1:
-            raise ProfileError("--vcpus must be 1 or more")
+    if overrides.vcpus is not None:  # checked: it splits over the sockets
         sockets = overrides.sockets or 1
-        if overrides.vcpus % sockets:
-            raise ProfileError(f"--vcpus {overrides.vcpus} do not split over {sockets} sockets")
         return sockets, overrides.vcpus // sockets, 1
     cpu = inventory.cpu
     logical = cpu.threads or 1
@@ -152,9 +149,7 @@ def _topology(inventory: Inventory, overrides: Overrides) -> tuple[int, int, int
 
 
 def _memory_mib(inventory: Inventory, overrides: Overrides) -> int:
-    if overrides.memory_mib is not None:
-        if overrides.memory_mib < MIN_MEMORY_MIB:
-            raise ProfileError(f"--memory must be at least {MIN_MEMORY_MIB} MiB")
+    if overrides.memory_mib is not None:  # checked: at least MIN_MEMORY_MIB
         return overrides.memory_mib
     size = inventory.memory.installed_bytes or inventory.memory.usable_bytes
     if not size:

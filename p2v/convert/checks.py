@@ -17,6 +17,7 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from imagebuilder.domain import network_kind
 from imagebuilder.profile import ProfileError
 from p2v.errors import InputError
 from p2v.host import virt
@@ -25,17 +26,18 @@ from p2v.host.virt import LOCAL_URIS
 if TYPE_CHECKING:
     from p2v.convert.pipeline import ConvertOptions
 
-NETWORK_KINDS = ("user", "network", "bridge")
-
 
 def check_values(options: ConvertOptions) -> None:
     try:
         options.overrides.check()
     except ProfileError as e:
         raise InputError(str(e)) from None
-    kind, _, name = options.network.partition(":")
-    if kind not in NETWORK_KINDS or (kind != "user" and not name):
-        raise InputError(f"--network {options.network}: use user, network:NAME or bridge:NAME")
+    try:
+        network_kind(options.network)
+    except ValueError:
+        raise InputError(
+            f"--network {options.network}: use user, network:NAME or bridge:NAME"
+        ) from None
     if options.start and options.output_dir is not None:
         raise InputError("--start needs --target kvm (--output-dir only writes files)")
 
