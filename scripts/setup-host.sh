@@ -8,14 +8,19 @@ venv="$here/.venv"
 stamp_dir="$venv/.p2v-setup"
 
 # QEMU comes from bookworm-backports (10.x): bookworm's 7.2 corrupts guest memory
-# during pre-copy migration under TCG.
-backports_pkgs=(qemu-system-x86 qemu-utils qemu-block-extra)
+# during pre-copy migration under TCG. libvirt too (11.x): 9.0 cannot revert external
+# snapshots with memory. Debian's python3-libvirt 9.0 binding runs on the 11.x library.
+backports_pkgs=(
+  qemu-system-x86 qemu-utils qemu-block-extra
+  libvirt0 libvirt-clients libvirt-daemon libvirt-daemon-system
+  libvirt-daemon-driver-qemu libvirt-daemon-driver-storage
+)
 
 debian_pkgs=(
   # libguestfs, with a kernel for its appliance
   libguestfs-tools python3-guestfs linux-image-amd64
-  # libvirt: the session daemon, the client and the binding
-  libvirt-daemon libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients python3-libvirt libxml2-utils
+  # libvirt's Python binding (the daemons are backports, above); test hosts' networks
+  python3-libvirt libxml2-utils iproute2
   # NBD
   libnbd-bin python3-libnbd nbdkit qemu-block-extra
   # firmware and disk tools
@@ -83,16 +88,16 @@ SRC
   quiet_apt update
 }
 
-qemu_is_backport() {
+is_backport() {
   local v
-  v=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
+  v=$(dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true)
   [[ "$v" == *bpo* ]]
 }
 
 install_packages() {
   local need_bpo need_main
   need_bpo=$(missing_pkgs "${backports_pkgs[@]}")
-  qemu_is_backport || need_bpo="${backports_pkgs[*]}"
+  is_backport qemu-system-x86 && is_backport libvirt-daemon || need_bpo="${backports_pkgs[*]}"
   need_main=$(missing_pkgs "${debian_pkgs[@]}")
   if [ -z "$need_bpo" ] && [ -z "$need_main" ]; then
     log "Debian packages: all present"
