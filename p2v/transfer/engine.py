@@ -38,7 +38,7 @@ def default_connections(source: Endpoint | None = None) -> int:
     read synchronously and its worker waits on each read without using a core: 4
     workers keep the disk busy, whatever the cores.
     """
-    if source is not None and source.nbd_handle() is None:
+    if source is not None and source.completes_at_once:
         return 4
     return max(1, min(4, os.cpu_count() or 1))
 

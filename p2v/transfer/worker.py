@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2v.transfer import blockhash
-from p2v.transfer.endpoints.base import Endpoint
-from p2v.transfer.endpoints.nbd import wait_for_io
+from p2v.transfer.endpoints.base import Endpoint, wait_for_io
 from p2v.transfer.extents import Range, coalesce
 from p2v.transfer.plan import BlockWork, intersect, zero_runs
 from p2v.transfer.progress import Counters, TokenBucket
@@ -151,7 +150,7 @@ class Worker(threading.Thread):
         self.final = final
         self.counters = Counters()
         self.error: BaseException | None = None
-        self._handles = [source.nbd_handle(), target.nbd_handle()]
+        self._sides = [source, target]
         self._unflushed: list[Completion] = []
         self._flushing = False
         self._flush_error: OSError | None = None
@@ -217,8 +216,8 @@ class Worker(threading.Thread):
         while self._flushing:
             if time.monotonic() > deadline:
                 raise PeerTimeout(self.target.name, self.settings.flush_timeout, flushing=True)
-            if any(h is not None and h.aio_in_flight() for h in self._handles):
-                wait_for_io(self._handles, 0.5)
+            if any(side.in_flight() for side in self._sides):
+                wait_for_io(self._sides, 0.5)
             else:
                 time.sleep(0.002)  # a local file's flush runs in its own thread
         self._check_flush()
@@ -233,7 +232,7 @@ class Worker(threading.Thread):
         # A reply arrives in many pieces; this loop stays small while it does.
         seen, deadline = self._completions, now + timeout
         while self._completions == seen and time.monotonic() < deadline:
-            wait_for_io(self._handles, timeout)
+            wait_for_io(self._sides, timeout)
         now = time.monotonic()
         if self._completions != seen:
             self._progress = now
@@ -420,10 +419,9 @@ class Worker(threading.Thread):
         if isinstance(self.error, PeerTimeout):
             return
         deadline = time.monotonic() + 60
-        handles = [h for h in self._handles if h is not None]
-        while any(h.aio_in_flight() for h in handles) and time.monotonic() < deadline:
+        while any(side.in_flight() for side in self._sides) and time.monotonic() < deadline:
             try:
-                wait_for_io(handles, 0.5)
+                wait_for_io(self._sides, 0.5)
             except Exception:  # the connection broke; nothing more will complete
                 return
 

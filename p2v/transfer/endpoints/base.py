@@ -11,9 +11,9 @@ thread and must only set flags or fill thread-safe queues.
 
 from __future__ import annotations
 
+import select
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 
 from p2v.transfer.extents import Extent, Kind
 
@@ -60,9 +60,23 @@ class Endpoint(ABC):
     def forget_cache(self) -> None:  # noqa: B027 - most endpoints cache nothing
         """Drop what the host caches of this disk, so the next reads reach it."""
 
-    def nbd_handle(self) -> Any:
-        """The libnbd handle to wait on, or None when operations complete at once."""
-        return None
+    #: Operations complete within the call that starts them (local files, streams);
+    #: else they complete while the worker waits in `wait_for_io`.
+    completes_at_once: bool = True
+
+    def in_flight(self) -> int:
+        """Operations started and not yet completed."""
+        return 0
+
+    def poll(self, timeout: float) -> None:  # noqa: B027 - nothing in flight by default
+        """Wait up to `timeout` seconds for operations in flight, completing those done."""
+
+    def io_events(self) -> tuple[int, bool, bool]:
+        """(fd, wants to read, wants to write): what to wait on beside other endpoints."""
+        raise NotImplementedError
+
+    def notify_io(self, readable: bool, writable: bool) -> None:  # noqa: B027
+        """The fd of `io_events` is ready: go on with the operations in flight."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -82,3 +96,26 @@ def run_now(operation: Callable[[], None], done: Done) -> None:
         done(e)
     else:
         done(None)
+
+
+def wait_for_io(endpoints: Sequence[Endpoint], timeout: float) -> None:
+    """Wait until any of the endpoints makes progress with its operations in flight."""
+    active = [e for e in endpoints if e.in_flight() > 0]
+    if not active:
+        return
+    if len(active) == 1:
+        active[0].poll(timeout)
+        return
+    readers: dict[int, Endpoint] = {}
+    writers: dict[int, Endpoint] = {}
+    for endpoint in active:
+        fd, read, write = endpoint.io_events()
+        if read:
+            readers[fd] = endpoint
+        if write:
+            writers[fd] = endpoint
+    readable, writable, _ = select.select(list(readers), list(writers), [], timeout)
+    for fd in readable:
+        readers[fd].notify_io(True, False)
+    for fd in writable:
+        writers[fd].notify_io(False, True)

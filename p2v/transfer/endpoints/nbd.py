@@ -1,7 +1,7 @@
 """NBD exports through libnbd's asynchronous API.
 
 Each clone is its own connection; each keeps many commands in flight and the
-worker that owns it completes them with `wait_for_io`. Extents come from the
+worker that owns it completes them with `base.wait_for_io`. Extents come from the
 `base:allocation` meta context, and, for an incremental copy, from
 `qemu:dirty-bitmap:NAME`: ranges the bitmap calls clean are reported as SKIP.
 A server may also be known, by other means, to read as zeros in some ranges (the
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -209,8 +208,27 @@ class NbdEndpoint(Endpoint):
             return
         self._start(lambda cb: self.h.aio_flush(completion=cb), done, f"flushing {self.name}")
 
-    def nbd_handle(self) -> Any:
-        return self.h
+    completes_at_once = False
+
+    def in_flight(self) -> int:
+        return 0 if self.h is None else int(self.h.aio_in_flight())
+
+    def poll(self, timeout: float) -> None:
+        self.h.poll(int(timeout * 1000))
+
+    def io_events(self) -> tuple[int, bool, bool]:
+        direction = self.h.aio_get_direction()
+        return (
+            self.h.aio_get_fd(),
+            bool(direction & nbd.AIO_DIRECTION_READ),
+            bool(direction & nbd.AIO_DIRECTION_WRITE),
+        )
+
+    def notify_io(self, readable: bool, writable: bool) -> None:
+        if readable:
+            self.h.aio_notify_read()
+        if writable:
+            self.h.aio_notify_write()
 
     def close(self) -> None:
         try:
@@ -223,26 +241,3 @@ class NbdEndpoint(Endpoint):
             on_close, self._on_close = self._on_close, None
             if on_close is not None:
                 on_close()
-
-
-def wait_for_io(handles: Sequence[Any], timeout: float) -> None:
-    """Wait until any of the handles makes progress, and let it complete commands."""
-    active = [h for h in handles if h is not None and h.aio_in_flight() > 0]
-    if not active:
-        return
-    if len(active) == 1:
-        active[0].poll(int(timeout * 1000))
-        return
-    readers: dict[int, Any] = {}
-    writers: dict[int, Any] = {}
-    for h in active:
-        direction = h.aio_get_direction()
-        if direction & nbd.AIO_DIRECTION_READ:
-            readers[h.aio_get_fd()] = h
-        if direction & nbd.AIO_DIRECTION_WRITE:
-            writers[h.aio_get_fd()] = h
-    readable, writable, _ = select.select(list(readers), list(writers), [], timeout)
-    for fd in readable:
-        readers[fd].aio_notify_read()
-    for fd in writable:
-        writers[fd].aio_notify_write()
