@@ -1,0 +1,141 @@
+"""Domains: lookup by name or UUID, define-or-replace, lifecycle and its waits, and
+the progress of a domain's job (migration, backup)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from p2v.errors import ComponentError, InputError
+from p2v.host.virt.connection import failing_as, libvirt_module
+
+
+def lookup(conn: Any, name: str) -> Any:
+    """The domain called `name`, or None."""
+    libvirt = libvirt_module()
+    with failing_as(""):
+        try:
+            return conn.lookupByName(name)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+    return None
+
+
+def find(conn: Any, name_or_uuid: str) -> Any:
+    """The domain named `name_or_uuid`, or with that UUID; InputError when there is none."""
+    libvirt = libvirt_module()
+    domain = lookup(conn, name_or_uuid)
+    if domain is None and len(name_or_uuid) == 36:
+        with contextlib.suppress(libvirt.libvirtError):
+            domain = conn.lookupByUUIDString(name_or_uuid)
+    if domain is None:
+        raise InputError(f"{conn.getURI()}: no virtual machine named {name_or_uuid!r}")
+    return domain
+
+
+def define(conn: Any, xml: str, replace: Any = None) -> Any:
+    """Define a domain, first undefining `replace` (a stopped domain) with its NVRAM,
+    so that the new one starts from fresh firmware variables."""
+    libvirt = libvirt_module()
+    with failing_as(""):
+        if replace is not None:
+            replace.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        return conn.defineXML(xml)
+
+
+def define_or_replace(conn: Any, name: str, xml: str, replace: bool) -> Any:
+    """Define `xml` as `name`; an existing domain of that name is replaced (with its
+    NVRAM) when `replace`, else refused. A running one is never replaced."""
+    old = lookup(conn, name)
+    if old is not None:
+        if not replace:
+            raise InputError(f"{conn.getURI()}: a domain named {name!r} exists")
+        if old.isActive():
+            raise InputError(f"{conn.getURI()}: the domain {name!r} is running; stop it first")
+    return define(conn, xml, replace=old)
+
+
+def undefine(domain: Any) -> None:
+    """Remove a stopped domain's definition, with its NVRAM, snapshots' metadata and
+    checkpoints; one already gone is fine."""
+    libvirt = libvirt_module()
+    flags = (
+        libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+        | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+    )
+    with contextlib.suppress(libvirt.libvirtError):
+        domain.undefineFlags(flags)
+
+
+def start(domain: Any) -> None:
+    with failing_as(f", starting {domain.name()}"):
+        domain.create()
+
+
+def start_transient(conn: Any, xml: str) -> Any:
+    """Start a domain that goes away when it stops or this connection closes."""
+    libvirt = libvirt_module()
+    with failing_as(", starting a guest"):
+        return conn.createXML(xml, libvirt.VIR_DOMAIN_START_AUTODESTROY)
+
+
+def destroy(domain: Any) -> None:
+    """Stop a domain at once; one already gone is fine."""
+    libvirt = libvirt_module()
+    with contextlib.suppress(libvirt.libvirtError):
+        domain.destroy()
+
+
+STATES = {0: "no state", 1: "running", 2: "blocked", 3: "paused", 4: "shutting down",
+          5: "shut off", 6: "crashed", 7: "suspended"}  # fmt: skip
+
+
+def state(domain: Any) -> str:
+    """running, paused, shut off, ... (libvirt's virDomainState, by name)."""
+    with failing_as(f", reading the state of {domain.name()}"):
+        return STATES.get(domain.state()[0], "no state")
+
+
+def wait_for_state(domain: Any, wanted: str, timeout: float, poll: float = 0.2) -> None:
+    """Wait until the domain is in state `wanted`; ComponentError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while (now := state(domain)) != wanted:
+        if time.monotonic() > deadline:
+            raise ComponentError(f"{domain.name()} is {now}, not {wanted}, after {timeout:g} s")
+        time.sleep(poll)
+
+
+@dataclass
+class JobProgress:
+    """A domain job's progress (a migration, a backup), as libvirt reports it."""
+
+    kind: str  # none, bounded, unbounded, completed, failed, cancelled
+    processed: int = 0  # bytes
+    remaining: int = 0
+    total: int = 0
+    rate: int = 0  # bytes/s, when libvirt knows it
+    elapsed_ms: int = 0
+    stats: dict[str, Any] | None = None  # everything libvirt said
+
+
+_JOB_KINDS = {0: "none", 1: "bounded", 2: "unbounded", 3: "completed", 4: "failed",
+              5: "cancelled"}  # fmt: skip
+
+
+def job_progress(domain: Any) -> JobProgress:
+    """The progress of the job the domain runs now (kind "none" when it runs none)."""
+    with failing_as(f", reading the job of {domain.name()}"):
+        stats = domain.jobStats()
+    return JobProgress(
+        kind=_JOB_KINDS.get(stats.get("type", 0), "none"),
+        processed=stats.get("data_processed", 0),
+        remaining=stats.get("data_remaining", 0),
+        total=stats.get("data_total", 0),
+        rate=stats.get("memory_bps", 0) or stats.get("disk_bps", 0),
+        elapsed_ms=stats.get("time_elapsed", 0),
+        stats=stats,
+    )
