@@ -1,0 +1,284 @@
+"""Test hosts: several libvirt hosts on this one machine.
+
+Each host is a network namespace with its own address on a private bridge, its own
+hostname (UTS namespace) and its own mount namespace, in which /etc/libvirt,
+/var/lib/libvirt, /run/libvirt, /var/log/libvirt and /var/cache/libvirt are
+directories of its own under STATE. Its own libvirtd (its own host UUID) listens on
+qemu+tcp://ADDRESS/system. The bridge has this machine's address on the subnet
+before any host starts, so nothing sent to a test host leaves by the default route.
+
+`up` first removes what an earlier run left of the same hosts; `down` removes the
+daemons, their guests, the namespaces, the links, the bridge (with the last host)
+and the directories.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+STATE = Path(os.environ.get("P2V_TEST_HOSTS_DIR", "/var/lib/p2v-test-hosts"))
+BRIDGE = "p2vbr0"
+SUBNET = ipaddress.ip_network("10.253.0.0/24")
+GATEWAY = SUBNET[1]  # this machine, on the bridge
+HOST_ADDRESSES = range(10, 100)  # the hosts' own; guests use .100-.249
+GUEST_BRIDGE = "br0"  # inside each host: its link to the subnet, for its guests
+POOL = "default"
+POOL_DIR = "/var/lib/libvirt/images"
+PRIVATE_DIRS = (
+    "etc/libvirt",
+    "var/lib/libvirt",
+    "run/libvirt",
+    "var/log/libvirt",
+    "var/cache/libvirt",
+)
+START_TIMEOUT = 30.0
+# libvirt probes QEMU for some seconds on a host's first use and caches what it found:
+# the hosts of this machine share that cache, kept between runs.
+CAPS_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "p2v/qemu-caps"
+CAPS_DIR = "var/cache/libvirt/qemu/capabilities"
+
+
+@dataclass
+class TestHost:
+    name: str
+    address: str
+    uuid: str
+    link: str  # this machine's end of the host's veth pair
+    pid: int = 0  # its libvirtd
+
+    @property
+    def uri(self) -> str:
+        return f"qemu+tcp://{self.address}/system"
+
+    @property
+    def netns(self) -> str:
+        return f"p2vh-{self.name}"
+
+    @property
+    def root(self) -> Path:
+        return STATE / self.name
+
+    def line(self) -> str:
+        return f"{self.name} {self.uri} {self.address}"
+
+
+def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(args, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {done.stderr.strip()}")
+    return done
+
+
+def _in_netns(netns: str, *args: str) -> None:
+    _run("ip", "netns", "exec", netns, *args)
+
+
+def _check_name(name: str) -> None:
+    if not name.replace("-", "").isalnum() or len(name) > 20:
+        raise ValueError(f"{name!r}: a test host's name is letters, digits and '-', at most 20")
+
+
+def known() -> list[TestHost]:
+    hosts = []
+    for record in sorted(STATE.glob("*/host.json")):
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            hosts.append(TestHost(**json.loads(record.read_text())))
+    return hosts
+
+
+def _ensure_bridge() -> None:
+    # Address first, link up after: the subnet is this bridge's before any host exists.
+    if _run("ip", "link", "show", BRIDGE, check=False).returncode != 0:
+        _run("ip", "link", "add", BRIDGE, "type", "bridge")
+    if str(GATEWAY) not in _run("ip", "-br", "addr", "show", BRIDGE).stdout:
+        _run("ip", "addr", "add", f"{GATEWAY}/{SUBNET.prefixlen}", "dev", BRIDGE)
+    _run("ip", "link", "set", BRIDGE, "up")
+
+
+def _free_slot(taken: set[str]) -> tuple[str, str]:
+    """(address, link name) of a host slot no host uses."""
+    links = set(_run("ip", "-o", "link", "show").stdout.split())
+    for n in HOST_ADDRESSES:
+        address, link = str(SUBNET[n]), f"p2vh{n}"
+        if address not in taken and f"{link}@if" not in " ".join(links) and link + ":" not in links:
+            return address, link
+    raise RuntimeError("no free test host address left")
+
+
+def up(names: list[str]) -> list[TestHost]:
+    """Make the hosts `names` (an earlier one of the same name is removed first)."""
+    for name in names:
+        _check_name(name)
+    down(names)
+    _ensure_bridge()
+    made: list[TestHost] = []
+    try:
+        for name in names:
+            taken = {h.address for h in known()}
+            address, link = _free_slot(taken)
+            host = TestHost(name, address, str(uuid.uuid4()), link)
+            made.append(host)
+            _make(host)
+    except BaseException:
+        down([h.name for h in made])
+        raise
+    return made
+
+
+def _make(host: TestHost) -> None:
+    for d in PRIVATE_DIRS:
+        (host.root / d).mkdir(parents=True, exist_ok=True)
+    (host.root / POOL_DIR.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    if CAPS_CACHE.is_dir():
+        shutil.copytree(CAPS_CACHE, host.root / CAPS_DIR)
+    _save(host)  # from here on, `down` finds it
+    _network(host)
+    _configure(host)
+    host.pid = _start_daemon(host)
+    _save(host)
+    _wait_and_pool(host)
+
+
+def _save(host: TestHost) -> None:
+    (host.root / "host.json").write_text(json.dumps(host.__dict__))
+
+
+def _network(host: TestHost) -> None:
+    ns = host.netns
+    _run("ip", "netns", "add", ns)
+    _run("ip", "link", "add", host.link, "type", "veth", "peer", "name", "eth0", "netns", ns)
+    _run("ip", "link", "set", host.link, "master", BRIDGE, "up")
+    _in_netns(ns, "ip", "link", "set", "lo", "up")
+    _in_netns(ns, "ip", "link", "add", GUEST_BRIDGE, "type", "bridge")
+    _in_netns(ns, "ip", "link", "set", "eth0", "master", GUEST_BRIDGE, "up")
+    _in_netns(ns, "ip", "addr", "add", f"{host.address}/{SUBNET.prefixlen}", "dev", GUEST_BRIDGE)
+    _in_netns(ns, "ip", "link", "set", GUEST_BRIDGE, "up")
+
+
+def _configure(host: TestHost) -> None:
+    etc = host.root / "etc/libvirt"
+    # Reachable only from this machine's private bridge; a real host would use TLS or SSH.
+    (etc / "libvirtd.conf").write_text(
+        "listen_tls = 0\nlisten_tcp = 1\n"
+        f'listen_addr = "{host.address}"\nauth_tcp = "none"\n'
+        f'host_uuid = "{host.uuid}"\n'
+        'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n'
+    )
+    # Guests run as root, logging to files, with no confinement: the host is a test
+    # stand-in. Migration streams go to the host's address, not its hostname.
+    (etc / "qemu.conf").write_text(
+        'user = "root"\ngroup = "root"\nstdio_handler = "file"\nsecurity_driver = "none"\n'
+        f'migration_host = "{host.address}"\n'
+    )
+
+
+def _start_daemon(host: TestHost) -> int:
+    binds = "".join(f"mount --bind {host.root / d} /{d} && " for d in PRIVATE_DIRS)
+    command = "libvirtd --listen -f /etc/libvirt/libvirtd.conf -p /run/libvirt/libvirtd.pid"
+    script = f"hostname {host.name} && {binds}exec {command}"
+    log = open(host.root / "libvirtd.out", "ab")  # noqa: SIM115 - the daemon's own
+    with log:
+        daemon = subprocess.Popen(
+            ["ip", "netns", "exec", host.netns, "unshare", "--uts", "--mount",
+             "--propagation", "private", "sh", "-c", script],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        )  # fmt: skip
+    return daemon.pid
+
+
+def _wait_and_pool(host: TestHost) -> None:
+    """Wait for the daemon to answer, then give it its storage pool."""
+    from p2v.host import virt
+
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            with virt.connection(host.uri, timeout=5) as conn:
+                virt.ensure_dir_pool(conn, POOL, POOL_DIR)
+                return
+        except Exception as error:
+            if not alive(host.pid):
+                out = (host.root / "libvirtd.out").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"test host {host.name}: libvirtd stopped: {out}") from error
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"test host {host.name}: libvirtd does not answer") from error
+            time.sleep(0.2)
+
+
+def alive(pid: int) -> bool:
+    """The process runs (a zombie does not: only its parent has yet to collect it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def down(names: list[str] | None = None) -> list[str]:
+    """Remove the hosts `names` (all when None); returns the names removed."""
+    hosts = known()
+    if names is not None:
+        hosts = [h for h in hosts if h.name in names]
+        # Left by a run that died before writing host.json: namespace or directory only.
+        stray = set(names) - {h.name for h in hosts}
+        hosts += [TestHost(n, "", "", "") for n in stray if _leftover(n)]
+    for host in hosts:
+        _remove(host)
+    if not known():
+        _run("ip", "link", "del", BRIDGE, check=False)
+        with contextlib.suppress(OSError):
+            STATE.rmdir()
+    return [h.name for h in hosts]
+
+
+def _leftover(name: str) -> bool:
+    return (STATE / name).exists() or f"p2vh-{name}" in _netns_list()
+
+
+def _netns_list() -> list[str]:
+    return [line.split()[0] for line in _run("ip", "netns", "list").stdout.splitlines() if line]
+
+
+def _remove(host: TestHost) -> None:
+    # Every process in the namespace: the daemon and the guests it started.
+    if host.netns in _netns_list():
+        pids = _run("ip", "netns", "pids", host.netns, check=False).stdout.split()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        _wait_gone([int(p) for p in pids])
+        _run("ip", "netns", "del", host.netns, check=False)
+    if host.link:
+        _run("ip", "link", "del", host.link, check=False)
+    probed = host.root / CAPS_DIR
+    if not CAPS_CACHE.is_dir() and any(probed.glob("*.xml")):
+        CAPS_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(probed, CAPS_CACHE)
+    shutil.rmtree(host.root, ignore_errors=True)
+
+
+def _wait_gone(pids: list[int], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def running(names: list[str]) -> Iterator[list[TestHost]]:
+    """The hosts `names`, up for the time of the block."""
+    hosts = up(names)
+    try:
+        yield hosts
+    finally:
+        down(names)
