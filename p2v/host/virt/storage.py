@@ -5,6 +5,7 @@ system, so the same calls reach a remote host."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -106,13 +107,14 @@ def write(conn: Any, vol: Any, offset: int, data: bytes | memoryview) -> None:
             # The binding wants bytes; 4 MiB pieces keep the copy small.
             n = stream.send(bytes(view[sent : sent + _PIECE]))
             if n < 0:
-                raise OSError(f"the upload stream to {vol.name()} refused data")
+                raise OSError(errno.EIO, f"the upload stream to {vol.name()} refused data")
             sent += n
         stream.finish()
     except libvirt.libvirtError as error:
         with contextlib.suppress(libvirt.libvirtError):
             stream.abort()
-        raise OSError(f"writing {vol.name()} at {offset}: {error.get_error_message()}") from None
+        message = error.get_error_message()
+        raise OSError(errno.EIO, f"writing {vol.name()} at {offset}: {message}") from None
 
 
 def read(conn: Any, vol: Any, offset: int, length: int) -> bytes:
@@ -133,10 +135,12 @@ def read(conn: Any, vol: Any, offset: int, length: int) -> bytes:
     except libvirt.libvirtError as error:
         with contextlib.suppress(libvirt.libvirtError):
             stream.abort()
-        raise OSError(f"reading {vol.name()} at {offset}: {error.get_error_message()}") from None
+        message = error.get_error_message()
+        raise OSError(errno.EIO, f"reading {vol.name()} at {offset}: {message}") from None
     data = b"".join(chunks)
     if len(data) != length:
-        raise OSError(f"reading {vol.name()} at {offset}: {len(data)} of {length} bytes came")
+        came = f"{len(data)} of {length} bytes came"
+        raise OSError(errno.EIO, f"reading {vol.name()} at {offset}: {came}")
     return data
 
 

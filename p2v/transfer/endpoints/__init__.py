@@ -6,7 +6,9 @@
 - an NBD URI that libnbd accepts (nbd://, nbds:// with TLS, nbd+unix://, ...);
 - `null:` (a target that discards) or `null:SIZE` (a source of zeros);
 - `agent://HOST[:PORT]/DISK`, a disk served by `p2v-agent serve` (source only; the
-  agent's secret comes from `secret_file`).
+  agent's secret comes from `secret_file`);
+- `volume:POOL/NAME@URI`, a storage volume of the libvirt host at URI, read and
+  written through the libvirt connection (a target is made as a raw volume).
 
 Sources are always opened read-only.
 """
@@ -26,6 +28,7 @@ from p2v.transfer.endpoints.handshake import connect_within
 from p2v.transfer.endpoints.nbd import NbdEndpoint
 from p2v.transfer.endpoints.null import NullEndpoint
 from p2v.transfer.endpoints.qemunbd import QemuNbdServer, create_image, image_format
+from p2v.transfer.endpoints.volume import VolumeEndpoint, is_volume
 from p2v.units import parse_size
 
 __all__ = ["Endpoint", "open_source", "open_target", "target_format"]
@@ -56,6 +59,8 @@ def open_source(
     if is_nbd_uri(spec):
         connect = _uri_connector(spec, connect_timeout)
         return NbdEndpoint(spec, connect, writable=False, bitmap=bitmap)
+    if is_volume(spec):
+        return VolumeEndpoint.open(spec, connect_timeout)
     mode = _stat(spec, "source")
     if stat.S_ISDIR(mode):
         raise InputError(f"source {spec} is a directory, not a disk image or device")
@@ -98,6 +103,12 @@ def open_target(
     if is_nbd_uri(spec):
         connect = _uri_connector(spec, connect_timeout)
         return _checked(NbdEndpoint(spec, connect, writable=True), size)
+    if is_volume(spec):
+        if output_format not in (None, "raw"):
+            raise InputError("a volume target is raw: its host's pool keeps it as it is")
+        if existing:
+            return _checked(VolumeEndpoint.open_existing_target(spec, connect_timeout), size)
+        return VolumeEndpoint.open(spec, connect_timeout, size=size, overwrite=overwrite)
     fmt = target_format(spec, output_format)
     if existing:
         mode = _stat(spec, "target")
