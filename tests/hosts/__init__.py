@@ -15,6 +15,7 @@ and the directories.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -116,11 +117,25 @@ def _free_slot(taken: set[str]) -> tuple[str, str]:
     raise RuntimeError("no free test host address left")
 
 
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    """One `up` or `down` at a time on this machine: they share addresses and the bridge."""
+    STATE.mkdir(parents=True, exist_ok=True)
+    with open(STATE.parent / ".p2v-test-hosts.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def up(names: list[str]) -> list[TestHost]:
     """Make the hosts `names` (an earlier one of the same name is removed first)."""
     for name in names:
         _check_name(name)
-    down(names)
+    with _locked():
+        return _up(names)
+
+
+def _up(names: list[str]) -> list[TestHost]:
+    _down(names)
     _ensure_bridge()
     made: list[TestHost] = []
     try:
@@ -131,7 +146,7 @@ def up(names: list[str]) -> list[TestHost]:
             made.append(host)
             _make(host)
     except BaseException:
-        down([h.name for h in made])
+        _down([h.name for h in made])
         raise
     return made
 
@@ -212,7 +227,8 @@ def _wait_and_pool(host: TestHost) -> None:
                 out = (host.root / "libvirtd.out").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"test host {host.name}: libvirtd stopped: {out}") from error
             if time.monotonic() > deadline:
-                raise RuntimeError(f"test host {host.name}: libvirtd does not answer") from error
+                why = f"libvirtd does not answer: {error}"
+                raise RuntimeError(f"test host {host.name}: {why}") from None
             time.sleep(0.2)
 
 
@@ -227,6 +243,11 @@ def alive(pid: int) -> bool:
 
 def down(names: list[str] | None = None) -> list[str]:
     """Remove the hosts `names` (all when None); returns the names removed."""
+    with _locked():
+        return _down(names)
+
+
+def _down(names: list[str] | None) -> list[str]:
     hosts = known()
     if names is not None:
         hosts = [h for h in hosts if h.name in names]
@@ -261,6 +282,9 @@ def _remove(host: TestHost) -> None:
         _run("ip", "netns", "del", host.netns, check=False)
     if host.link:
         _run("ip", "link", "del", host.link, check=False)
+    if host.address:
+        # The address may come back with another link: forget the old one's MAC.
+        _run("ip", "neigh", "flush", "to", host.address, check=False)
     probed = host.root / CAPS_DIR
     if not CAPS_CACHE.is_dir() and any(probed.glob("*.xml")):
         CAPS_CACHE.parent.mkdir(parents=True, exist_ok=True)
