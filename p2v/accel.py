@@ -169,7 +169,8 @@ def _qemu_id() -> str:
     return f"{path}:{st.st_size}:{int(st.st_mtime)}"
 
 
-def _forced() -> AccelDecision | None:
+def forced() -> AccelDecision | None:
+    """The accelerator P2V_ACCEL names, if it names one."""
     forced = os.environ.get("P2V_ACCEL", "").strip().lower()
     if forced in (KVM, TCG):
         return AccelDecision(forced, f"forced by P2V_ACCEL={forced}", None, None)
@@ -178,9 +179,9 @@ def _forced() -> AccelDecision | None:
 
 def detect(refresh: bool = False) -> AccelDecision:
     """The accelerator to use: P2V_ACCEL if set, else the probe, remembered per host boot."""
-    forced = _forced()
-    if forced is not None:
-        return forced
+    chosen = forced()
+    if chosen is not None:
+        return chosen
     cache = state_dir() / "accel.json"
     boot_id, qemu_id = _boot_id(), _qemu_id()
     if not refresh and cache.exists():

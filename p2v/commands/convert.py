@@ -65,14 +65,21 @@ def register(verbs: Any) -> None:
         "--connect",
         default="qemu:///session",
         metavar="URI",
-        help="libvirt URI for --target kvm and boot checks (default qemu:///session)",
+        help="libvirt URI for --target kvm and boot checks (default qemu:///session); "
+        "another host's URI (qemu+tcp://HOST/system, qemu+ssh://...) puts the guest there",
     )
     p.add_argument(
         "--storage",
         type=Path,
         metavar="DIR",
-        help="where --target kvm puts the disks (default: /var/lib/libvirt/images when "
-        "writable, else the state directory's images/)",
+        help="where --target kvm puts the disks on this host (default: "
+        "/var/lib/libvirt/images when writable, else the state directory's images/)",
+    )
+    p.add_argument(
+        "--pool",
+        metavar="NAME",
+        help="put the disks into this storage pool of the -c host, as raw volumes filled "
+        "through the libvirt connection (default for another host: 'default')",
     )
     p.add_argument(
         "--name",
@@ -147,6 +154,7 @@ _RESUMABLE = {"help", "debug", "resume", "json", *RESUME_CHANGES}
 def _cmd_convert(args: argparse.Namespace) -> int:
     from imagebuilder.profile import Overrides
     from p2v.convert import pipeline, sources
+    from p2v.destination import Destination
     from p2v.paths import state_dir
     from p2v.transfer.progress import BarReporter, QuietReporter
 
@@ -183,9 +191,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     options = pipeline.ConvertOptions(
         name=args.name or (Path(args.disk[0]).stem if args.disk else None),
         output_dir=args.output_dir.resolve() if args.output_dir else None,
-        uri=args.connect,
-        storage=(args.storage or _default_storage(state_dir())).resolve(),
-        network=args.network,
+        destination=Destination.choose(
+            args.connect,
+            args.pool,
+            args.storage,
+            args.network,
+            args.overwrite,
+            default_storage=lambda: _default_storage(state_dir()),
+        ),  # fmt: skip
         overrides=Overrides(
             vcpus=args.vcpus,
             sockets=args.sockets,
@@ -197,7 +210,6 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         verify_boot=args.verify_boot,
         start=args.start,
         boot_timeout=args.boot_timeout or DEFAULT_BOOT_TIMEOUT,
-        overwrite=args.overwrite,
         bwlimit=args.bwlimit,
         checkpoint=args.checkpoint,
         connect_timeout=args.connect_timeout or DEFAULT_CONNECT_TIMEOUT,

@@ -7,6 +7,7 @@ import re
 import secrets
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,14 @@ class BootCheck:
 
 def watch_console(log: Path, timeout: float, alive: Any) -> BootCheck:
     """Poll the console log until the guest has booted, is stuck, dies or time is up."""
+    return watch(lambda: log.read_text(errors="replace") if log.exists() else "", timeout, alive)
+
+
+def watch(read: Callable[[], str], timeout: float, alive: Any) -> BootCheck:
+    """Poll the console's text until the guest has booted, is stuck, dies or time is up."""
     start = time.monotonic()
     while True:
-        text = log.read_text(errors="replace") if log.exists() else ""
+        text = read()
         if found := BOOTED.search(text):
             return BootCheck(True, found["line"].strip(), time.monotonic() - start)
         if stuck := STUCK.search(text):

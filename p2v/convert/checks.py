@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from imagebuilder.domain import network_kind
 from imagebuilder.profile import ProfileError
+from p2v.convert import targets
 from p2v.errors import InputError
 from p2v.host import virt
 from p2v.host.virt import LOCAL_URIS
@@ -33,10 +34,10 @@ def check_values(options: ConvertOptions) -> None:
     except ProfileError as e:
         raise InputError(str(e)) from None
     try:
-        network_kind(options.network)
+        network_kind(options.destination.network)
     except ValueError:
         raise InputError(
-            f"--network {options.network}: use user, network:NAME or bridge:NAME"
+            f"--network {options.destination.network}: use user, network:NAME or bridge:NAME"
         ) from None
     if options.start and options.output_dir is not None:
         raise InputError("--start needs --target kvm (--output-dir only writes files)")
@@ -82,7 +83,7 @@ def qemu_can_reach(options: ConvertOptions) -> None:
     """The privileged libvirt daemon runs QEMU as its own user: it must be able to walk
     to the disks."""
     booting = options.verify_boot or options.start or options.output_dir is None
-    if not booting or os.geteuid() != 0 or options.uri not in LOCAL_URIS:
+    if not booting or os.geteuid() != 0 or options.uri not in LOCAL_URIS or options.in_pool:
         return
     target = options.target_dir
     for parent in target.resolve().parents:
@@ -105,15 +106,16 @@ def libvirt_answers(options: ConvertOptions) -> None:
 
 def free_targets(
     name: str,
-    targets: list[Path],
+    disks: list[str],
     options: ConvertOptions,
-    own: Collection[Path] = (),
+    own: Collection[str] = (),
     own_domain: bool = False,
 ) -> None:
-    """Refuse targets and a domain that exist, unless --overwrite; with it, refuse a
-    domain that runs. `own` and `own_domain`: what this job made itself before an
+    """Refuse target disks and a domain that exist, unless --overwrite; with it, refuse
+    a domain that runs. `own` and `own_domain`: what this job made itself before an
     interruption, which it may replace."""
-    existing = [str(t) for t in targets if t.exists() and t not in own]
+    timeout = options.connect_timeout
+    existing = [t for t in disks if t not in own and targets.exists(t, timeout)]
     if existing and not options.overwrite:
         raise InputError(f"{', '.join(existing)} already exist (--overwrite replaces them)")
     if options.output_dir is not None:

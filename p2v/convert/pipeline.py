@@ -26,10 +26,11 @@ from imagebuilder.fixups.linux import (
 from imagebuilder.fixups.network import configured_nic_names
 from imagebuilder.profile import Overrides, ProfileError
 from p2v import accel, appliance
-from p2v.convert import DEFAULT_BOOT_TIMEOUT, checks, sources
-from p2v.convert.bootcheck import verify_boot, watch_console
+from p2v.convert import DEFAULT_BOOT_TIMEOUT, checks, sources, targets
+from p2v.convert.bootcheck import BootCheck, verify_boot, watch, watch_console
 from p2v.convert.disks import SourceDisk, make_overlay, mark_zeros
-from p2v.convert.plan import Plan, check_space, guest_name, make_plan
+from p2v.convert.plan import Plan, guest_name, make_plan
+from p2v.destination import Destination, is_remote
 from p2v.errors import (
     AgentError,
     BootCheckError,
@@ -40,6 +41,7 @@ from p2v.errors import (
     system_error,
 )
 from p2v.host import virt
+from p2v.host.virt.domainxml import DomainXml
 from p2v.journal import Journal
 from p2v.paths import state_dir
 from p2v.transfer import DEFAULT_CHECKPOINT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, jobs
@@ -52,38 +54,60 @@ _T = TypeVar("_T")
 class ConvertOptions:
     name: str | None = None  # None: the guest's hostname
     output_dir: Path | None = None  # files only; else the domain is defined in libvirt
-    uri: str = "qemu:///session"
-    storage: Path | None = None  # where defined domains' disks go
-    network: str = "user"
+    # The host the domain is defined in (or the boot check runs on), its disks' storage.
+    destination: Destination = field(default_factory=Destination)
     overrides: Overrides = field(default_factory=Overrides)
     dry_run: bool = False
     verify_boot: bool = False
     start: bool = False
     boot_timeout: float = DEFAULT_BOOT_TIMEOUT
-    overwrite: bool = False
     bwlimit: int | None = None  # bytes/s of each disk's copy
     checkpoint: float = DEFAULT_CHECKPOINT  # seconds between durable checkpoints of a copy
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT  # each stage of reaching a server
     io_timeout: float = DEFAULT_IO_TIMEOUT  # seconds without a reply during a copy
 
     @property
+    def uri(self) -> str:
+        return self.destination.uri
+
+    @property
+    def overwrite(self) -> bool:
+        return self.destination.replace
+
+    @property
+    def in_pool(self) -> bool:
+        """The disks go into a storage pool (of this host or another)."""
+        return self.output_dir is None and self.destination.pool is not None
+
+    @property
     def target_dir(self) -> Path:
-        target = self.output_dir or self.storage
+        """This host's directory for what the job writes here: the disks, unless they go
+        into a pool; the domain XML; the overlays while the job runs."""
+        if self.in_pool:
+            return state_dir() / "guests"
+        target = self.output_dir or self.destination.storage
         assert target is not None
         return target
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        for key in ("output_dir", "storage"):
-            data[key] = str(data[key]) if data[key] else None
+        data["output_dir"] = str(self.output_dir) if self.output_dir else None
+        data["destination"] = self.destination.to_json()
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ConvertOptions:
         fields = dict(data)
-        for key in ("output_dir", "storage"):
-            fields[key] = Path(fields[key]) if fields[key] else None
+        fields["output_dir"] = Path(fields["output_dir"]) if fields["output_dir"] else None
         fields["overrides"] = Overrides(**fields["overrides"])
+        if "destination" in fields:
+            fields["destination"] = Destination.from_json(fields["destination"])
+        else:  # recorded before destinations: the same fields, flat
+            fields["destination"] = Destination(
+                fields.pop("uri"), None, Path(fields.pop("storage")) if fields.get("storage")
+                else None, fields.pop("network"), fields.pop("overwrite"),
+            )  # fmt: skip
+            fields.pop("storage", None)
         return cls(**fields)
 
 
@@ -143,6 +167,8 @@ def _preflight(source: dict[str, Any], options: ConvertOptions) -> None:
     with checks.target_directory(options.target_dir, keep=not options.dry_run):
         checks.qemu_can_reach(options)
         checks.libvirt_answers(options)
+        if options.in_pool:
+            targets.pool_answers(options.destination, options.connect_timeout)
         if options.name:
             checks.free_targets(options.name, _target_paths(options.name, names, options), options)
 
@@ -259,15 +285,15 @@ def _copied_before(
     if "plan" not in done or "fix-ups" not in done:
         return None
     plan = Plan.from_json(done["plan"])
-    targets = _targets(plan, options)
+    disks = _targets(plan, options)
     steps = [done.get(f"copy {d.name}") for d in plan.disks]
-    if not all(steps) or not all(t.exists() for t in targets):
+    if not all(steps) or not all(targets.exists(t, options.connect_timeout) for t in disks):
         return None
     result = ConvertResult(job_id, plan, fixups=done["fix-ups"]["fixups"])
-    for step, target, vdisk in zip(steps, targets, plan.profile.disks, strict=True):
+    for step, target, vdisk in zip(steps, disks, plan.profile.disks, strict=True):
         assert step is not None
         result.copies.append(step["result"])
-        vdisk.file = str(target)
+        vdisk.file = target
     return result
 
 
@@ -316,12 +342,15 @@ def _check_same_disks(plan: Plan, disks: list[SourceDisk]) -> None:
         )
 
 
-def _targets(plan: Plan, options: ConvertOptions) -> list[Path]:
+def _targets(plan: Plan, options: ConvertOptions) -> list[str]:
     return _target_paths(plan.profile.name, [d.name for d in plan.disks], options)
 
 
-def _target_paths(name: str, disks: list[str], options: ConvertOptions) -> list[Path]:
-    return [options.target_dir / f"{name}-{disk}.qcow2" for disk in disks]
+def _target_paths(name: str, disks: list[str], options: ConvertOptions) -> list[str]:
+    """Each disk's target: a volume spec, or an image file of the target directory."""
+    if options.in_pool:
+        return [options.destination.disk_target(name, disk) for disk in disks]
+    return [str(options.target_dir / f"{name}-{disk}.qcow2") for disk in disks]
 
 
 def _prepare(
@@ -395,14 +424,13 @@ def _copy(
     so nothing an earlier run copied from other ones is kept (its targets, this
     job's own, are replaced)."""
     plan = result.plan
-    targets = _targets(plan, options)
     for disk, overlay, target, vdisk in zip(
-        plan.disks, overlays, targets, plan.profile.disks, strict=True
+        plan.disks, overlays, _targets(plan, options), plan.profile.disks, strict=True
     ):
         name = f"copy {disk.name}"
-        vdisk.file = str(target)
+        vdisk.file = target
         earlier = {} if fresh else previous.get(name, {})
-        if earlier.get("state") == "done" and target.exists():
+        if earlier.get("state") == "done" and targets.exists(target, options.connect_timeout):
             result.copies.append(earlier["detail"]["result"])
             say(f"  {disk.name}: copied before the interruption")
             continue
@@ -421,8 +449,9 @@ def _copy(
             copied = _resume_copy(before, journal, reporter, options)
             if copied is None:
                 request = jobs.CopyRequest(
-                    source=str(overlay), target=str(target), input_format="qcow2",
-                    output_format="qcow2", overwrite=options.overwrite or name in previous,
+                    source=str(overlay), target=target, input_format="qcow2",
+                    output_format=targets.image_format(target),
+                    overwrite=options.overwrite or name in previous,
                     bwlimit=options.bwlimit, checkpoint=options.checkpoint,
                     connect_timeout=options.connect_timeout, io_timeout=options.io_timeout,
                 )  # fmt: skip
@@ -479,11 +508,17 @@ def _define_and_boot(
 ) -> None:
     name = result.plan.profile.name
     with step("define") as detail:
-        decision = accel.detect()
         console_log = options.target_dir / f"{name}.console.log"
-        placement = Placement(decision.libvirt_domain_type, options.network, str(console_log))
-        xml = domain_xml(result.plan.profile, placement)
+        # A pool's host may be another: QEMU there cannot write a file of this host,
+        # so the boot check reads the console through libvirt and keeps it here.
+        placement = Placement(
+            _domain_type(options),
+            options.destination.network,
+            None if options.in_pool else str(console_log),
+        )
+        xml = _with_volumes(domain_xml(result.plan.profile, placement), options)
         result.xml_path = str(options.target_dir / f"{name}.xml")
+        Path(result.xml_path).parent.mkdir(parents=True, exist_ok=True)
         Path(result.xml_path).write_text(xml)
         detail["xml"] = result.xml_path
         if options.output_dir is None:
@@ -496,6 +531,27 @@ def _define_and_boot(
             detail.update(result.boot)
             if options.verify_boot and not result.boot["booted"]:
                 raise _did_not_boot(result, options, console_log, job_id)
+
+
+def _domain_type(options: ConvertOptions) -> str:
+    """kvm or qemu: the probe's choice on this host; on another, what it offers (the
+    probe cannot run there), unless P2V_ACCEL names one."""
+    chosen = accel.forced()
+    if chosen is None and is_remote(options.uri):
+        with virt.connection(options.uri, options.connect_timeout) as conn:
+            return "kvm" if "kvm" in virt.domain_types(conn) else "qemu"
+    return (chosen or accel.detect()).libvirt_domain_type
+
+
+def _with_volumes(xml: str, options: ConvertOptions) -> str:
+    """The domain's disks that are volumes named by their paths on their host, raw."""
+    if not options.in_pool:
+        return xml
+    domain = DomainXml.parse(xml)
+    for disk in domain.writable_disks():
+        disk.source = targets.location(disk.source, options.connect_timeout)
+        disk.format = "raw"
+    return domain.to_xml()
 
 
 def _did_not_boot(
@@ -543,9 +599,8 @@ def _plan(g: Any, inventory: Inventory, disks: list[SourceDisk], options: Conver
         raise PlanError(str(e)) from None
     except RuntimeError as e:
         raise ComponentError(f"libguestfs, inspecting the guest: {str(e).splitlines()[0]}") from e
-    target = options.target_dir
-    existing = next(p for p in [target, *target.parents] if p.exists())  # a dry run makes none
-    check_space(target, shutil.disk_usage(existing).free, used)
+    targets.check_room(options.destination if options.in_pool else Destination(
+        storage=options.target_dir), options.target_dir, used, options.connect_timeout)  # fmt: skip
     return plan
 
 
@@ -565,21 +620,14 @@ def _trim(g: Any) -> dict[str, str]:
 def _define(options: ConvertOptions, name: str, xml: str) -> None:
     """Define the domain; with --overwrite (or on resume) an older definition of the
     same name is replaced, with its NVRAM, unless it is running."""
-    conn = virt.connect(options.uri, options.connect_timeout)
-    try:
-        old = virt.lookup(conn, name)
-        if old is not None and old.isActive():
-            raise InputError(f"{options.uri}: the domain {name!r} is running; stop it first")
-        virt.define(conn, xml, replace=old)
-    finally:
-        conn.close()
+    with virt.connection(options.uri, options.connect_timeout) as conn:
+        virt.define_or_replace(conn, name, xml, replace=True)
 
 
 def _boot(options: ConvertOptions, name: str, xml: str, console_log: Path) -> dict[str, Any]:
     """Files only: a transient boot of the XML. Defined: start the domain, and stop it
     again after the check unless --start asked to keep it running."""
-    conn = virt.connect(options.uri, options.connect_timeout)
-    try:
+    with virt.connection(options.uri, options.connect_timeout) as conn:
         if options.output_dir is not None:
             check = verify_boot(conn, xml, console_log, options.boot_timeout)
         else:
@@ -587,13 +635,26 @@ def _boot(options: ConvertOptions, name: str, xml: str, console_log: Path) -> di
             domain = virt.lookup(conn, name)
             if domain is None:
                 raise ComponentError(f"{options.uri}: the domain {name!r} has gone")
-            virt.start(domain)
-            check = watch_console(console_log, options.boot_timeout, domain.isActive)
+            if options.in_pool:
+                check = _boot_watching_stream(conn, domain, console_log, options.boot_timeout)
+            else:
+                virt.start(domain)
+                check = watch_console(console_log, options.boot_timeout, domain.isActive)
             if not options.start:
                 virt.destroy(domain)
-    finally:
-        conn.close()
     return {"booted": check.booted, "line": check.line, "seconds": round(check.seconds, 1)}
+
+
+def _boot_watching_stream(conn: Any, domain: Any, console_log: Path, timeout: float) -> BootCheck:
+    """Start the domain with its console read through libvirt (opened before its CPUs
+    run, so nothing is missed); what the console printed is kept in `console_log`."""
+    virt.start(domain, paused=True)
+    with virt.Console(conn, domain) as console:
+        virt.resume(domain)
+        try:
+            return watch(console.read, timeout, domain.isActive)
+        finally:
+            console_log.write_text(console.text)
 
 
 def summary(result: ConvertResult) -> dict[str, Any]:

@@ -124,10 +124,10 @@ def guest_name(hostname: str) -> str:
     return label if label and label not in ("localhost", "unknown") else "p2v-guest"
 
 
-def check_space(target: Path, free: int, used: int) -> None:
+def check_space(target: Path | str, free: int, used: int) -> None:
     """Refuse a target that cannot hold the guest's data."""
     if free < used * SPACE_MARGIN:
         raise PlanError(
             f"{target} has {format_size(free)} free; the guest holds {format_size(used)} "
-            "of data: make room or choose another --output-dir/--storage"
+            "of data: make room or choose another --output-dir, --storage or --pool"
         )

@@ -18,6 +18,7 @@ from p2v.host.virt.connection import (
     version,
     version_string,
 )
+from p2v.host.virt.console import Console
 from p2v.host.virt.domains import (
     JobProgress,
     define,
@@ -26,6 +27,7 @@ from p2v.host.virt.domains import (
     find,
     job_progress,
     lookup,
+    resume,
     start,
     start_transient,
     state,
@@ -35,6 +37,7 @@ from p2v.host.virt.domains import (
 from p2v.host.virt.storage import create_volume, ensure_dir_pool, free_bytes, pool, volume
 
 __all__ = [
+    "Console", "resume",
     "DEFAULT_URI", "LOCAL_URIS", "HostIdentity", "JobProgress", "connect", "connection",
     "create_volume", "define", "define_or_replace", "destroy", "domain_types",
     "ensure_dir_pool", "failing_as", "find", "free_bytes", "identity", "job_progress",

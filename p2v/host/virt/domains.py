@@ -71,9 +71,17 @@ def undefine(domain: Any) -> None:
         domain.undefineFlags(flags)
 
 
-def start(domain: Any) -> None:
+def start(domain: Any, paused: bool = False) -> None:
+    """Start a defined domain; `paused`: its CPUs wait for `resume` (a console opened
+    meanwhile misses nothing)."""
+    libvirt = libvirt_module()
     with failing_as(f", starting {domain.name()}"):
-        domain.create()
+        domain.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED if paused else 0)
+
+
+def resume(domain: Any) -> None:
+    with failing_as(f", resuming {domain.name()}"):
+        domain.resume()
 
 
 def start_transient(conn: Any, xml: str) -> Any:

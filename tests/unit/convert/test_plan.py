@@ -70,7 +70,7 @@ def test_a_target_without_room_for_the_data_is_refused() -> None:
         check_space(Path("/small"), free=1 * GiB, used=3 * GiB)
     assert str(refused.value) == (
         "/small has 1.0 GiB free; the guest holds 3.0 GiB of data: make room or choose "
-        "another --output-dir/--storage"
+        "another --output-dir, --storage or --pool"
     )
 
 

@@ -1,0 +1,56 @@
+"""The conversion's target disks: image files of a directory on this host, or volumes
+of a storage pool on the destination host (named `volume:POOL/NAME@URI`)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from p2v.convert.plan import check_space
+from p2v.destination import Destination
+from p2v.errors import InputError
+from p2v.host.virt import connection, storage
+from p2v.transfer.endpoints.volume import VolumeSpec, is_volume
+
+
+def exists(target: str, timeout: float) -> bool:
+    if not is_volume(target):
+        return Path(target).exists()
+    spec = VolumeSpec.parse(target)
+    with connection(spec.uri, timeout) as conn:
+        return storage.volume(storage.pool(conn, spec.pool), spec.name) is not None
+
+
+def location(target: str, timeout: float) -> str:
+    """What the domain's XML names the disk by: the path, or the volume's path on its
+    own host."""
+    if not is_volume(target):
+        return target
+    spec = VolumeSpec.parse(target)
+    with connection(spec.uri, timeout) as conn:
+        vol = storage.volume(storage.pool(conn, spec.pool), spec.name)
+        if vol is None:
+            raise InputError(f"{target} has gone")
+        return storage.path(vol)
+
+
+def image_format(target: str) -> str:
+    return "raw" if is_volume(target) else "qcow2"
+
+
+def check_room(destination: Destination, local_dir: Path, used: int, timeout: float) -> None:
+    """Refuse a destination that cannot hold the guest's `used` bytes."""
+    if destination.pool is None:
+        existing = next(p for p in [local_dir, *local_dir.parents] if p.exists())
+        check_space(local_dir, shutil.disk_usage(existing).free, used)
+        return
+    with connection(destination.uri, timeout) as conn:
+        free = storage.free_bytes(storage.pool(conn, destination.pool))
+    check_space(f"the storage pool {destination.pool} of {destination.uri}", free, used)
+
+
+def pool_answers(destination: Destination, timeout: float) -> None:
+    """The destination's pool exists and is active (InputError naming the pools)."""
+    if destination.pool is not None:
+        with connection(destination.uri, timeout) as conn:
+            storage.pool(conn, destination.pool)
