@@ -208,7 +208,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 def _run(job: Any, args: argparse.Namespace) -> int:
     """Run a new or resumed conversion with the journal open, then report it."""
-    from p2v.journal import Journal
+    from p2v.jobs.journal import Journal
 
     journal = Journal()
     try:

@@ -44,7 +44,7 @@ def _what(job: Any) -> str:
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    from p2v.journal import Journal
+    from p2v.jobs.journal import Journal
 
     journal = Journal()
     try:

@@ -126,7 +126,7 @@ def _reporter(args: argparse.Namespace) -> Reporter:
 
 
 def _cmd_copy(args: argparse.Namespace) -> int:
-    from p2v.journal import Journal
+    from p2v.jobs.journal import Journal
     from p2v.transfer import jobs
     from p2v.transfer.progress import JsonReporter
 

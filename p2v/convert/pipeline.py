@@ -40,7 +40,7 @@ from p2v.errors import (
     system_error,
 )
 from p2v.host import virt
-from p2v.journal import Journal
+from p2v.jobs.journal import Journal
 from p2v.paths import state_dir
 from p2v.transfer import DEFAULT_CHECKPOINT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, jobs
 from p2v.units import format_size

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2v.errors import InputError, TransferError
-from p2v.journal import Journal
+from p2v.jobs.journal import Journal
 from p2v.transfer import DEFAULT_CHECKPOINT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, blockhash
 from p2v.transfer.endpoints import Endpoint, open_source, open_target
 from p2v.transfer.endpoints.null import NullEndpoint

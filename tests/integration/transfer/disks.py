@@ -161,7 +161,7 @@ def data_blocks(job: str) -> int:
 
 
 def journal_blocks(job: str) -> dict[int, bytes | None]:
-    from p2v.journal import Journal
+    from p2v.jobs.journal import Journal
 
     journal = Journal()
     try:

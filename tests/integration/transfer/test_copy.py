@@ -249,7 +249,7 @@ def storage_reads() -> int:
 def test_a_source_in_the_page_cache_is_read_from_it_and_a_cold_one_past_it(
     tmp_path: Path,
 ) -> None:
-    from p2v.journal import Journal
+    from p2v.jobs.journal import Journal
     from p2v.transfer import jobs
 
     path = tmp_path / "golden.raw"

@@ -120,7 +120,7 @@ def test_a_job_recorded_with_another_digest_is_copied_again_in_full(tmp_path: Pa
 
 def _as_recorded_by_an_older_p2v(job: str) -> None:
     """Drop the digest's name from the job and garble its blocks' digests."""
-    from p2v.journal import Journal
+    from p2v.jobs.journal import Journal
 
     journal = Journal()
     try:

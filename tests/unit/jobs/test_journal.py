@@ -3,7 +3,7 @@ import subprocess
 import pytest
 
 from p2v.errors import InputError
-from p2v.journal import Journal
+from p2v.jobs.journal import Journal
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Jobs: the journal that records them (journal.py)."""
