@@ -1,1 +1,1 @@
-"""Jobs: the journal that records them (journal.py)."""
+"""Jobs: the journal that records them (journal.py) and its schema (schema.py)."""

@@ -19,42 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from p2v.errors import InputError
+from p2v.jobs import schema
 from p2v.paths import state_dir
-
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    state TEXT NOT NULL,           -- running, failed, done
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    pid INTEGER,
-    params TEXT NOT NULL,          -- JSON
-    result TEXT,                   -- JSON
-    error TEXT
-);
-CREATE TABLE IF NOT EXISTS job_blocks (
-    job TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
-    block INTEGER NOT NULL,
-    digest BLOB,                   -- NULL when the block was only partly written
-    PRIMARY KEY (job, block)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS job_steps (
-    job TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
-    name TEXT NOT NULL,            -- "plan", "copy sda", "fix-ups", ...
-    state TEXT NOT NULL,           -- running, done, failed
-    started REAL NOT NULL,
-    finished REAL,
-    detail TEXT,                   -- JSON: what the step found or did
-    PRIMARY KEY (job, name)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS job_bad_ranges (
-    job TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
-    start INTEGER NOT NULL,
-    length INTEGER NOT NULL
-);
-"""
 
 
 @dataclass
@@ -98,14 +64,7 @@ class Journal:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise InputError(
-                f"journal {self.path} was written by a newer p2v (schema {version}); "
-                "upgrade p2v to read it"
-            )
-        self.db.executescript(_SCHEMA)
-        self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        schema.upgrade(self.db, self.path)
 
     def close(self) -> None:
         self.db.close()

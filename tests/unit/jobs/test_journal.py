@@ -47,15 +47,3 @@ def test_finish_and_fail_are_recorded(journal):
 def test_unknown_job_is_a_clear_error(journal):
     with pytest.raises(InputError, match="no job 'copy-nope'"):
         journal.get("copy-nope")
-
-
-def test_a_journal_from_a_newer_p2v_is_refused(tmp_path):
-    path = tmp_path / "j.sqlite"
-    Journal(path).close()
-    import sqlite3
-
-    db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version=99")
-    db.close()
-    with pytest.raises(InputError, match="newer p2v"):
-        Journal(path)
