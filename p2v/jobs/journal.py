@@ -8,8 +8,8 @@ files and URIs, never their contents.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import secrets
 import sqlite3
 import time
@@ -18,19 +18,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from p2v.errors import InputError
+from p2v.errors import BusyError, InputError
 from p2v.jobs import schema
+from p2v.jobs.owner import Owner, this_process
 from p2v.paths import state_dir
+
+_COLUMNS = (
+    "id, kind, state, created, updated, owner_boot, pid, owner_start, parent, params, result, error"
+)
 
 
 @dataclass
 class JobRecord:
     id: str
     kind: str
-    state: str
+    state: str  # running, failed, done
     created: float
     updated: float
-    pid: int | None
+    owner: Owner | None  # the process that runs or ran it
+    parent: str | None  # the job this one is part of
     params: dict[str, Any]
     result: dict[str, Any] | None
     error: str | None
@@ -38,7 +44,7 @@ class JobRecord:
     @property
     def interrupted(self) -> bool:
         """A job marked running whose process is gone (killed, crashed, rebooted)."""
-        return self.state == "running" and not _alive(self.pid)
+        return self.state == "running" and not (self.owner and self.owner.alive())
 
     @property
     def status(self) -> str:
@@ -51,6 +57,8 @@ class JobRecord:
             "state": self.status,
             "created": self.created,
             "updated": self.updated,
+            "parent": self.parent,
+            "owner": dataclasses.asdict(self.owner) if self.owner else None,
             "params": self.params,
             "result": self.result,
             "error": self.error,
@@ -70,50 +78,50 @@ class Journal:
         self.db.close()
 
     def create(self, kind: str, params: dict[str, Any]) -> JobRecord:
+        """A new job, running in this process."""
         job_id = f"{kind}-{secrets.token_hex(4)}"
-        now = time.time()
+        now, me = time.time(), this_process()
         self.db.execute(
-            "INSERT INTO jobs (id, kind, state, created, updated, pid, params) "
-            "VALUES (?, ?, 'running', ?, ?, ?, ?)",
-            (job_id, kind, now, now, os.getpid(), json.dumps(params)),
+            "INSERT INTO jobs (id, kind, state, created, updated, owner_boot, pid, owner_start, "
+            "params) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+            (job_id, kind, now, now, me.boot, me.pid, me.start, json.dumps(params)),
         )
         return self.get(job_id)
 
     def get(self, job_id: str) -> JobRecord:
-        row = self.db.execute(
-            "SELECT id, kind, state, created, updated, pid, params, result, error "
-            "FROM jobs WHERE id = ?",
-            (job_id,),
-        ).fetchone()
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise InputError(f"no job {job_id!r} in the journal {self.path}")
         return _record(row)
 
     def resumable(self, job_id: str, kind: str) -> JobRecord:
-        """The job, when it is a `kind` job that can go on: failed or interrupted."""
+        """The job, when it is a `kind` job that can go on: failed or interrupted. Only
+        `claim` makes it this process's own."""
         job = self.get(job_id)
-        if job.kind != kind:
-            raise InputError(f"job {job_id} is a {job.kind} job, not a {kind} job")
-        if job.state == "done":
-            raise InputError(f"job {job_id} is already done (`p2v history {job_id}`)")
-        if job.state == "running" and not job.interrupted:
-            raise InputError(f"job {job_id} is still running (pid {job.pid})")
+        _check_resumable(job, kind, this_process())
         return job
+
+    def claim(self, job_id: str, kind: str | None = None) -> JobRecord:
+        """Take over a failed or interrupted job (of `kind`) to go on with it in this
+        process. Of several processes that try at once, one gets it; the others are
+        refused with BusyError, naming the process that has it."""
+        me = this_process()
+        with schema.transaction(self.db):  # no other writer between the check and the take
+            job = self.get(job_id)
+            _check_resumable(job, kind, me)
+            taken = self.db.execute(
+                "UPDATE jobs SET state = 'running', owner_boot = ?, pid = ?, owner_start = ?, "
+                "error = NULL, updated = ? WHERE id = ? AND state = ? AND updated = ?",
+                (me.boot, me.pid, me.start, time.time(), job_id, job.state, job.updated),
+            ).rowcount
+            assert taken == 1, f"{job_id} changed under the journal's write lock"
+        return self.get(job_id)
 
     def jobs(self, limit: int = 50) -> list[JobRecord]:
         rows = self.db.execute(
-            "SELECT id, kind, state, created, updated, pid, params, result, error "
-            "FROM jobs ORDER BY created DESC LIMIT ?",
-            (limit,),
+            f"SELECT {_COLUMNS} FROM jobs ORDER BY created DESC LIMIT ?", (limit,)
         ).fetchall()
         return [_record(row) for row in rows]
-
-    def claim(self, job_id: str) -> None:
-        """Mark a job running again in this process (resume)."""
-        self.db.execute(
-            "UPDATE jobs SET state = 'running', pid = ?, error = NULL, updated = ? WHERE id = ?",
-            (os.getpid(), time.time(), job_id),
-        )
 
     def finish(self, job_id: str, result: dict[str, Any]) -> None:
         self.db.execute(
@@ -171,8 +179,7 @@ class Journal:
         blocks: Iterable[tuple[int, bytes | None]],
         bad: Iterable[tuple[int, int]],
     ) -> None:
-        with self.db:  # one transaction
-            self.db.execute("BEGIN")
+        with schema.transaction(self.db):
             self.db.executemany(
                 "INSERT OR REPLACE INTO job_blocks (job, block, digest) VALUES (?, ?, ?)",
                 ((job_id, index, digest) for index, digest in blocks),
@@ -195,26 +202,29 @@ class Journal:
 
 
 def _record(row: tuple[Any, ...]) -> JobRecord:
+    (job_id, kind, state, created, updated, boot, pid, start, parent, params, result, error) = row
     return JobRecord(
-        id=row[0],
-        kind=row[1],
-        state=row[2],
-        created=row[3],
-        updated=row[4],
-        pid=row[5],
-        params=json.loads(row[6]),
-        result=json.loads(row[7]) if row[7] else None,
-        error=row[8],
+        id=job_id,
+        kind=kind,
+        state=state,
+        created=created,
+        updated=updated,
+        owner=Owner(boot, pid, start) if pid else None,
+        parent=parent,
+        params=json.loads(params),
+        result=json.loads(result) if result else None,
+        error=error,
     )
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _check_resumable(job: JobRecord, kind: str | None, me: Owner) -> None:
+    if kind is not None and job.kind != kind:
+        raise InputError(f"job {job.id} is a {job.kind} job, not a {kind} job")
+    if job.state == "done":
+        raise InputError(f"job {job.id} is already done (`p2v history {job.id}`)")
+    holder = job.owner
+    if job.state == "running" and holder is not None and holder != me and holder.alive():
+        raise BusyError(
+            f"job {job.id} is still running in {holder.describe()}; "
+            "wait for it to end, or stop that process first"
+        )

@@ -9,7 +9,9 @@ at the new one, never in between. A journal newer than this code is refused.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from p2v.errors import ComponentError, InputError
@@ -80,8 +82,7 @@ def upgrade(db: sqlite3.Connection, path: Path) -> None:
     """Bring the journal at `path` (open as `db`, in autocommit mode) to SCHEMA_VERSION."""
     if _checked(version(db), path) == SCHEMA_VERSION:
         return
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(db):
         found = _checked(version(db), path)  # another process may have done it meanwhile
         if found == 0:
             for statement in _VERSION_1:
@@ -96,10 +97,19 @@ def upgrade(db: sqlite3.Connection, path: Path) -> None:
                     f"failed at version {target} ({e}); the journal is left at schema {found}"
                 ) from e
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        db.execute("COMMIT")
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction on `db` (in autocommit mode), its write lock taken at
+    once: no other process writes between its reads and its writes."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
     except BaseException:
         db.execute("ROLLBACK")
         raise
+    db.execute("COMMIT")
 
 
 def _checked(found: int, path: Path) -> int:

@@ -2,8 +2,9 @@ import subprocess
 
 import pytest
 
-from p2v.errors import InputError
+from p2v.errors import BusyError, InputError
 from p2v.jobs.journal import Journal
+from p2v.jobs.owner import boot_id, start_ticks, this_process
 
 
 @pytest.fixture
@@ -47,3 +48,50 @@ def test_finish_and_fail_are_recorded(journal):
 def test_unknown_job_is_a_clear_error(journal):
     with pytest.raises(InputError, match="no job 'copy-nope'"):
         journal.get("copy-nope")
+
+
+@pytest.fixture
+def other_process():
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def held_by(journal, job_id, proc, boot=None):
+    """Make `proc` the job's process, as if it had started the job (on `boot`)."""
+    journal.db.execute(
+        "UPDATE jobs SET state = 'running', owner_boot = ?, pid = ?, owner_start = ? WHERE id = ?",
+        (boot or boot_id(), proc.pid, start_ticks(proc.pid), job_id),
+    )
+
+
+def test_a_job_another_live_process_runs_cannot_be_claimed(journal, other_process):
+    job = journal.create("copy", {})
+    held_by(journal, job.id, other_process)
+    with pytest.raises(BusyError, match=rf"job {job.id} is still running in process "
+                       rf"{other_process.pid} \(running since "):  # fmt: skip
+        journal.claim(job.id, "copy")
+    with pytest.raises(BusyError):
+        journal.resumable(job.id, "copy")
+    assert journal.get(job.id).owner.pid == other_process.pid  # left as it was
+
+
+def test_a_job_whose_process_ran_on_an_earlier_boot_is_claimed(journal, other_process):
+    """The power cut: the pid the job recorded runs again, but on another boot."""
+    job = journal.create("copy", {})
+    held_by(journal, job.id, other_process, boot="boot before the power cut")
+    assert journal.get(job.id).status == "interrupted"
+    claimed = journal.claim(job.id, "copy")
+    assert (claimed.state, claimed.owner) == ("running", this_process())
+
+
+def test_claiming_takes_a_failed_job_over_and_refuses_a_done_one(journal):
+    job = journal.create("copy", {})
+    journal.fail(job.id, "disk full")
+    assert journal.claim(job.id, "copy").error is None
+    with pytest.raises(InputError, match="is a copy job, not a convert job"):
+        journal.claim(job.id, "convert")
+    journal.finish(job.id, {})
+    with pytest.raises(InputError, match="already done"):
+        journal.claim(job.id, "copy")
