@@ -426,7 +426,7 @@ def _copy(
                     bwlimit=options.bwlimit, checkpoint=options.checkpoint,
                     connect_timeout=options.connect_timeout, io_timeout=options.io_timeout,
                 )  # fmt: skip
-                copied = jobs.copy(request, journal, reporter, on_job=remember)
+                copied = jobs.copy(request, journal, reporter, on_job=remember, parent=job_id)
             result.copies.append(copied.to_json())
             detail.update(copy_job=copied.job_id, digest=copied.digest, result=copied.to_json())
             say(

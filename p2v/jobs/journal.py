@@ -77,14 +77,14 @@ class Journal:
     def close(self) -> None:
         self.db.close()
 
-    def create(self, kind: str, params: dict[str, Any]) -> JobRecord:
-        """A new job, running in this process."""
+    def create(self, kind: str, params: dict[str, Any], parent: str | None = None) -> JobRecord:
+        """A new job, running in this process; `parent`: the job it is part of."""
         job_id = f"{kind}-{secrets.token_hex(4)}"
         now, me = time.time(), this_process()
         self.db.execute(
             "INSERT INTO jobs (id, kind, state, created, updated, owner_boot, pid, owner_start, "
-            "params) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?)",
-            (job_id, kind, now, now, me.boot, me.pid, me.start, json.dumps(params)),
+            "parent, params) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+            (job_id, kind, now, now, me.boot, me.pid, me.start, parent, json.dumps(params)),
         )
         return self.get(job_id)
 
@@ -120,6 +120,13 @@ class Journal:
     def jobs(self, limit: int = 50) -> list[JobRecord]:
         rows = self.db.execute(
             f"SELECT {_COLUMNS} FROM jobs ORDER BY created DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [_record(row) for row in rows]
+
+    def children(self, job_id: str) -> list[JobRecord]:
+        """The jobs that are part of this one, oldest first."""
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE parent = ? ORDER BY created", (job_id,)
         ).fetchall()
         return [_record(row) for row in rows]
 

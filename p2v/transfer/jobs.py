@@ -107,9 +107,11 @@ def copy(
     journal: Journal,
     reporter: Reporter | None = None,
     on_job: Callable[[str], None] | None = None,
+    parent: str | None = None,
 ) -> CopyResult:
     """Copy as asked; `on_job` learns the job's id before any byte moves (a caller
-    that records it can resume this copy after a crash)."""
+    that records it can resume this copy after a crash); `parent`: the job this copy
+    is part of (a conversion)."""
     source = _open_source(request)
     try:
         incremental = request.dirty_bitmap is not None
@@ -125,6 +127,7 @@ def copy(
             job = journal.create(
                 "copy",
                 {"request": request.to_json(), "size": source.size, "digest": blockhash.PREFIX},
+                parent,
             )
             if on_job:
                 on_job(job.id)

@@ -95,3 +95,15 @@ def test_claiming_takes_a_failed_job_over_and_refuses_a_done_one(journal):
     journal.finish(job.id, {})
     with pytest.raises(InputError, match="already done"):
         journal.claim(job.id, "copy")
+
+
+def test_a_job_made_for_another_names_it_as_its_parent(journal):
+    conversion = journal.create("convert", {})
+    first = journal.create("copy", {"disk": "sda"}, parent=conversion.id)
+    second = journal.create("copy", {"disk": "sdb"}, parent=conversion.id)
+    alone = journal.create("copy", {})
+    assert journal.get(first.id).parent == conversion.id
+    assert alone.parent is None and conversion.parent is None
+    assert [j.id for j in journal.children(conversion.id)] == [first.id, second.id]
+    assert journal.children(alone.id) == []
+    assert journal.get(second.id).to_json()["parent"] == conversion.id
