@@ -40,7 +40,7 @@ from p2v.errors import (
     system_error,
 )
 from p2v.host import virt
-from p2v.jobs.journal import Journal
+from p2v.jobs.journal import Journal, vm_resource
 from p2v.paths import state_dir
 from p2v.transfer import DEFAULT_CHECKPOINT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, jobs
 from p2v.units import format_size
@@ -479,6 +479,8 @@ def _define_and_boot(
 ) -> None:
     name = result.plan.profile.name
     with step("define") as detail:
+        if options.output_dir is None:  # one job at a time on a domain; free when it ends
+            step.journal.lock(vm_resource(options.uri, name), job_id)
         decision = accel.detect()
         console_log = options.target_dir / f"{name}.console.log"
         placement = Placement(decision.libvirt_domain_type, options.network, str(console_log))

@@ -131,16 +131,53 @@ class Journal:
         return [_record(row) for row in rows]
 
     def finish(self, job_id: str, result: dict[str, Any]) -> None:
-        self.db.execute(
-            "UPDATE jobs SET state = 'done', result = ?, error = NULL, updated = ? WHERE id = ?",
-            (json.dumps(result), time.time(), job_id),
-        )
+        """The job is done; the locks it held are free."""
+        self._end(job_id, "done", None, result)
 
     def fail(self, job_id: str, error: str, result: dict[str, Any] | None = None) -> None:
-        self.db.execute(
-            "UPDATE jobs SET state = 'failed', error = ?, result = ?, updated = ? WHERE id = ?",
-            (error, json.dumps(result) if result else None, time.time(), job_id),
+        """The job failed, saying why; the locks it held are free."""
+        self._end(job_id, "failed", error, result)
+
+    def _end(
+        self, job_id: str, state: str, error: str | None, result: dict[str, Any] | None
+    ) -> None:
+        with schema.transaction(self.db):
+            self.db.execute(
+                "UPDATE jobs SET state = ?, error = ?, result = ?, updated = ? WHERE id = ?",
+                (state, error, json.dumps(result) if result else None, time.time(), job_id),
+            )
+            self.db.execute("DELETE FROM locks WHERE job = ?", (job_id,))
+
+    # -- locks ----------------------------------------------------------------
+
+    def lock(self, resource: str, job_id: str) -> None:
+        """Let job `job_id` alone act on `resource` (a vm_resource) until it ends. A lock
+        whose job has ended, or whose process is gone, is free again; one that a running
+        job holds is refused with BusyError, naming that job."""
+        with schema.transaction(self.db):  # no other writer between the check and the take
+            row = self.db.execute("SELECT job FROM locks WHERE resource = ?", (resource,))
+            holder = next((self.get(job) for (job,) in row if job != job_id), None)
+            if holder is not None and holder.state == "running" and not holder.interrupted:
+                assert holder.owner is not None  # a running job has its process
+                raise BusyError(
+                    f"{resource} is locked by job {holder.id} (a {holder.kind} job), still "
+                    f"running in {holder.owner.describe()}; try again once it ends"
+                )
+            self.db.execute(
+                "INSERT OR REPLACE INTO locks (resource, job, taken) VALUES (?, ?, ?)",
+                (resource, job_id, time.time()),
+            )
+
+    def release(self, resource: str, job_id: str) -> None:
+        """Free a lock before its job ends (finish and fail free them all)."""
+        self.db.execute("DELETE FROM locks WHERE resource = ? AND job = ?", (resource, job_id))
+
+    def locks(self, job_id: str) -> list[str]:
+        """The resources the job holds locked."""
+        rows = self.db.execute(
+            "SELECT resource FROM locks WHERE job = ? ORDER BY resource", (job_id,)
         )
+        return [resource for (resource,) in rows]
 
     # -- blocks of a copy ---------------------------------------------------
 
@@ -206,6 +243,11 @@ class Journal:
             "SELECT start, length FROM job_bad_ranges WHERE job = ? ORDER BY start", (job_id,)
         )
         return [(start, length) for start, length in rows]
+
+
+def vm_resource(uri: str, name: str) -> str:
+    """The lock's name for the virtual machine `name` on the libvirt host at `uri`."""
+    return f"vm:{uri.rstrip('/')}/{name}"
 
 
 def _record(row: tuple[Any, ...]) -> JobRecord:

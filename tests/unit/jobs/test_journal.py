@@ -3,7 +3,7 @@ import subprocess
 import pytest
 
 from p2v.errors import BusyError, InputError
-from p2v.jobs.journal import Journal
+from p2v.jobs.journal import Journal, vm_resource
 from p2v.jobs.owner import boot_id, start_ticks, this_process
 
 
@@ -107,3 +107,53 @@ def test_a_job_made_for_another_names_it_as_its_parent(journal):
     assert [j.id for j in journal.children(conversion.id)] == [first.id, second.id]
     assert journal.children(alone.id) == []
     assert journal.get(second.id).to_json()["parent"] == conversion.id
+
+
+WEB1 = vm_resource("qemu+tcp://10.0.0.2/system/", "web1")
+
+
+def test_a_virtual_machine_is_named_by_its_host_and_name():
+    assert WEB1 == "vm:qemu+tcp://10.0.0.2/system/web1"
+    assert vm_resource("qemu:///session", "web1") == "vm:qemu:///session/web1"
+
+
+def test_a_lock_is_its_jobs_until_the_job_ends(journal):
+    job = journal.create("convert", {})
+    journal.lock(WEB1, job.id)
+    journal.lock(WEB1, job.id)  # again, as a resumed job does
+    assert journal.locks(job.id) == [WEB1]
+    journal.fail(job.id, "boom")
+    assert journal.locks(job.id) == []
+    journal.claim(job.id)
+    journal.lock(WEB1, job.id)
+    journal.finish(job.id, {})
+    assert journal.locks(job.id) == []
+    other = journal.create("convert", {})
+    journal.lock(WEB1, other.id)
+    journal.release(WEB1, other.id)
+    assert journal.locks(other.id) == []
+
+
+def test_a_lock_held_by_a_running_job_is_refused_naming_it(journal, other_process):
+    first = journal.create("convert", {})
+    journal.lock(WEB1, first.id)
+    held_by(journal, first.id, other_process)
+    second = journal.create("convert", {})
+    with pytest.raises(BusyError) as refused:
+        journal.lock(WEB1, second.id)
+    assert str(refused.value).startswith(
+        f"{WEB1} is locked by job {first.id} (a convert job), still running in process "
+        f"{other_process.pid} (running since "
+    )
+    journal.lock(vm_resource("qemu+tcp://10.0.0.2/system", "web2"), second.id)  # another VM
+    journal.lock(vm_resource("qemu+tcp://10.0.0.3/system", "web1"), second.id)  # another host
+    assert journal.locks(first.id) == [WEB1]
+
+
+def test_a_lock_whose_job_lost_its_process_is_free(journal, other_process):
+    first = journal.create("convert", {})
+    journal.lock(WEB1, first.id)
+    held_by(journal, first.id, other_process, boot="boot before the power cut")
+    second = journal.create("convert", {})
+    journal.lock(WEB1, second.id)
+    assert (journal.locks(first.id), journal.locks(second.id)) == ([], [WEB1])
