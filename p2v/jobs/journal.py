@@ -270,7 +270,7 @@ def _check_resumable(job: JobRecord, kind: str | None, me: Owner) -> None:
     if kind is not None and job.kind != kind:
         raise InputError(f"job {job.id} is a {job.kind} job, not a {kind} job")
     if job.state == "done":
-        raise InputError(f"job {job.id} is already done (`p2v history {job.id}`)")
+        raise InputError(f"job {job.id} is already done (`p2v show {job.id}`)")
     holder = job.owner
     if job.state == "running" and holder is not None and holder != me and holder.alive():
         raise BusyError(
