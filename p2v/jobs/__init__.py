@@ -1,1 +1,2 @@
-"""Jobs: the journal that records them (journal.py) and its schema (schema.py)."""
+"""Jobs: the journal that records them (journal.py, its schema in schema.py), the
+processes that run them (owner.py), and when scheduled jobs run (triggers.py)."""
