@@ -158,6 +158,8 @@ def _what(job: JobRecord) -> str:
     if job.kind == "copy":
         request = params.get("request", {})
         return f"{request.get('source')} -> {request.get('target')}"
+    if job.kind == "run":
+        return f"{params['command']} (schedule {params['schedule']})"
     return job.kind
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import secrets
 import sqlite3
 import time
@@ -24,19 +25,24 @@ from p2v.jobs.owner import Owner, this_process
 from p2v.paths import state_dir
 
 _COLUMNS = (
-    "id, kind, state, created, updated, owner_boot, pid, owner_start, parent, params, result, error"
+    "id, kind, state, created, updated, owner_boot, pid, owner_start, parent, schedule, "
+    "params, result, error"
 )
+# The job that a process's own jobs are part of: `p2v scheduler` names the run it
+# starts a command for, so that the job the command records is a child of that run.
+PARENT_ENV = "P2V_PARENT_JOB"
 
 
 @dataclass
 class JobRecord:
     id: str
     kind: str
-    state: str  # running, failed, done
+    state: str  # running, failed, done; missed: a scheduled run not made in time
     created: float
     updated: float
     owner: Owner | None  # the process that runs or ran it
     parent: str | None  # the job this one is part of
+    schedule: str | None  # the schedule a run job ran for
     params: dict[str, Any]
     result: dict[str, Any] | None
     error: str | None
@@ -58,6 +64,7 @@ class JobRecord:
             "created": self.created,
             "updated": self.updated,
             "parent": self.parent,
+            "schedule": self.schedule,
             "owner": dataclasses.asdict(self.owner) if self.owner else None,
             "params": self.params,
             "result": self.result,
@@ -77,15 +84,23 @@ class Journal:
     def close(self) -> None:
         self.db.close()
 
-    def create(self, kind: str, params: dict[str, Any], parent: str | None = None) -> JobRecord:
-        """A new job, running in this process; `parent`: the job it is part of."""
+    def create(
+        self,
+        kind: str,
+        params: dict[str, Any],
+        parent: str | None = None,
+        schedule: str | None = None,
+    ) -> JobRecord:
+        """A new job, running in this process. `parent`: the job it is part of (by
+        default the one PARENT_ENV names); `schedule`: the schedule it runs for."""
         job_id = f"{kind}-{secrets.token_hex(4)}"
         now, me = time.time(), this_process()
         self.db.execute(
             "INSERT INTO jobs (id, kind, state, created, updated, owner_boot, pid, owner_start, "
-            "parent, params) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
-            (job_id, kind, now, now, me.boot, me.pid, me.start, parent, json.dumps(params)),
-        )
+            "parent, schedule, params) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
+            (job_id, kind, now, now, me.boot, me.pid, me.start,
+             parent or os.environ.get(PARENT_ENV), schedule, json.dumps(params)),
+        )  # fmt: skip
         return self.get(job_id)
 
     def get(self, job_id: str) -> JobRecord:
@@ -138,6 +153,10 @@ class Journal:
         """The job failed, saying why; the locks it held are free."""
         self._end(job_id, "failed", error, result)
 
+    def missed(self, job_id: str, reason: str) -> None:
+        """A scheduled run that was not made in time, saying why."""
+        self._end(job_id, "missed", reason, None)
+
     def _end(
         self, job_id: str, state: str, error: str | None, result: dict[str, Any] | None
     ) -> None:
@@ -155,9 +174,8 @@ class Journal:
         whose job has ended, or whose process is gone, is free again; one that a running
         job holds is refused with BusyError, naming that job."""
         with schema.transaction(self.db):  # no other writer between the check and the take
-            row = self.db.execute("SELECT job FROM locks WHERE resource = ?", (resource,))
-            holder = next((self.get(job) for (job,) in row if job != job_id), None)
-            if holder is not None and holder.state == "running" and not holder.interrupted:
+            holder = self.holder(resource)
+            if holder is not None and holder.id != job_id:
                 assert holder.owner is not None  # a running job has its process
                 raise BusyError(
                     f"{resource} is locked by job {holder.id} (a {holder.kind} job), still "
@@ -167,6 +185,12 @@ class Journal:
                 "INSERT OR REPLACE INTO locks (resource, job, taken) VALUES (?, ?, ?)",
                 (resource, job_id, time.time()),
             )
+
+    def holder(self, resource: str) -> JobRecord | None:
+        """The running job that holds `resource` locked, if one does."""
+        row = self.db.execute("SELECT job FROM locks WHERE resource = ?", (resource,)).fetchone()
+        job = self.get(row[0]) if row else None
+        return job if job is not None and job.status == "running" else None
 
     def release(self, resource: str, job_id: str) -> None:
         """Free a lock before its job ends (finish and fail free them all)."""
@@ -251,7 +275,8 @@ def vm_resource(uri: str, name: str) -> str:
 
 
 def _record(row: tuple[Any, ...]) -> JobRecord:
-    (job_id, kind, state, created, updated, boot, pid, start, parent, params, result, error) = row
+    (job_id, kind, state, created, updated, boot, pid, start, parent, schedule, params, result,
+     error) = row  # fmt: skip
     return JobRecord(
         id=job_id,
         kind=kind,
@@ -260,6 +285,7 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
         updated=updated,
         owner=Owner(boot, pid, start) if pid else None,
         parent=parent,
+        schedule=schedule,
         params=json.loads(params),
         result=json.loads(result) if result else None,
         error=error,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from p2v.errors import ComponentError, InputError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Version 1, as the first p2v made it; migrations start from it, so it never changes.
 _VERSION_1 = [
@@ -70,6 +70,27 @@ _MIGRATIONS: dict[int, list[str]] = {
     job TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
     taken REAL NOT NULL
 ) WITHOUT ROWID""",
+    ],
+    3: [
+        # A job-making command to run later, once or again and again (p2v.jobs.schedules).
+        """CREATE TABLE schedules (
+    id TEXT PRIMARY KEY,
+    verb TEXT NOT NULL,            -- copy, convert
+    argv TEXT NOT NULL,            -- JSON: the verb's arguments, without --at/--every/--cron
+    cwd TEXT NOT NULL,             -- the directory relative paths in argv are from
+    trigger TEXT NOT NULL,         -- JSON: at, every, cron
+    next_run REAL,                 -- NULL: no run to come
+    state TEXT NOT NULL,           -- active, paused, cancelled, done
+    failures INTEGER NOT NULL DEFAULT 0,  -- failed runs in a row
+    reason TEXT,                   -- why it was paused
+    created REAL NOT NULL,
+    last_run REAL,
+    last_outcome TEXT,
+    last_job TEXT REFERENCES jobs(id) ON DELETE SET NULL
+)""",
+        # The schedule a run job ran for.
+        "ALTER TABLE jobs ADD COLUMN schedule TEXT REFERENCES schedules(id) ON DELETE SET NULL",
+        "CREATE INDEX jobs_schedule ON jobs (schedule)",
     ],
 }
 

@@ -121,8 +121,9 @@ def test_a_version_1_journal_opens_migrated_with_its_jobs_intact(tmp_path: Path)
         assert len(journal.jobs()) == 3
     finally:
         journal.close()
-    assert {"owner_boot", "owner_start", "parent"} <= set(columns(path, "jobs"))
+    assert {"owner_boot", "owner_start", "parent", "schedule"} <= set(columns(path, "jobs"))
     assert columns(path, "locks") == ["resource", "job", "taken"]
+    assert columns(path, "schedules")[:6] == ["id", "verb", "argv", "cwd", "trigger", "next_run"]
 
 
 def test_a_new_journal_is_made_by_the_migrations_of_an_old_one(tmp_path: Path) -> None:
