@@ -1,5 +1,5 @@
 """Schedules on the command line: `p2v copy|convert ... --at/--every/--cron` records
-one, `p2v schedule` lists and changes them."""
+one, `p2v schedule` lists and changes them, `p2v scheduler` runs them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from p2v.commands.options import without_schedule_options
+from p2v.commands.options import count, seconds, without_schedule_options
 from p2v.errors import InputError
 
 if TYPE_CHECKING:
@@ -20,6 +20,8 @@ _ACTIONS = ("list", "pause", "resume", "cancel")
 
 
 def register(verbs: Any) -> None:
+    from p2v.jobs.schedules import Policy
+
     p = verbs.add_parser(
         "schedule",
         help="list, pause, resume or cancel the schedules",
@@ -33,6 +35,58 @@ def register(verbs: Any) -> None:
     p.add_argument("schedule", nargs="?", metavar="SCHEDULE", help="a schedule id")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_schedule)
+
+    default = Policy()
+    p = verbs.add_parser(
+        "scheduler",
+        help="run the schedules when they are due (a service)",
+        description="Run each schedule of the journal when it is due, each run a job of "
+        "the journal (`p2v history`) whose child is the job the command records. Reads "
+        "the schedules again every 2 s. A run missed while no scheduler ran is made at "
+        "its start when it is no more than --grace late, else recorded as missed. A run "
+        "that fails is tried again after --retry-delay, twice that, ... --retries times, "
+        "then its schedule is paused saying why. Stops on SIGTERM or Ctrl-C.",
+    )
+    p.add_argument(
+        "--grace",
+        type=seconds,
+        default=default.grace,
+        metavar="SECONDS",
+        help=f"how late a missed run may still be made (default {default.grace:g})",
+    )
+    p.add_argument(
+        "--retries",
+        type=_retries,
+        default=default.retries,
+        metavar="N",
+        help=f"failed runs tried again before the schedule is paused (default {default.retries})",
+    )
+    p.add_argument(
+        "--retry-delay",
+        type=seconds,
+        default=default.retry_delay,
+        metavar="SECONDS",
+        help=f"before the first try again, doubled for each next one (default "
+        f"{default.retry_delay:g})",
+    )
+    p.add_argument(
+        "--run-timeout",
+        type=seconds,
+        default=default.run_timeout,
+        metavar="SECONDS",
+        help=f"stop a run still going after this long (default {default.run_timeout:g})",
+    )
+    p.add_argument(
+        "--install",
+        action="store_true",
+        help="make it a systemd service (p2v-scheduler.service) that starts at boot, "
+        "where systemd runs; elsewhere say so and run in the foreground",
+    )
+    p.set_defaults(func=_cmd_scheduler)
+
+
+def _retries(text: str) -> int:
+    return 0 if text.strip() == "0" else count(text)
 
 
 def requested(args: argparse.Namespace) -> bool:
@@ -113,3 +167,22 @@ def _print(schedule: Schedule) -> None:
         print(f"    last: {schedule.last_outcome}")
     if schedule.reason:
         print(f"    reason: {schedule.reason}")
+
+
+def _cmd_scheduler(args: argparse.Namespace) -> int:
+    from p2v.jobs import scheduler
+    from p2v.jobs.schedules import Policy
+
+    policy = Policy(args.grace, args.retries, args.retry_delay, args.run_timeout)
+    if args.install:
+        options = ["--grace", f"{args.grace:g}", "--retries", str(args.retries),
+                   "--retry-delay", f"{args.retry_delay:g}",
+                   "--run-timeout", f"{args.run_timeout:g}"]  # fmt: skip
+        if scheduler.install(options, _say):
+            return 0
+    scheduler.serve(policy, _say)
+    return 0
+
+
+def _say(message: str) -> None:
+    print(f"p2v scheduler: {message}", file=sys.stderr, flush=True)
