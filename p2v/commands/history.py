@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from p2v.commands.options import count
-from p2v.units import format_size
+from p2v.units import format_size, format_time
 
 if TYPE_CHECKING:
     from p2v.jobs.journal import JobRecord, Journal
@@ -63,7 +63,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
           f"{'PARENT':<{width}}  WHAT: OUTCOME")  # fmt: skip
     for job in jobs:
         print(
-            f"{job.id:<{width}}  {job.status:<11}  {_when(job.created)}  {_took(job):>8}  "
+            f"{job.id:<{width}}  {job.status:<11}  {format_time(job.created)}  {_took(job):>8}  "
             f"{job.parent or '-':<{width}}  {_what(job)}: {outcome(job)}"
         )
     return 0
@@ -85,7 +85,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     print(f"  what      {_what(job)}")
     if job.parent:
         print(f"  part of   {job.parent}")
-    print(f"  started   {_when(job.created)}, {_took(job)}")
+    print(f"  started   {format_time(job.created)}, {_took(job)}")
     if job.status == "running" and job.owner:
         print(f"  run by    {job.owner.describe()}")
         for resource in shown["locks"]:
@@ -173,10 +173,6 @@ def _bytes(result: dict[str, Any] | None) -> str:
         if result.get(key):
             parts.append(f"{name} {format_size(result[key])}")
     return ", ".join(parts)
-
-
-def _when(seconds: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
 def _took(job: JobRecord) -> str:

@@ -13,8 +13,9 @@ Test hook: P2V_BOOT_ID_FILE names a file to read instead of
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
+
+from p2v.units import format_time
 
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 BOOT_ID_ENV = "P2V_BOOT_ID_FILE"
@@ -35,8 +36,7 @@ class Owner:
     def describe(self) -> str:
         """`process PID` and, when it runs on this boot, since when."""
         if self.boot is not None and self.start is not None and self.boot == boot_id():
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(_started(self.start)))
-            return f"process {self.pid} (running since {when})"
+            return f"process {self.pid} (running since {format_time(_started(self.start))})"
         return f"process {self.pid}"
 
 

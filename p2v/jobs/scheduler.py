@@ -36,8 +36,9 @@ from p2v.errors import BusyError, ComponentError
 from p2v.jobs import schedules
 from p2v.jobs.journal import PARENT_ENV, Journal
 from p2v.jobs.schedules import Policy, Schedule
-from p2v.jobs.triggers import local_zone, when
+from p2v.jobs.triggers import local_zone
 from p2v.paths import state_dir
+from p2v.units import format_time
 
 POLL = 2.0  # seconds between two readings of the schedules table
 STOP_GRACE = 30.0  # seconds a run stopped with SIGINT has to record where it stopped
@@ -139,7 +140,7 @@ class Scheduler:
     def _missed(self, journal: Journal, schedule: Schedule, due: float, now: float) -> Schedule:
         run = journal.create("run", _run_params(schedule, due), self.job_id, schedule.id)
         outcome = (
-            f"missed at {when(due)} ({run.id}): {now - due:.0f} s late, more than the "
+            f"missed at {format_time(due)} ({run.id}): {now - due:.0f} s late, more than the "
             f"scheduler's --grace {self.policy.grace:g} s"
         )
         journal.missed(run.id, outcome)
@@ -202,13 +203,13 @@ class Scheduler:
                       "log": str(run.logfile)}  # fmt: skip
             if run.error is None:
                 journal.finish(run.job, result)
-                outcome = f"done at {when(now)} ({run.job}, {now - run.started:.1f} s)"
+                outcome = f"done at {format_time(now)} ({run.job}, {now - run.started:.1f} s)"
             else:
                 journal.fail(run.job, run.error, result)
-                outcome = f"failed at {when(now)} ({run.job}): {run.error}"
+                outcome = f"failed at {format_time(now)} ({run.job}): {run.error}"
             if self.stopping and run.error is not None:  # made again when a scheduler starts
                 settled = dataclasses.replace(run.schedule, next_run=run.due)
-                outcome = f"stopped with the scheduler at {when(now)} ({run.job})"
+                outcome = f"stopped with the scheduler at {format_time(now)} ({run.job})"
             else:
                 settled = schedules.settle(run.schedule, run.error is None, run.error,
                                            run.following, now, self.policy)  # fmt: skip

@@ -20,7 +20,8 @@ from typing import Any
 from p2v.errors import InputError
 from p2v.jobs import schema
 from p2v.jobs.journal import Journal
-from p2v.jobs.triggers import Trigger, when
+from p2v.jobs.triggers import Trigger
+from p2v.units import format_time
 
 # The lock a running `p2v scheduler` holds: one scheduler per journal.
 SCHEDULER_LOCK = "scheduler"
@@ -204,4 +205,4 @@ def _schedule(row: tuple[Any, ...]) -> Schedule:
 def describe_next(schedule: Schedule) -> str:
     if schedule.next_run is None:
         return "-"
-    return when(schedule.next_run)
+    return format_time(schedule.next_run)

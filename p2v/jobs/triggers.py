@@ -18,6 +18,7 @@ from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 from p2v.errors import InputError
+from p2v.units import format_time
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _CLOCK = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?")
@@ -48,8 +49,8 @@ class Trigger:
             return f"cron '{self.cron}'"
         assert self.at is not None
         if self.every is None:
-            return f"once at {when(self.at, tz)}"
-        return f"every {interval_text(self.every)} from {when(self.at, tz)}"
+            return f"once at {format_time(self.at, tz)}"
+        return f"every {interval_text(self.every)} from {format_time(self.at, tz)}"
 
     def to_json(self) -> dict[str, Any]:
         return {"at": self.at, "every": self.every, "cron": self.cron}
@@ -102,7 +103,7 @@ def parse_at(text: str, now: float, tz: tzinfo | None = None) -> float:
     if then.tzinfo is None:
         then = then.replace(tzinfo=zone)
     if then.timestamp() <= now:
-        raise InputError(f"--at {text}: that time has passed (it is now {when(now, tz)})")
+        raise InputError(f"--at {text}: that time has passed (it is now {format_time(now, tz)})")
     return then.timestamp()
 
 
@@ -193,10 +194,6 @@ def interval_text(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:g}{unit}"
     return f"{seconds:g}s"
-
-
-def when(seconds: float, tz: tzinfo | None = None) -> str:
-    return datetime.fromtimestamp(seconds, tz or local_zone()).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def local_zone() -> tzinfo:

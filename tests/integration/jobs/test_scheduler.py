@@ -96,11 +96,15 @@ def test_a_copy_scheduled_20_s_ahead_runs_at_its_time_and_is_recorded(home: Path
     assert done.last_outcome is not None and done.last_outcome.startswith("done at ")
 
 
-def test_a_cancelled_schedule_does_not_run(home: Path) -> None:
+def test_a_cancelled_schedule_does_not_run_and_a_second_scheduler_is_refused(
+    home: Path,
+) -> None:
     with scheduler(home):
         due = int(time.time()) + 6
         sid = schedule_copy("source.raw", "target.raw", at=due)
-        time.sleep(3)  # the scheduler has read it (every 2 s) and placed its run
+        second = p2v("scheduler", check=False, timeout=30)  # meanwhile: one per journal
+        assert second.returncode == 9 and "a scheduler already runs on " in second.stderr
+        time.sleep(max(0.0, due - 3 - time.time()))  # it has read the schedule and placed it
         p2v("schedule", "cancel", sid)
         time.sleep(max(0.0, due + 4 - time.time()))
     assert runs(sid) == []
