@@ -65,7 +65,7 @@ def wait_for_scans(names: list[str], key: Path) -> dict[str, float]:
 
 def last_read(home: Path) -> int:
     """Bytes the last `p2v copy` read from its source, from the journal."""
-    from p2v.journal import Journal
+    from p2v.jobs.journal import Journal
 
     journal = Journal(home / "journal.sqlite")
     try:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from p2v import __version__
-from p2v.commands import agents, convert, history, inventory, transfer
+from p2v.commands import agents, convert, history, inventory, schedule, transfer
 from p2v.errors import EXIT_CODES, INTERRUPTED, P2VError, system_error
 from p2v.host.virt import DEFAULT_URI  # libvirt itself loads only on connect
 
@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     agents.register(verbs)
     convert.register(verbs)
     history.register(verbs)
+    schedule.register(verbs)
     for verb in verbs.choices.values():
         # --debug after the verb too; SUPPRESS keeps a --debug before it from being reset.
         verb.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -111,13 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     # `p2v history | head`: stop quietly when the reader goes away.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
         try:
+            if schedule.requested(args):
+                return schedule.record(parser, args, list(sys.argv[1:] if argv is None else argv))
             return int(args.func(args))
         except OSError as error:
             raise system_error(error) from error

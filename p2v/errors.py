@@ -67,6 +67,13 @@ class BootCheckError(P2VError):
     exit_code = 8
 
 
+class BusyError(P2VError):
+    """Another job that is still running holds what was asked for: the job itself
+    (a second --resume) or the virtual machine it acts on. Nothing was done."""
+
+    exit_code = 9
+
+
 def system_error(error: OSError) -> P2VError:
     """What the system refused (a path that cannot be made, a full disk): not a bug
     of ours, so one line like every other error, naming the file."""
@@ -88,6 +95,8 @@ exit codes:
   {PlanError.exit_code}    the guest cannot be converted as asked (no OS, too little space, ...);
        nothing was copied
   {BootCheckError.exit_code}    the guest was converted but did not boot within the check
+  {BusyError.exit_code}    another running job holds the job or virtual machine asked for: try again
+       once it ends
   {INTERRUPTED}  interrupted (Ctrl-C); a job that had started can be resumed
 A job that stops after it started says how to go on: `p2v convert --resume JOB`,
 `p2v copy --resume JOB`.

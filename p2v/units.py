@@ -1,8 +1,10 @@
-"""Sizes as people write them (4G, 512M, 1.5T) and as people read them."""
+"""Sizes as people write them (4G, 512M, 1.5T) and as people read them, and times as
+people read them."""
 
 from __future__ import annotations
 
 import re
+from datetime import datetime, tzinfo
 
 from p2v.errors import InputError
 
@@ -23,3 +25,8 @@ def format_size(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} TiB"
+
+
+def format_time(seconds: float, tz: tzinfo | None = None) -> str:
+    """A time (seconds since the epoch) in `tz`, local time by default."""
+    return datetime.fromtimestamp(seconds, tz).strftime("%Y-%m-%d %H:%M:%S")

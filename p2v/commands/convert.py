@@ -10,7 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from p2v.commands.options import add_checkpoint_option, add_timeout_options, rate, seconds
+from p2v.commands.options import (
+    add_checkpoint_option,
+    add_schedule_options,
+    add_timeout_options,
+    rate,
+    seconds,
+)
 from p2v.convert import DEFAULT_BOOT_TIMEOUT, RESUME_CHANGES
 from p2v.errors import EXIT_CODES, InputError
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT
@@ -146,6 +152,7 @@ def register(verbs: Any) -> None:
     # What only a new conversion takes: a resumed one goes on with the job's own.
     new_only = [a.dest for a in p._actions if a.dest not in _RESUMABLE]
     p.set_defaults(func=_cmd_convert, new_only={dest: p.get_default(dest) for dest in new_only})
+    add_schedule_options(p, _check_args)
 
 
 _RESUMABLE = {"help", "debug", "resume", "json", *RESUME_CHANGES}
@@ -158,33 +165,15 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from p2v.paths import state_dir
     from p2v.transfer.progress import BarReporter, QuietReporter
 
+    _check_args(args)
     # A progress bar for each disk's copy on a terminal; --json keeps stdout for the result.
     reporter = BarReporter() if sys.stderr.isatty() else QuietReporter()
     if args.resume:
-        given = [d for d, default in args.new_only.items() if getattr(args, d) != default]
-        if given:
-            named = ", ".join("--" + d.replace("_", "-") for d in given)
-            raise InputError(
-                f"--resume JOB goes on with the job's own source, target and options; "
-                f"{named} cannot change them (a resumed job takes --bwlimit, "
-                "--connect-timeout, --io-timeout and --boot-timeout)"
-            )
         changes = {
             key: getattr(args, key) for key in RESUME_CHANGES if getattr(args, key) is not None
         }
         return _run(lambda j: pipeline.resume(args.resume, j, _say, reporter, changes), args)
-    if bool(args.agent) == bool(args.disk):
-        raise InputError("convert needs one source: --agent HOST[:PORT], or --disk PATH")
-    if bool(args.target) == bool(args.output_dir):
-        raise InputError("choose one target: --target kvm, or --output-dir DIR")
     if args.agent:
-        if args.inventory:
-            raise InputError("--inventory is for --disk sources; the agent sends its own")
-        if not args.secret_file:
-            raise InputError(
-                "--agent needs --secret-file F: the secret the agent's console shows "
-                "(or the one it was given)"
-            )
         source = sources.agent_source(args.agent, args.secret_file)
     else:
         source = sources.disk_source(args.disk, args.inventory)
@@ -218,9 +207,35 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return _run(lambda j: pipeline.convert(source, options, j, _say, reporter), args)
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """What `p2v convert` refuses before it looks at the source or the target."""
+    if args.resume:
+        given = [d for d, default in args.new_only.items() if getattr(args, d) != default]
+        if given:
+            named = ", ".join("--" + d.replace("_", "-") for d in given)
+            raise InputError(
+                f"--resume JOB goes on with the job's own source, target and options; "
+                f"{named} cannot change them (a resumed job takes --bwlimit, "
+                "--connect-timeout, --io-timeout and --boot-timeout)"
+            )
+        return
+    if bool(args.agent) == bool(args.disk):
+        raise InputError("convert needs one source: --agent HOST[:PORT], or --disk PATH")
+    if bool(args.target) == bool(args.output_dir):
+        raise InputError("choose one target: --target kvm, or --output-dir DIR")
+    if args.agent:
+        if args.inventory:
+            raise InputError("--inventory is for --disk sources; the agent sends its own")
+        if not args.secret_file:
+            raise InputError(
+                "--agent needs --secret-file F: the secret the agent's console shows "
+                "(or the one it was given)"
+            )
+
+
 def _run(job: Any, args: argparse.Namespace) -> int:
     """Run a new or resumed conversion with the journal open, then report it."""
-    from p2v.journal import Journal
+    from p2v.jobs.journal import Journal
 
     journal = Journal()
     try:

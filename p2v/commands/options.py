@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from p2v.errors import InputError
 from p2v.transfer import DEFAULT_CHECKPOINT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT
@@ -73,4 +74,43 @@ def add_timeout_options(p: argparse.ArgumentParser, resumable: bool = True) -> N
         metavar="SECONDS",
         help="fail when a server or agent sends no reply for this long in the middle of "
         f"a copy (default {DEFAULT_IO_TIMEOUT:g}); a copy that fails so can be resumed",
+    )
+
+
+def add_schedule_options(
+    p: argparse.ArgumentParser, check: Callable[[argparse.Namespace], None]
+) -> None:
+    """--at, --every and --cron for a verb that makes a job: with one of them the verb
+    is not run but recorded as a schedule, once `check` (the verb's own checks of its
+    arguments, made without running it) has passed."""
+    _schedule_options(p.add_argument_group("schedule it instead (`p2v scheduler` runs it)"))
+    p.set_defaults(schedule_check=check)
+
+
+def without_schedule_options(argv: list[str]) -> list[str]:
+    """A verb's arguments without --at, --every and --cron: what each run is given."""
+    parser = argparse.ArgumentParser(add_help=False)
+    _schedule_options(parser)
+    return parser.parse_known_args(argv)[1]
+
+
+def _schedule_options(group: argparse._ActionsContainer) -> None:
+    group.add_argument(
+        "--at",
+        dest="schedule_at",
+        metavar="TIME",
+        help="run at TIME: HH:MM (the next one, today or tomorrow, local time) or ISO 8601 "
+        "(2025-06-01T02:00, local time unless it ends in Z or +HH:MM)",
+    )
+    group.add_argument(
+        "--every",
+        dest="schedule_every",
+        metavar="INTERVAL",
+        help="run every INTERVAL (30s, 10m, 1h, 1d), from --at or from now",
+    )
+    group.add_argument(
+        "--cron",
+        dest="schedule_cron",
+        metavar="EXPR",
+        help="run when the crontab line EXPR says (5 fields, local time: '30 2 * * *')",
     )

@@ -8,7 +8,13 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from p2v.commands.options import add_checkpoint_option, add_timeout_options, count, rate
+from p2v.commands.options import (
+    add_checkpoint_option,
+    add_schedule_options,
+    add_timeout_options,
+    count,
+    rate,
+)
 from p2v.errors import InputError
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, TARGET_FORMATS, blockhash
 from p2v.units import format_size
@@ -98,6 +104,7 @@ def register(verbs: Any) -> None:
     p.add_argument(
         "--json", action="store_true", help="progress and result as JSON lines on stdout"
     )
+    add_schedule_options(p, _check_copy)
     p.set_defaults(func=_cmd_copy)
 
     p = verbs.add_parser(
@@ -126,16 +133,15 @@ def _reporter(args: argparse.Namespace) -> Reporter:
 
 
 def _cmd_copy(args: argparse.Namespace) -> int:
-    from p2v.journal import Journal
+    from p2v.jobs.journal import Journal
     from p2v.transfer import jobs
     from p2v.transfer.progress import JsonReporter
 
+    _check_copy(args)
     reporter = _reporter(args)
     journal = Journal()
     try:
         if args.resume:
-            if args.source or args.target:
-                raise InputError("--resume takes the job's own source and target; give none")
             result = jobs.resume(
                 args.resume,
                 journal,
@@ -145,10 +151,6 @@ def _cmd_copy(args: argparse.Namespace) -> int:
                 io_timeout=args.io_timeout,
             )
         else:
-            if not (args.source and args.target):
-                raise InputError("copy needs SRC and DST (or --resume JOB)")
-            if (args.connections or 1) > 16 or args.requests > 64:
-                raise InputError("--connections must be 1-16 and --requests 1-64")
             request = jobs.CopyRequest(
                 source=args.source,
                 target=args.target,
@@ -187,6 +189,18 @@ def _cmd_copy(args: argparse.Namespace) -> int:
     for offset, length in result.bad:
         print(f"unreadable, filled with zeros: offset {offset} length {length}")
     return 0
+
+
+def _check_copy(args: argparse.Namespace) -> None:
+    """What `p2v copy` refuses before it opens anything."""
+    if args.resume:
+        if args.source or args.target:
+            raise InputError("--resume takes the job's own source and target; give none")
+        return
+    if not (args.source and args.target):
+        raise InputError("copy needs SRC and DST (or --resume JOB)")
+    if (args.connections or 1) > 16 or args.requests > 64:
+        raise InputError("--connections must be 1-16 and --requests 1-64")
 
 
 def _cmd_checksum(args: argparse.Namespace) -> int:

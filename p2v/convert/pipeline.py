@@ -42,7 +42,7 @@ from p2v.errors import (
 )
 from p2v.host import virt
 from p2v.host.virt.domainxml import DomainXml
-from p2v.journal import Journal
+from p2v.jobs.journal import Journal, vm_resource
 from p2v.paths import state_dir
 from p2v.transfer import DEFAULT_CHECKPOINT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, jobs
 from p2v.units import format_size
@@ -455,7 +455,7 @@ def _copy(
                     bwlimit=options.bwlimit, checkpoint=options.checkpoint,
                     connect_timeout=options.connect_timeout, io_timeout=options.io_timeout,
                 )  # fmt: skip
-                copied = jobs.copy(request, journal, reporter, on_job=remember)
+                copied = jobs.copy(request, journal, reporter, on_job=remember, parent=job_id)
             result.copies.append(copied.to_json())
             detail.update(copy_job=copied.job_id, digest=copied.digest, result=copied.to_json())
             say(
@@ -508,6 +508,8 @@ def _define_and_boot(
 ) -> None:
     name = result.plan.profile.name
     with step("define") as detail:
+        if options.output_dir is None:  # one job at a time on a domain; free when it ends
+            step.journal.lock(vm_resource(options.uri, name), job_id)
         console_log = options.target_dir / f"{name}.console.log"
         # A pool's host may be another: QEMU there cannot write a file of this host,
         # so the boot check reads the console through libvirt and keeps it here.

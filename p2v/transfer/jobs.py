@@ -6,14 +6,15 @@ This is what `p2v copy` and `p2v checksum` call, and what the other pipelines
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from p2v.errors import InputError, TransferError
-from p2v.journal import Journal
+from p2v.jobs.journal import Journal
 from p2v.transfer import DEFAULT_CHECKPOINT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, blockhash
 from p2v.transfer.endpoints import Endpoint, open_source, open_target
 from p2v.transfer.endpoints.null import NullEndpoint
@@ -106,9 +107,11 @@ def copy(
     journal: Journal,
     reporter: Reporter | None = None,
     on_job: Callable[[str], None] | None = None,
+    parent: str | None = None,
 ) -> CopyResult:
     """Copy as asked; `on_job` learns the job's id before any byte moves (a caller
-    that records it can resume this copy after a crash)."""
+    that records it can resume this copy after a crash); `parent`: the job this copy
+    is part of (a conversion)."""
     source = _open_source(request)
     try:
         incremental = request.dirty_bitmap is not None
@@ -124,6 +127,7 @@ def copy(
             job = journal.create(
                 "copy",
                 {"request": request.to_json(), "size": source.size, "digest": blockhash.PREFIX},
+                parent,
             )
             if on_job:
                 on_job(job.id)
@@ -146,30 +150,31 @@ def resume(
 ) -> CopyResult:
     """Finish a failed or interrupted copy; `bwlimit` and the time limits
     (`connect_timeout`, `io_timeout`) may be set anew, the rest is the job's own."""
-    job = journal.resumable(job_id, "copy")
-    request = CopyRequest.from_json(job.params["request"])
-    if bwlimit is not None:
-        request.bwlimit = bwlimit
-    if connect_timeout is not None:
-        request.connect_timeout = connect_timeout
-    if io_timeout is not None:
-        request.io_timeout = io_timeout
-    source = _open_source(request)
+    job = journal.claim(job_id, "copy")
+    with _failure_recorded(journal, job_id):
+        request = CopyRequest.from_json(job.params["request"])
+        if bwlimit is not None:
+            request.bwlimit = bwlimit
+        if connect_timeout is not None:
+            request.connect_timeout = connect_timeout
+        if io_timeout is not None:
+            request.io_timeout = io_timeout
+        source = _open_source(request)
     try:
-        if source.size != job.params["size"]:
-            raise InputError(
-                f"source {source.name} is now {source.size} bytes, not {job.params['size']} "
-                "as when the job started; start a new copy"
+        with _failure_recorded(journal, job_id):
+            if source.size != job.params["size"]:
+                raise InputError(
+                    f"source {source.name} is now {source.size} bytes, not "
+                    f"{job.params['size']} as when the job started; start a new copy"
+                )
+            target = open_target(
+                request.target,
+                source.size,
+                output_format=request.output_format,
+                existing=True,
+                connect_timeout=request.connect_timeout,
             )
-        target = open_target(
-            request.target,
-            source.size,
-            output_format=request.output_format,
-            existing=True,
-            connect_timeout=request.connect_timeout,
-        )
         try:
-            journal.claim(job_id)
             done = journal.blocks(job_id)
             if job.params.get("digest", _FIRST_DIGEST) != blockhash.PREFIX:
                 # Its finished blocks carry digests of another algorithm, which cannot
@@ -184,6 +189,17 @@ def resume(
             target.close()
     finally:
         source.close()
+
+
+@contextlib.contextmanager
+def _failure_recorded(journal: Journal, job_id: str) -> Iterator[None]:
+    """A job taken over fails, saying why, when it cannot start again: it stays
+    there to be resumed once the cause is gone."""
+    try:
+        yield
+    except BaseException as e:
+        journal.fail(job_id, str(e) or type(e).__name__)
+        raise
 
 
 def _run(

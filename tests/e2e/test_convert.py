@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 def durable_blocks(job: str, step: str) -> int:
     """Data blocks the copy of a conversion's step has durably written, so far."""
-    from p2v.journal import Journal
+    from p2v.jobs.journal import Journal
 
     journal = Journal()
     try:

@@ -7,6 +7,7 @@ import argparse
 import pytest
 
 from p2v.cli import VerbParser, build_parser
+from p2v.commands.options import without_schedule_options
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -57,3 +58,16 @@ def test_unknown_options_are_still_refused(capsys: pytest.CaptureFixture[str]) -
         parse("copy", "a", "--no-such-option", "b")
     assert refused.value.code == 2
     assert "--no-such-option" in capsys.readouterr().err
+
+
+def test_every_job_making_verb_takes_the_same_schedule_options() -> None:
+    copy = parse("copy", "a", "--at", "14:30", "b", "--every", "1h")
+    assert (copy.schedule_at, copy.schedule_every, copy.schedule_cron) == ("14:30", "1h", None)
+    convert = parse("convert", "--disk", "a.img", "--cron", "0 2 * * *", "--output-dir", "o")
+    assert convert.schedule_cron == "0 2 * * *"
+    assert parse("copy", "a", "b").schedule_at is None
+
+
+def test_a_scheduled_command_is_run_without_its_schedule_options() -> None:
+    argv = ["a", "--at=14:30", "--bwlimit", "8M", "--every", "1h", "b", "--cron", "* * * * *"]
+    assert without_schedule_options(argv) == ["a", "--bwlimit", "8M", "b"]

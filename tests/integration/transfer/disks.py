@@ -42,10 +42,13 @@ def allocated(path: Path) -> int:
     return os.stat(path).st_blocks * 512
 
 
-def p2v(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def p2v(
+    *args: str, check: bool = True, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, "-m", "p2v.cli", *args], capture_output=True, text=True, timeout=timeout
-    )
+        [sys.executable, "-m", "p2v.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )  # fmt: skip
     if check and done.returncode != 0:
         raise AssertionError(f"p2v {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
     return done
@@ -161,7 +164,7 @@ def data_blocks(job: str) -> int:
 
 
 def journal_blocks(job: str) -> dict[int, bytes | None]:
-    from p2v.journal import Journal
+    from p2v.jobs.journal import Journal
 
     journal = Journal()
     try:

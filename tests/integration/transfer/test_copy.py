@@ -249,7 +249,7 @@ def storage_reads() -> int:
 def test_a_source_in_the_page_cache_is_read_from_it_and_a_cold_one_past_it(
     tmp_path: Path,
 ) -> None:
-    from p2v.journal import Journal
+    from p2v.jobs.journal import Journal
     from p2v.transfer import jobs
 
     path = tmp_path / "golden.raw"
@@ -272,3 +272,18 @@ def test_a_source_in_the_page_cache_is_read_from_it_and_a_cold_one_past_it(
     finally:
         journal.close()
         os.close(fd)
+
+
+def test_a_copy_made_for_another_job_is_recorded_as_its_child(source: Path) -> None:
+    from p2v.jobs.journal import Journal
+    from p2v.transfer import jobs
+
+    journal = Journal()
+    try:
+        conversion = journal.create("convert", {})
+        copied = jobs.copy(jobs.CopyRequest(str(source), "null:"), journal, parent=conversion.id)
+        assert journal.get(copied.job_id).parent == conversion.id
+        assert [j.id for j in journal.children(conversion.id)] == [copied.job_id]
+        assert journal.get(copied.job_id).result == copied.to_json()
+    finally:
+        journal.close()

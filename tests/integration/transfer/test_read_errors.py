@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from p2v.journal import Journal
+from p2v.jobs.journal import Journal
 from tests.conftest import require_programs
 from tests.integration.transfer.disks import (
     MiB,

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from p2v.errors import BusyError
+from p2v.jobs import owner
 from p2v.transfer import blockhash
 from tests.conftest import require_root
 from tests.integration.transfer.disks import (
@@ -59,6 +62,96 @@ def test_kill_9_then_resume_copies_only_what_was_not_durable(tmp_path: Path) -> 
     assert (digest(source), os.stat(source).st_mtime) == before
     again = p2v("copy", "--resume", job, check=False)
     assert again.returncode == 2 and "already done" in again.stderr
+
+
+def slow_copy(
+    source: Path, target: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """A `p2v copy` of `source` at 8 MiB/s, once some of its blocks are durable: the
+    process and its job."""
+    argv = ["copy", "--json", "--bwlimit", "8M", "--checkpoint", "1", str(source), str(target)]
+    copy = subprocess.Popen(
+        [sys.executable, "-m", "p2v.cli", *argv], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert copy.stdout is not None
+    job = json.loads(copy.stdout.readline())["job"]
+    deadline = time.monotonic() + 60
+    while data_blocks(job) < 2:
+        assert time.monotonic() < deadline and copy.poll() is None
+        time.sleep(0.1)
+    return copy, job
+
+
+def stop_outside_a_transaction(proc: subprocess.Popen[str]) -> None:
+    """SIGSTOP `proc` at a moment it does not hold the journal's write lock."""
+    from p2v.jobs.journal import Journal
+
+    journal = Journal()
+    try:
+        while True:
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                journal.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:  # stopped in the middle of a checkpoint
+                os.kill(proc.pid, signal.SIGCONT)
+                time.sleep(0.05)
+                continue
+            journal.db.execute("ROLLBACK")
+            return
+    finally:
+        journal.close()
+
+
+def test_after_a_power_cut_a_job_whose_pid_runs_again_is_resumed(tmp_path: Path) -> None:
+    """After a reboot the pid a job recorded may belong to a process again, even with
+    the same start time. A copy that keeps its pid and start time (stopped, not
+    killed) stands for it: its job is refused to --resume on the same boot, and taken
+    over once the boot id is another."""
+    source = tmp_path / "source.raw"
+    make_disk(source, 64 * MiB, scattered(64 * MiB, 16, 2 * MiB))  # 32 MiB of data
+    before = digest(source)
+    boot = tmp_path / "boot_id"
+    boot.write_text("0b0e0b0e-0000-4000-8000-00000000000a\n")
+    env = {**os.environ, owner.BOOT_ID_ENV: str(boot)}
+    copy, job = slow_copy(source, tmp_path / "target.raw", env)
+    try:
+        stop_outside_a_transaction(copy)
+        resume = ["copy", "--resume", job, "--json"]
+        refused = p2v(*resume, check=False, env=env)
+        assert refused.returncode == BusyError.exit_code, refused.stderr
+        assert f"job {job} is still running in process {copy.pid} (running since" in (
+            refused.stderr
+        )
+        boot.write_text("0b0e0b0e-0000-4000-8000-00000000000b\n")  # the host rebooted
+        resumed = p2v(*resume, env=env)
+        done = json.loads(resumed.stdout.splitlines()[-1])
+        assert done["event"] == "done" and done["resumed"] > 0
+        assert done["digest"] == before
+        assert digest(tmp_path / "target.raw") == before
+    finally:
+        copy.kill()
+        copy.wait()
+
+
+def test_of_two_resumes_at_once_one_copies_and_the_other_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "source.raw"
+    make_disk(source, 64 * MiB, scattered(64 * MiB, 16, 2 * MiB))
+    before = digest(source)
+    copy, job = slow_copy(source, tmp_path / "target.raw")
+    copy.kill()
+    copy.wait()
+    argv = [sys.executable, "-m", "p2v.cli", "copy", "--resume", job, "--json", "--bwlimit", "4M"]
+    both = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]  # fmt: skip
+    outputs = [proc.communicate(timeout=120) for proc in both]
+    codes = sorted(proc.returncode for proc in both)
+    assert codes == [0, BusyError.exit_code], outputs
+    winner = next(i for i, proc in enumerate(both) if proc.returncode == 0)
+    loser_stderr = outputs[1 - winner][1]
+    assert f"job {job} is still running in process {both[winner].pid}" in loser_stderr
+    done = json.loads(outputs[winner][0].splitlines()[-1])
+    assert done["event"] == "done" and done["digest"] == before
+    assert digest(tmp_path / "target.raw") == before
 
 
 @dataclass
@@ -120,7 +213,7 @@ def test_a_job_recorded_with_another_digest_is_copied_again_in_full(tmp_path: Pa
 
 def _as_recorded_by_an_older_p2v(job: str) -> None:
     """Drop the digest's name from the job and garble its blocks' digests."""
-    from p2v.journal import Journal
+    from p2v.jobs.journal import Journal
 
     journal = Journal()
     try:
