@@ -24,6 +24,12 @@ DEFAULT_URI = "qemu:///session"
 LOCAL_URIS = ("qemu:///session", "qemu:///system")
 IDLE_EXIT_S = 600
 DAEMON_START_S = 15
+# A host that stops answering mid-call (its network gone) would hold the call for
+# ever: libvirt's keepalive closes the connection after KEEPALIVE_S * (COUNT + 1) s
+# without a reply, and the call fails.
+KEEPALIVE_S, KEEPALIVE_COUNT = 5, 3
+_events_lock = threading.Lock()
+_events_running = False
 
 
 def libvirt_module() -> Any:
@@ -40,8 +46,9 @@ def connect(uri: str = DEFAULT_URI, timeout: float = DEFAULT_CONNECT_TIMEOUT) ->
     libvirt = libvirt_module()
     # libvirt prints its errors on stderr by default; ours carry the message instead.
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    _run_event_loop(libvirt)
     try:
-        return _open_within(libvirt, uri, timeout)
+        return _kept_alive(_open_within(libvirt, uri, timeout))
     except libvirt.libvirtError as error:
         first_error = error
     if uri in LOCAL_URIS and os.geteuid() == 0:
@@ -51,11 +58,33 @@ def connect(uri: str = DEFAULT_URI, timeout: float = DEFAULT_CONNECT_TIMEOUT) ->
             # first looked is gone now and must be started anew.
             _start_privileged_daemon()
             try:
-                return libvirt.open(uri)
+                return _kept_alive(libvirt.open(uri))
             except libvirt.libvirtError as error:
                 first_error = error
                 time.sleep(0.2)
     raise _open_error(libvirt, uri, first_error) from first_error
+
+
+def _run_event_loop(libvirt: Any) -> None:
+    """Keepalive needs libvirt's event loop running: one daemon thread runs it, set up
+    before the first connection opens."""
+    global _events_running
+    with _events_lock:
+        if _events_running:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _events_running = True
+
+
+def _kept_alive(conn: Any) -> Any:
+    conn.setKeepAlive(KEEPALIVE_S, KEEPALIVE_COUNT)
+    return conn
 
 
 def _open_error(libvirt: Any, uri: str, error: Any) -> Exception:
