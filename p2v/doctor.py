@@ -85,6 +85,14 @@ def check_libguestfs(decision: accel.AccelDecision) -> Check:
     )
 
 
+# What the toolkit asks of libvirt, and the version that first does it.
+LIBVIRT_FEATURES = [
+    ("volume uploads and downloads with holes", (3, 4, 0)),
+    ("incremental backups through checkpoints", (7, 2, 0)),
+    ("reverting external snapshots with memory", (9, 9, 0)),
+]
+
+
 def check_libvirt(uri: str, decision: accel.AccelDecision) -> Check:
     try:
         conn = virt.connect(uri)
@@ -98,8 +106,16 @@ def check_libvirt(uri: str, decision: accel.AccelDecision) -> Check:
     try:
         types = virt.domain_types(conn)
         version = virt.version_string(conn)
+        lacking = [what for what, needs in LIBVIRT_FEATURES if virt.version(conn) < needs]
     finally:
         conn.close()
+    if lacking:
+        return Check(
+            "libvirt",
+            False,
+            f"{uri} runs libvirt {version}, which cannot: {'; '.join(lacking)}",
+            "install libvirt 11 from bookworm-backports (`make setup`)",
+        )
     wanted = decision.libvirt_domain_type
     if wanted not in types:
         return Check(
@@ -108,7 +124,10 @@ def check_libvirt(uri: str, decision: accel.AccelDecision) -> Check:
             f"{uri} (libvirt {version}) offers domain types {sorted(types)}, not {wanted!r}",
             "install libvirt-daemon-driver-qemu",
         )
-    return Check("libvirt", True, f"{uri} answers (libvirt {version}); domain type {wanted}")
+    allows = ", ".join(what for what, _ in LIBVIRT_FEATURES)
+    return Check(
+        "libvirt", True, f"{uri} answers (libvirt {version}); domain type {wanted}; {allows}"
+    )
 
 
 def check_libnbd() -> Check:
