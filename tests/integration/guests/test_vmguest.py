@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import guests
 from tests.conftest import free_port
 from tests.fixtures.vmguest import WORKLOADS, Settings, boot, console, records
 
@@ -20,22 +21,6 @@ OBSERVE_S = 3.0
 # Of the 30 ticks due in OBSERVE_S: fewer means the counter starves, not a slow host.
 MIN_TICKS = 10
 SLIRP = Settings(ip="10.0.2.15/24", gw="10.0.2.2")  # QEMU user networking's guest side
-
-
-def read_counters(sock: socket.socket, seconds: float) -> list[int]:
-    """The counter values a client of the guest's TCP service got within `seconds`."""
-    data = b""
-    deadline = time.monotonic() + seconds
-    sock.settimeout(0.5)
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(4096)
-        except TimeoutError:
-            continue
-        if not chunk:
-            break
-        data += chunk
-    return console.counters(data.decode())
 
 
 @pytest.mark.timeout(300)
@@ -59,8 +44,8 @@ def test_counts_streams_and_records(
             socket.create_connection(("127.0.0.1", port), timeout=10) as first,
             socket.create_connection(("127.0.0.1", port), timeout=10) as second,
         ):
-            streamed = read_counters(first, OBSERVE_S)
-            streamed_too = read_counters(second, 1.0)
+            streamed = guests.read_counters(first, OBSERVE_S)
+            streamed_too = guests.read_counters(second, 1.0)
         shown = console.counters(guest.console_text())
     assert shown[0] == 1
     assert console.gaps(shown) == []
