@@ -25,6 +25,7 @@ typecheck: setup
 fixtures: setup
 	$(PY) -m tests.fixtures bios-ext4
 	$(PY) -m tests.fixtures uefi-lvm
+	$(PY) -m tests.fixtures vmguest
 
 test: lint typecheck fixtures iso
 	$(PY) -m pytest -v --durations=10 tests/unit tests/integration tests/e2e

@@ -33,6 +33,8 @@ debian_pkgs=(
   # ISO pieces
   mmdebstrap xorriso mtools grub-pc-bin grub-efi-amd64-bin grub-common
   cpio zstd
+  # the test guest: its userland, its static program (libc6-dev), its boot loader
+  busybox-static libc6-dev extlinux
   # the virtual environment and pyparted's build
   python3-venv python3-dev libparted-dev pkg-config gcc
 )

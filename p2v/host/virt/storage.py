@@ -153,7 +153,7 @@ def upload_file(conn: Any, vol: Any, source: str) -> None:
         stream = conn.newStream(0)
         with failing_as(f", uploading {source} to {vol.name()}"):
             vol.upload(stream, 0, size, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM)
-            stream.sparseSendAll(_read_piece, _in_hole, _skip, fd)
+            stream.sparseSendAll(_read_piece, _in_data, _skip, fd)
             stream.finish()
     finally:
         os.close(fd)
@@ -166,8 +166,9 @@ def _read_piece(_stream: Any, nbytes: int, fd: int) -> bytes:
     return os.read(fd, min(nbytes, _PIECE))
 
 
-def _in_hole(_stream: Any, fd: int) -> tuple[bool, int]:
-    """(in a hole, bytes until the hole or the data ends), as sparseSendAll asks."""
+def _in_data(_stream: Any, fd: int) -> tuple[bool, int]:
+    """(in data, bytes until that data or hole ends), as sparseSendAll asks: False
+    means a hole, sent as a hole and skipped. The file's position stays where it was."""
     here = os.lseek(fd, 0, os.SEEK_CUR)
     end = os.fstat(fd).st_size
     if here >= end:
@@ -175,12 +176,14 @@ def _in_hole(_stream: Any, fd: int) -> tuple[bool, int]:
     try:
         data = os.lseek(fd, here, os.SEEK_DATA)
     except OSError:  # ENXIO: only a hole is left
-        return True, end - here
+        return False, end - here
+    finally:
+        os.lseek(fd, here, os.SEEK_SET)
     if data > here:
-        return True, data - here
+        return False, data - here
     hole = os.lseek(fd, here, os.SEEK_HOLE)
     os.lseek(fd, here, os.SEEK_SET)
-    return False, hole - here
+    return True, hole - here
 
 
 def _skip(_stream: Any, length: int, fd: int) -> int:
