@@ -17,7 +17,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check $(PACKAGES) boot-iso tests bench scripts
 
 typecheck: setup
-	$(VENV)/bin/mypy $(PACKAGES) tests/fixtures tests/hosts scripts/demo.py
+	$(VENV)/bin/mypy $(PACKAGES) tests/fixtures tests/hosts tests/guests scripts/demo.py
 	cd boot-iso && ../$(VENV)/bin/mypy isobuild
 
 # Fixtures first, so their (cached) build shows its own progress instead of

@@ -21,7 +21,8 @@ from typing import Any
 from p2v import accel
 from p2v.errors import ComponentError, InputError
 from p2v.host import virt
-from p2v.host.virt import download, serial, storage
+from p2v.host.virt import console as virt_console
+from p2v.host.virt import storage
 from tests import hosts
 from tests.fixtures import builder
 from tests.fixtures.vmguest import Settings, console, records
@@ -98,7 +99,7 @@ def _wait_counting(conn: Any, domain: Any, uri: str, timeout: float) -> None:
         return len(values) >= 2 and not console.gaps(values[-2:])
 
     name = domain.name()
-    text = serial.read_console_until(
+    text = virt_console.read_console_until(
         conn, domain, lambda t: counting(t) or console.failure(t) is not None, timeout
     )
     if failed := console.failure(text):
@@ -116,7 +117,7 @@ def counter(uri: str, name: str, timeout: float = COUNTER_TIMEOUT) -> int:
         domain = virt.find(conn, name)
         if (now := virt.state(domain)) != "running":
             raise InputError(f"{name} on {uri} is {now}, not running")
-        text = serial.read_console_until(
+        text = virt_console.read_console_until(
             conn,
             domain,
             lambda t: console.last_counter(t) is not None or console.failure(t) is not None,
@@ -165,7 +166,7 @@ def disk_records(uri: str, name: str) -> str:
             raise InputError(f"{uri}: no volume {volume_name(name)} in the pool {POOL}")
         with tempfile.TemporaryDirectory(prefix="p2v-guest-disk-") as tmp:
             copy = Path(tmp) / volume_name(name)
-            download.download_file(conn, vol, str(copy))
+            storage.download_file(conn, vol, str(copy))
             return records.read_from_image(copy)
 
 

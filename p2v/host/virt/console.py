@@ -4,6 +4,8 @@ host and on another, and on whichever host the domain runs now."""
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Callable
 from typing import Any
 
 from p2v.host.virt.connection import failing_as, libvirt_module
@@ -43,3 +45,19 @@ class Console:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def read_console_until(
+    conn: Any, domain: Any, done: Callable[[str], bool], timeout: float, poll: float = 0.1
+) -> str:
+    """The console's text from now until `done(text)` holds, the domain stops or
+    `timeout` seconds pass, whichever comes first; the caller tells which."""
+    deadline = time.monotonic() + timeout
+    with Console(conn, domain) as console:
+        while True:
+            with failing_as(f", reading the state of {domain.name()}"):
+                running = domain.isActive()
+            text = console.read()
+            if done(text) or not running or time.monotonic() > deadline:
+                return text
+            time.sleep(poll)

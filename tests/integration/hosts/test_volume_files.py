@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from p2v.host import virt
-from p2v.host.virt import download, storage
+from p2v.host.virt import storage
 from tests import hosts
 from tests.conftest import require_root
 
@@ -46,7 +46,7 @@ def test_upload_and_download_keep_bytes_and_holes(host: hosts.TestHost, tmp_path
             pool.refresh(0)
             # The host stores only the data: 12 MiB, not 64.
             assert storage.volume(pool, "roundtrip.raw").info()[2] < 16 * MiB
-            assert download.download_file(conn, vol, str(back)) == 64 * MiB
+            assert storage.download_file(conn, vol, str(back)) == 64 * MiB
         finally:
             storage.delete_volume(vol)
     assert back.read_bytes() == source.read_bytes()
