@@ -27,6 +27,17 @@ def is_remote(uri: str) -> bool:
     return bool(urlparse(uri).hostname)
 
 
+def check_choice(uri: str, pool: str | None, storage: Path | None) -> None:
+    """Refuse a pool and a directory at once, or a directory of this host for another."""
+    if pool is not None and storage is not None:
+        raise InputError("--pool and --storage: choose one place for the disks")
+    if is_remote(uri) and storage is not None:
+        raise InputError(
+            f"--storage is a directory of this host; the disks of a guest on {uri} go "
+            "into a storage pool there (--pool NAME, default 'default')"
+        )
+
+
 @dataclass(frozen=True)
 class Destination:
     uri: str = DEFAULT_URI
@@ -47,13 +58,7 @@ class Destination:
     ) -> Destination:
         """From the command line: another host's disks go into its pool `default`
         unless a pool is named; this host's into `storage` or `default_storage()`."""
-        if pool is not None and storage is not None:
-            raise InputError("--pool and --storage: choose one place for the disks")
-        if is_remote(uri) and storage is not None:
-            raise InputError(
-                f"--storage is a directory of this host; the disks of a guest on {uri} go "
-                "into a storage pool there (--pool NAME, default 'default')"
-            )
+        check_choice(uri, pool, storage)
         if pool is None and is_remote(uri):
             pool = DEFAULT_POOL
         if pool is not None:

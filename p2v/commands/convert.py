@@ -18,6 +18,7 @@ from p2v.commands.options import (
     seconds,
 )
 from p2v.convert import DEFAULT_BOOT_TIMEOUT, RESUME_CHANGES
+from p2v.destination import check_choice
 from p2v.errors import EXIT_CODES, InputError
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT
 
@@ -223,6 +224,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError("convert needs one source: --agent HOST[:PORT], or --disk PATH")
     if bool(args.target) == bool(args.output_dir):
         raise InputError("choose one target: --target kvm, or --output-dir DIR")
+    check_choice(args.connect, args.pool, args.storage)
     if args.agent:
         if args.inventory:
             raise InputError("--inventory is for --disk sources; the agent sends its own")
