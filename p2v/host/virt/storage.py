@@ -8,6 +8,7 @@ import contextlib
 import errno
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from typing import Any
 
 from p2v.errors import ComponentError, InputError
@@ -95,11 +96,25 @@ def path(vol: Any) -> str:
         return str(vol.path())
 
 
-def write(conn: Any, vol: Any, offset: int, data: bytes | memoryview) -> None:
-    """Write `data` into the volume at `offset`, through an upload stream."""
+@contextlib.contextmanager
+def _streaming(conn: Any, vol: Any, what: str, offset: int) -> Iterator[Any]:
+    """A stream for one transfer; libvirt's failures, inside, become OSError (what
+    the transfer engine's endpoints report), and the stream is aborted."""
     libvirt = libvirt_module()
     stream = conn.newStream(0)
     try:
+        yield stream
+        stream.finish()
+    except libvirt.libvirtError as error:
+        with contextlib.suppress(libvirt.libvirtError):
+            stream.abort()
+        message = error.get_error_message()
+        raise OSError(errno.EIO, f"{what} {vol.name()} at {offset}: {message}") from None
+
+
+def write(conn: Any, vol: Any, offset: int, data: bytes | memoryview) -> None:
+    """Write `data` into the volume at `offset`, through an upload stream."""
+    with _streaming(conn, vol, "writing", offset) as stream:
         vol.upload(stream, offset, len(data), 0)
         view = memoryview(data)
         sent = 0
@@ -109,20 +124,12 @@ def write(conn: Any, vol: Any, offset: int, data: bytes | memoryview) -> None:
             if n < 0:
                 raise OSError(errno.EIO, f"the upload stream to {vol.name()} refused data")
             sent += n
-        stream.finish()
-    except libvirt.libvirtError as error:
-        with contextlib.suppress(libvirt.libvirtError):
-            stream.abort()
-        message = error.get_error_message()
-        raise OSError(errno.EIO, f"writing {vol.name()} at {offset}: {message}") from None
 
 
 def read(conn: Any, vol: Any, offset: int, length: int) -> bytes:
     """`length` bytes of the volume from `offset`, through a download stream."""
-    libvirt = libvirt_module()
-    stream = conn.newStream(0)
     chunks: list[bytes] = []
-    try:
+    with _streaming(conn, vol, "reading", offset) as stream:
         vol.download(stream, offset, length, 0)
         got = 0
         while got < length:
@@ -131,12 +138,6 @@ def read(conn: Any, vol: Any, offset: int, length: int) -> bytes:
                 break
             chunks.append(data)
             got += len(data)
-        stream.finish()
-    except libvirt.libvirtError as error:
-        with contextlib.suppress(libvirt.libvirtError):
-            stream.abort()
-        message = error.get_error_message()
-        raise OSError(errno.EIO, f"reading {vol.name()} at {offset}: {message}") from None
     data = b"".join(chunks)
     if len(data) != length:
         came = f"{len(data)} of {length} bytes came"
