@@ -120,8 +120,8 @@ def _free_slot(taken: set[str]) -> tuple[str, str]:
 @contextlib.contextmanager
 def _locked() -> Iterator[None]:
     """One `up` or `down` at a time on this machine: they share addresses and the bridge."""
-    STATE.mkdir(parents=True, exist_ok=True)
-    with open(STATE.parent / ".p2v-test-hosts.lock", "w") as lock:
+    # In /run/lock (emptied at each boot), not beside STATE: `down` leaves nothing there.
+    with open(f"/run/lock/p2v-test-hosts-{STATE.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
