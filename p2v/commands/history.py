@@ -150,16 +150,17 @@ def _what(job: JobRecord) -> str:
     if job.kind == "convert":
         from p2v.convert.sources import describe
 
-        if "source" not in params:  # recorded by an earlier version
-            return f"{params.get('name')} ({', '.join(d['name'] for d in params['disks'])})"
+        if "source" not in params:  # recorded by an earlier version, or by hand
+            disks = ", ".join(str(d.get("name", "?")) for d in params.get("disks", []))
+            return f"{params.get('name', '?')} ({disks})"
         name = (job.result or {}).get("plan", {}).get("profile", {}).get("name")
-        name = name or params["options"].get("name") or "?"
+        name = name or params.get("options", {}).get("name") or "?"
         return f"{name} from {describe(params['source'])}"
     if job.kind == "copy":
         request = params.get("request", {})
         return f"{request.get('source')} -> {request.get('target')}"
     if job.kind == "run":
-        return f"{params['command']} (schedule {params['schedule']})"
+        return f"{params.get('command', '?')} (schedule {params.get('schedule', '?')})"
     return job.kind
 
 

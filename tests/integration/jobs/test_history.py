@@ -62,3 +62,18 @@ def test_history_lists_jobs_of_every_kind_and_show_tells_one_in_full(home: Path)
     assert f"made of\n    {part.id}  failed  a -> b" in p2v("show", conversion.id).stdout
     unknown = p2v("show", "copy-00000000", check=False)
     assert unknown.returncode == 2 and "no job 'copy-00000000'" in unknown.stderr
+
+
+def test_history_lists_jobs_whose_parameters_it_does_not_know(home: Path) -> None:
+    """Jobs recorded by older versions, or with parameters of another shape, are listed
+    as well as can be, never a traceback."""
+    journal = Journal()
+    try:
+        for kind, params in [("convert", {}), ("convert", {"disks": [{}]}), ("copy", {}),
+                             ("run", {}), ("backup", {"x": 1})]:  # fmt: skip
+            journal.fail(journal.create(kind, params).id, "stopped")
+    finally:
+        journal.close()
+    lines = p2v("history").stdout.splitlines()
+    assert len(lines) == 6 and all(line.endswith("failed: stopped") for line in lines[1:])
+    assert json.loads(p2v("history", "--json").stdout)[0]["kind"] == "backup"
