@@ -2,7 +2,8 @@
 server comes out as a guest that boots on virtio-blk and virtio-net, with the same
 hostname, the root found by UUID or LVM name, and the NIC keeping its name and
 configuration, even when the conversion was killed and resumed. The source image is
-never written. (bios-ext4 is converted through the agent ISO: test_agent_iso.py.)
+never written. (bios-ext4 is converted through the agent ISO: test_agent_iso.py, and
+through an agent onto another libvirt host, a test host, here.)
 
 Slow: an appliance, a copy and a boot under QEMU (TCG here) per fixture.
 """
@@ -18,13 +19,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 from imagebuilder.fixups.initramfs import DRACUT_CONF
-from p2v import firmware
-from tests.conftest import attach_loop, fixture_image
+from p2v import accel, firmware
+from p2v.host import virt
+from p2v.host.virt import storage
+from p2v.host.virt.domainxml import DomainXml
+from tests import hosts
+from tests.conftest import attach_loop, fixture_image, require_root
 from tests.e2e.converted import check_converted
 from tests.integration.agent.test_serve import PORT, secret_file, serving
 from tests.integration.transfer.disks import data_blocks, digest, p2v
@@ -195,29 +201,37 @@ def test_secure_boot_guest_in_libvirt_boots_checks_again_and_is_replaced_cleanly
     assert digest(image) == before, "the source image must not change"
 
 
-def test_an_agent_that_stops_answering_mid_conversion_is_named_and_the_job_goes_on(
-    tmp_path: Path,
+def test_an_agent_stopping_mid_conversion_onto_another_host_is_named_and_the_job_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """bios-ext4 served by `p2v-agent serve` from a loop device (as on a server booted
-    from the ISO): the agent stops answering in the middle of the copy, twice, the
-    second time while the resumed job copies. Each time the conversion fails within
-    its time limits, says it is the agent and that `p2v convert --resume JOB` goes on
-    (not the inner copy's command); once the agent answers again, the job goes on
-    with the one copy it started, copying only what is left. No boot:
-    test_agent_iso.py boots one."""
+    from the ISO), converted onto another libvirt host (a test host): the agent stops
+    answering in the middle of the copy, twice, the second time while the resumed job
+    copies. Each time the conversion fails within its time limits, says it is the
+    agent and that `p2v convert --resume JOB` goes on (not the inner copy's command);
+    once the agent answers again, the job goes on with the one copy it started,
+    copying only what is left into the volume. The guest then boots on that host, its
+    disk a volume of the host's pool, and this host holds no copy of the disk."""
+    require_root("test hosts are namespaces")
     image = fixture_image("bios-ext4")
     device = attach_loop(image, "--read-only")
     key = secret_file(tmp_path)
     disk = Path(device).name
-    out = tmp_path / "out"
     step = f"copy {disk}"
+    # The test host shares this machine's processor: the accelerator that works here.
+    monkeypatch.setenv("P2V_ACCEL", accel.detect().accel)
     try:
-        with serving("--secret-file", str(key), "--disk", disk) as (agent, _):
+        with (
+            hosts.running(["p2vt-target"]) as [host],
+            serving("--secret-file", str(key), "--disk", disk) as (agent, _),
+        ):
             nbdkit = next(p for p in psutil.Process(agent.pid).children() if p.name() == "nbdkit")
             limits = ["--bwlimit", "40M", "--io-timeout", "3", "--connect-timeout", "2"]
             argv = [
                 "convert", "--agent", f"127.0.0.1:{PORT}", "--secret-file", str(key),
-                "--output-dir", str(out), "--name", "through-agent", "--checkpoint", "0.5",
+                "--target", "kvm", "-c", host.uri, "--name", "through-agent",
+                # The agent runs on this machine: its memory is no size for a test guest.
+                "--memory", "1024", "--vcpus", "1", "--verify-boot", "--checkpoint", "0.5",
                 *limits,
             ]  # fmt: skip
             job, err = stop_the_agent_mid_copy(argv, nbdkit, step, blocks=2)
@@ -231,15 +245,39 @@ def test_an_agent_that_stops_answering_mid_conversion_is_named_and_the_job_goes_
                 assert "p2v copy --resume" not in said and "Traceback" not in said
             assert resumed == job and copy_job_of(job, step) == first_copy
 
-            done = p2v("convert", "--resume", job, "--bwlimit", "10G", "--json", timeout=600)
+            done = p2v("convert", "--resume", job, "--bwlimit", "10G", "--json", timeout=900)
             result = json.loads(done.stdout)
             assert "fix-ups ..." not in done.stderr, "the guest was fixed before: not again"
             assert result["copies"][0]["job_id"] == first_copy, "one copy, resumed twice"
             copy_job = json.loads(p2v("history", first_copy, "--json").stdout)
             assert copy_job["result"]["resumed"] >= 6 * (4 << 20), "durable blocks stay done"
-            assert (out / f"through-agent-{disk}.qcow2").exists()
+            # The agent inventories this machine, not the fixture's: its NICs are ours.
+            line = result["boot"]["line"]
+            assert result["boot"]["booted"], f"did not boot: {line}\n{done.stderr[-3000:]}"
+            assert "host=p2v-bios-ext4 " in line and " disk=virtio_blk " in line
+            _on_the_host(host, "through-agent", disk, result, image.stat().st_size)
     finally:
         subprocess.run(["losetup", "-d", device], check=False)
+
+
+def _on_the_host(
+    host: hosts.TestHost, name: str, disk: str, result: dict[str, Any], size: int
+) -> None:
+    """The domain is defined on the host, its disk a raw volume of the host's pool; no
+    file of this host holds the disk."""
+    assert result["defined"] == host.uri
+    assert result["copies"][0]["target"] == f"volume:default/{name}-{disk}.img@{host.uri}"
+    with virt.connection(host.uri) as conn:
+        domain = virt.find(conn, name)
+        assert virt.state(domain) == "shut off"
+        vdisk = DomainXml.parse(domain.XMLDesc()).writable_disks()[0]
+        volumes = {storage.path(v): v for v in virt.pool(conn, "default").listAllVolumes()}
+        assert vdisk.source in volumes and vdisk.format == "raw"
+        assert storage.capacity(volumes[vdisk.source]) == size
+    assert vdisk.source.startswith(hosts.POOL_DIR)  # a path of the host, not of ours
+    places = [Path(os.environ["P2V_HOME"]), Path("/var/lib/libvirt/images"), Path("/var/tmp")]
+    ours = [f for place in places if place.exists() for f in place.rglob(f"{name}-{disk}*")]
+    assert not ours, f"this host holds a copy of the disk: {ours}"
 
 
 def copy_job_of(job: str, step: str) -> str:

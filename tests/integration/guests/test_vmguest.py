@@ -13,7 +13,7 @@ import pytest
 
 from tests import guests
 from tests.conftest import free_port
-from tests.fixtures.vmguest import WORKLOADS, Settings, boot, console, records
+from tests.fixtures.vmguest import Settings, boot, console, records
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,9 @@ SLIRP = Settings(ip="10.0.2.15/24", gw="10.0.2.2")  # QEMU user networking's gue
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("workload", WORKLOADS)
+# Each workload runs on a test host too (test_on_test_hosts.py); here, without
+# libvirt, the busiest one, which most tests the counter's pace.
+@pytest.mark.parametrize("workload", ["hot"])
 def test_counts_streams_and_records(
     workload: str,
     vmguest_image: Path,
