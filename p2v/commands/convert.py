@@ -30,8 +30,9 @@ def register(verbs: Any) -> None:
         description="Inspect the guest on the source disks (never writing them), plan the "
         "virtual machine, fix the guest in a private overlay (virtio drivers in the "
         "initramfs, filesystems and GRUB by UUID, NIC names pinned to their MACs), skip "
-        "the filesystems' free space, copy the disks as qcow2 and write or define the "
-        "domain. Each step is recorded in the journal (`p2v history`); a conversion "
+        "the filesystems' free space, copy the disks (qcow2 files on this host, or raw "
+        "volumes of a storage pool of the -c host, this one or another) and write or "
+        "define the domain. Each step is recorded in the journal (`p2v history`); a conversion "
         "that stops (crash, kill, full disk) goes on with --resume JOB.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
