@@ -62,6 +62,9 @@ def test_two_hosts_are_two_libvirt_hosts_and_down_leaves_nothing() -> None:
                 assert two.listAllDomains() == []
             finally:
                 virt.destroy(guest)
+                # Freed now, while its host runs: freed after `up` replaced the host,
+                # libvirt would wait on the dead connection for its keepalive (20 s).
+                del guest
 
         # A new `up` of a host that is up replaces it (what a killed run left).
         old = {h.name: h.pid for h in hosts.known() if h.name in names}
