@@ -106,7 +106,8 @@ def check_libvirt(uri: str, decision: accel.AccelDecision) -> Check:
     try:
         types = virt.domain_types(conn)
         version = virt.version_string(conn)
-        lacking = [what for what, needs in LIBVIRT_FEATURES if virt.version(conn) < needs]
+        running = virt.version(conn)
+        lacking = [what for what, needs in LIBVIRT_FEATURES if running < needs]
     finally:
         conn.close()
     if lacking:

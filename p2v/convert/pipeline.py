@@ -103,11 +103,11 @@ class ConvertOptions:
         if "destination" in fields:
             fields["destination"] = Destination.from_json(fields["destination"])
         else:  # recorded before destinations: the same fields, flat
+            storage = fields.pop("storage")
             fields["destination"] = Destination(
-                fields.pop("uri"), None, Path(fields.pop("storage")) if fields.get("storage")
-                else None, fields.pop("network"), fields.pop("overwrite"),
+                fields.pop("uri"), None, Path(storage) if storage else None,
+                fields.pop("network"), fields.pop("overwrite"),
             )  # fmt: skip
-            fields.pop("storage", None)
         return cls(**fields)
 
 
@@ -601,8 +601,8 @@ def _plan(g: Any, inventory: Inventory, disks: list[SourceDisk], options: Conver
         raise PlanError(str(e)) from None
     except RuntimeError as e:
         raise ComponentError(f"libguestfs, inspecting the guest: {str(e).splitlines()[0]}") from e
-    targets.check_room(options.destination if options.in_pool else Destination(
-        storage=options.target_dir), options.target_dir, used, options.connect_timeout)  # fmt: skip
+    pool = options.destination if options.in_pool else None
+    targets.check_room(pool, options.target_dir, used, options.connect_timeout)
     return plan
 
 

@@ -109,10 +109,12 @@ def _ensure_bridge() -> None:
 
 def _free_slot(taken: set[str]) -> tuple[str, str]:
     """(address, link name) of a host slot no host uses."""
-    links = set(_run("ip", "-o", "link", "show").stdout.split())
+    # `ip -o link` lines: "12: p2vh10@if2: <...>": the name, without its peer.
+    lines = _run("ip", "-o", "link", "show").stdout.splitlines()
+    links = {line.split(": ")[1].split("@")[0] for line in lines}
     for n in HOST_ADDRESSES:
         address, link = str(SUBNET[n]), f"p2vh{n}"
-        if address not in taken and f"{link}@if" not in " ".join(links) and link + ":" not in links:
+        if address not in taken and link not in links:
             return address, link
     raise RuntimeError("no free test host address left")
 

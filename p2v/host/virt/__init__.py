@@ -37,10 +37,9 @@ from p2v.host.virt.domains import (
 from p2v.host.virt.storage import create_volume, ensure_dir_pool, free_bytes, pool, volume
 
 __all__ = [
-    "Console", "resume",
-    "DEFAULT_URI", "LOCAL_URIS", "HostIdentity", "JobProgress", "connect", "connection",
-    "create_volume", "define", "define_or_replace", "destroy", "domain_types",
-    "ensure_dir_pool", "failing_as", "find", "free_bytes", "identity", "job_progress",
-    "lookup", "pool", "start", "start_transient", "state", "undefine", "version",
-    "version_string", "volume", "wait_for_state",
+    "DEFAULT_URI", "LOCAL_URIS", "Console", "HostIdentity", "JobProgress", "connect",
+    "connection", "create_volume", "define", "define_or_replace", "destroy",
+    "domain_types", "ensure_dir_pool", "failing_as", "find", "free_bytes", "identity",
+    "job_progress", "lookup", "pool", "resume", "start", "start_transient", "state",
+    "undefine", "version", "version_string", "volume", "wait_for_state",
 ]  # fmt: skip

@@ -156,14 +156,13 @@ def identity(conn: Any) -> HostIdentity:
         )
 
 
-def version_string(conn: Any) -> str:
-    v = conn.getLibVersion()
-    return f"{v // 1_000_000}.{v // 1000 % 1000}.{v % 1000}"
-
-
 def version(conn: Any) -> tuple[int, int, int]:
     v = conn.getLibVersion()
     return v // 1_000_000, v // 1000 % 1000, v % 1000
+
+
+def version_string(conn: Any) -> str:
+    return ".".join(str(part) for part in version(conn))
 
 
 def domain_types(conn: Any, arch: str = "x86_64") -> set[str]:

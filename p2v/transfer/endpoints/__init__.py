@@ -107,7 +107,7 @@ def open_target(
         if output_format not in (None, "raw"):
             raise InputError("a volume target is raw: its host's pool keeps it as it is")
         if existing:
-            return _checked(VolumeEndpoint.open_existing_target(spec, connect_timeout), size)
+            return _checked(VolumeEndpoint.open(spec, connect_timeout, writable=True), size)
         return VolumeEndpoint.open(spec, connect_timeout, size=size, overwrite=overwrite)
     fmt = target_format(spec, output_format)
     if existing:

@@ -57,11 +57,17 @@ class VolumeEndpoint(Endpoint):
 
     @classmethod
     def open(
-        cls, spec: str, timeout: float, *, size: int | None = None, overwrite: bool = False
+        cls,
+        spec: str,
+        timeout: float,
+        *,
+        size: int | None = None,
+        overwrite: bool = False,
+        writable: bool = False,
     ) -> VolumeEndpoint:
         """The volume `spec`. With `size` it is a target: made as a new, empty volume of
         that size (an existing one only with `overwrite`); size None opens an existing
-        volume, read-only unless `existing_target`."""
+        volume, read-only unless `writable` (a resumed copy updates it in place)."""
         where = VolumeSpec.parse(spec)
         conn = connect(where.uri, timeout)
         try:
@@ -70,7 +76,7 @@ class VolumeEndpoint(Endpoint):
             if size is None:
                 if vol is None:
                     raise InputError(f"{where}: no such volume")
-                return cls(where, conn, vol, writable=False, fresh=False)
+                return cls(where, conn, vol, writable=writable, fresh=False)
             if vol is not None:
                 if not overwrite:
                     raise InputError(f"target {where} exists; add --overwrite to replace it")
@@ -80,13 +86,6 @@ class VolumeEndpoint(Endpoint):
         except BaseException:
             conn.close()
             raise
-
-    @classmethod
-    def open_existing_target(cls, spec: str, timeout: float) -> VolumeEndpoint:
-        """An existing volume updated in place (a resumed copy)."""
-        endpoint = cls.open(spec, timeout)
-        endpoint._writable = True
-        return endpoint
 
     def known_zero(self) -> bool:
         return self._fresh  # a volume just made is sparse: it reads as zeros
