@@ -7,10 +7,9 @@ digests) -> domain XML, written or defined -> boot check.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +42,7 @@ from p2v.errors import (
 from p2v.host import virt
 from p2v.host.virt.domainxml import DomainXml
 from p2v.jobs.journal import Journal, vm_resource
+from p2v.jobs.steps import Step
 from p2v.paths import state_dir
 from p2v.transfer import DEFAULT_CHECKPOINT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, jobs
 from p2v.units import format_size
@@ -125,25 +125,6 @@ class ConvertResult:
     defined: str | None = None  # the libvirt URI the domain was defined in
     boot: dict[str, Any] | None = None
     resumed: bool = False
-
-
-class Step:
-    """Records one step in the journal; a failure is recorded with its message."""
-
-    def __init__(self, journal: Journal, job_id: str, say: Callable[[str], None]) -> None:
-        self.journal, self.job_id, self.say = journal, job_id, say
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[dict[str, Any]]:
-        self.say(f"{name} ...")
-        self.journal.step_started(self.job_id, name)
-        detail: dict[str, Any] = {}
-        try:
-            yield detail
-        except BaseException as e:
-            self.journal.step_ended(self.job_id, name, {**detail, "error": str(e)}, failed=True)
-            raise
-        self.journal.step_ended(self.job_id, name, detail)
 
 
 def convert(
