@@ -27,6 +27,7 @@ from p2v.host.virt.domains import (
     find,
     job_progress,
     lookup,
+    lookup_uuid,
     resume,
     start,
     start_transient,
@@ -40,6 +41,6 @@ __all__ = [
     "DEFAULT_URI", "LOCAL_URIS", "Console", "HostIdentity", "JobProgress", "connect",
     "connection", "create_volume", "define", "define_or_replace", "destroy",
     "domain_types", "ensure_dir_pool", "failing_as", "find", "free_bytes", "identity",
-    "job_progress", "lookup", "pool", "resume", "start", "start_transient", "state",
+    "job_progress", "lookup", "lookup_uuid", "pool", "resume", "start", "start_transient", "state",
     "undefine", "version", "version_string", "volume", "wait_for_state",
 ]  # fmt: skip

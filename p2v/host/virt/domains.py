@@ -36,6 +36,38 @@ def find(conn: Any, name_or_uuid: str) -> Any:
     return domain
 
 
+def lookup_uuid(conn: Any, uuid: str) -> Any:
+    """The domain with this UUID, or None."""
+    libvirt = libvirt_module()
+    try:
+        return conn.lookupByUUIDString(uuid)
+    except libvirt.libvirtError:
+        return None
+
+
+def definition(domain: Any) -> str:
+    """The domain's persistent XML (what it starts from next time), secrets included:
+    what another host must be given to define it."""
+    libvirt = libvirt_module()
+    with failing_as(f", reading {domain.name()}"):
+        return str(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE))
+
+
+def live_xml(domain: Any) -> str:
+    with failing_as(f", reading {domain.name()}"):
+        return str(domain.XMLDesc(0))
+
+
+def autostart(domain: Any) -> bool:
+    with failing_as(f", reading {domain.name()}"):
+        return bool(domain.autostart())
+
+
+def set_autostart(domain: Any, on: bool) -> None:
+    with failing_as(f", setting {domain.name()} to start with its host"):
+        domain.setAutostart(1 if on else 0)
+
+
 def define(conn: Any, xml: str, replace: Any = None) -> Any:
     """Define a domain, first undefining `replace` (a stopped domain) with its NVRAM,
     so that the new one starts from fresh firmware variables."""

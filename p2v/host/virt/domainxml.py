@@ -97,6 +97,20 @@ class DomainXml:
             mac.set("address", nic.mac)
         return ET.tostring(root, encoding="unicode")
 
+    def passthrough(self) -> list[str]:
+        """The host devices handed to the guest (PCI, USB, SCSI, SR-IOV NICs): they
+        stay with their host, so the guest cannot move while it holds them."""
+        if self._tree is None:
+            return []
+        found = []
+        for node in self._tree.findall("devices/hostdev"):
+            address = node.find("source/address")
+            where = " ".join(f"{k}={v}" for k, v in (address.attrib if address is not None
+                                                      else {}).items())  # fmt: skip
+            found.append(f"{node.get('type', 'host')} device {where}".strip())
+        found += [f"NIC {nic.mac} (hostdev)" for nic in self.nics if nic.kind == "hostdev"]
+        return found
+
     def disk(self, target: str) -> DiskXml:
         for disk in self.disks:
             if disk.target == target:

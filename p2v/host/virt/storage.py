@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import Any
@@ -88,6 +89,61 @@ def delete_volume(vol: Any) -> None:
 def capacity(vol: Any) -> int:
     with failing_as(f", reading the volume {vol.name()}"):
         return int(vol.info()[1])
+
+
+def length(vol: Any) -> int:
+    """The bytes of the volume as its host stores them (its file's size): what its
+    streams read and write. The capacity for a raw volume; for a qcow2 one, the
+    container holding its clusters."""
+    libvirt = libvirt_module()
+    with failing_as(f", reading the volume {vol.name()}"):
+        return int(vol.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)[2])
+
+
+def volume_at(conn: Any, where: str) -> Any:
+    """The volume at the path `where` on the connection's host, or None (no pool there
+    holds that path)."""
+    libvirt = libvirt_module()
+    try:
+        return conn.storageVolLookupByPath(where)
+    except libvirt.libvirtError as error:
+        if error.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+            raise ComponentError(f"libvirt: {error.get_error_message()}") from error
+    return None
+
+
+def pool_of(vol: Any) -> Any:
+    with failing_as(f", reading the volume {vol.name()}"):
+        return vol.storagePoolLookupByVolume()
+
+
+def pool_at(conn: Any, directory: str) -> Any:
+    """The active pool whose target is `directory` on the connection's host, or None."""
+    with failing_as(""):
+        for candidate in conn.listAllStoragePools(0):
+            if candidate.isActive() and pool_target(candidate) == directory.rstrip("/"):
+                return candidate
+    return None
+
+
+def pool_target(storage_pool: Any) -> str:
+    """The directory (or device) the pool keeps its volumes in."""
+    return (ET.fromstring(storage_pool.XMLDesc(0)).findtext("target/path") or "").rstrip("/")
+
+
+def same_storage(one: Any, other: Any) -> bool:
+    """Whether two pools of two hosts are one storage (a shared file system): a volume
+    made in `other` shows in `one`. The probe volume is removed again."""
+    name = f".p2v-probe-{os.getpid()}-{time.monotonic_ns()}"
+    probe = create_volume(other, name, 0)
+    try:
+        with failing_as(f", refreshing the storage pool {one.name()}"):
+            one.refresh(0)
+        return volume(one, name) is not None
+    finally:
+        delete_volume(probe)
+        with contextlib.suppress(Exception):
+            one.refresh(0)
 
 
 def path(vol: Any) -> str:

@@ -51,7 +51,7 @@ class VolumeEndpoint(Endpoint):
     def __init__(self, spec: VolumeSpec, conn: Any, vol: Any, *, writable: bool, fresh: bool):
         self.spec, self.conn, self.vol = spec, conn, vol
         self.name = str(spec)
-        self.size = storage.capacity(vol)
+        self.size = storage.length(vol)  # the volume's bytes as its host keeps them
         self._writable, self._fresh = writable, fresh
         self._owner = True  # the first handle closes the connection; clones share it
 
