@@ -74,6 +74,13 @@ class BusyError(P2VError):
     exit_code = 9
 
 
+class MigrationError(P2VError):
+    """A migration did not finish: it was cancelled, timed out, or a host or the link
+    failed. The message says where the guest runs now."""
+
+    exit_code = 10
+
+
 def system_error(error: OSError) -> P2VError:
     """What the system refused (a path that cannot be made, a full disk): not a bug
     of ours, so one line like every other error, naming the file."""
@@ -97,7 +104,9 @@ exit codes:
   {BootCheckError.exit_code}    the guest was converted but did not boot within the check
   {BusyError.exit_code}    another running job holds the job or virtual machine asked for: try again
        once it ends
+  {MigrationError.exit_code}   a migration did not finish (cancelled, --timeout, a host or the link
+       failed); the message says where the guest runs now
   {INTERRUPTED}  interrupted (Ctrl-C); a job that had started can be resumed
 A job that stops after it started says how to go on: `p2v convert --resume JOB`,
-`p2v copy --resume JOB`.
+`p2v copy --resume JOB`, `p2v migrate --resume JOB`.
 """

@@ -134,6 +134,10 @@ def outcome(job: JobRecord) -> str:
     if status != "done":
         return f"{status}: {job.error}"
     result = job.result or {}
+    if job.kind == "migrate":
+        from p2v.migrate.job import summary
+
+        return summary(result, head=False)
     if result.get("dry_run"):
         return "planned (dry run)"
     if result.get("defined"):
@@ -159,6 +163,12 @@ def _what(job: JobRecord) -> str:
     if job.kind == "copy":
         request = params.get("request", {})
         return f"{request.get('source')} -> {request.get('target')}"
+    if job.kind == "migrate":
+        request = params.get("request", {})
+        mode = "live" if params.get("live") else "cold"
+        return (
+            f"{request.get('vm')}: {request.get('source')} -> {request.get('destination')} ({mode})"
+        )
     if job.kind == "run":
         return f"{params.get('command', '?')} (schedule {params.get('schedule', '?')})"
     return job.kind

@@ -1,0 +1,98 @@
+"""A cold (static) migration of a shut-off VM: its disks copied by the transfer engine
+from volume to volume through the two libvirt connections (read back on the
+destination and compared by digest), then the same definition (UUID, MACs, NVRAM
+path) defined there, with the disks' paths there."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable
+from typing import Any
+
+from p2v.errors import InputError
+from p2v.host import virt
+from p2v.host.virt import domains, storage
+from p2v.host.virt.domainxml import DomainXml
+from p2v.jobs.journal import Journal
+from p2v.migrate.checks import DiskMove, Plan, Request
+from p2v.transfer import jobs
+from p2v.transfer.endpoints.volume import VolumeSpec
+
+START_TIMEOUT = 60.0
+
+
+def source_spec(disk: DiskMove, request: Request) -> str:
+    return str(VolumeSpec(disk.source_pool, disk.volume, request.source))
+
+
+def target_spec(disk: DiskMove, request: Request) -> str:
+    return str(VolumeSpec(disk.dest_pool, posixpath.basename(disk.dest_path), request.destination))
+
+
+def copy_disk(
+    disk: DiskMove,
+    request: Request,
+    journal: Journal,
+    job_id: str,
+    reporter: Any,
+    earlier_copy: str | None,
+    remember: Callable[[str], None],
+) -> jobs.CopyResult:
+    """Copy one disk's volume, resuming the copy an interrupted run began; the target
+    is read back and must have the source's digest."""
+    if earlier_copy:
+        done = journal.get(earlier_copy)
+        if done.state == "done" and done.result:
+            return jobs.CopyResult(**done.result)
+        try:
+            return jobs.resume(
+                earlier_copy, journal, reporter, _bwlimit(request),
+                connect_timeout=request.connect_timeout, io_timeout=request.io_timeout,
+            )  # fmt: skip
+        except InputError:
+            pass  # the target or the source changed meanwhile: copy it again
+    copy = jobs.CopyRequest(
+        source=source_spec(disk, request), target=target_spec(disk, request),
+        overwrite=earlier_copy is not None, verify=True, bwlimit=_bwlimit(request),
+        connect_timeout=request.connect_timeout, io_timeout=request.io_timeout,
+    )  # fmt: skip
+    return jobs.copy(copy, journal, reporter, on_job=remember, parent=job_id)
+
+
+def _bwlimit(request: Request) -> int | None:
+    return request.bandwidth_mib << 20 if request.bandwidth_mib else None
+
+
+def check_copied(result: jobs.CopyResult, disk: DiskMove) -> None:
+    if result.verified is not True:
+        raise InputError(f"disk {disk.target}: the copy on the destination does not read back "
+                         f"with the source's digest {result.digest}")  # fmt: skip
+
+
+def define(dst: Any, plan: Plan) -> str:
+    """Define the VM on the destination, its disks at their paths there; its XML."""
+    described = DomainXml.parse(plan.xml)
+    moved = {d.target: d for d in plan.disks}
+    for vdisk in described.disks:
+        if vdisk.target in moved:
+            vdisk.source = moved[vdisk.target].dest_path
+    xml = described.to_xml()
+    for disk in plan.copied:
+        # Made as raw bytes: libvirt learns the format (qcow2, ...) when it looks again.
+        with virt.failing_as(f", refreshing the pool {disk.dest_pool}"):
+            storage.pool(dst, disk.dest_pool).refresh(0)
+    existing = virt.lookup_uuid(dst, plan.uuid)
+    virt.define(dst, xml, replace=existing)  # ours, from an interrupted run, when there
+    return xml
+
+
+def start_if_autostart(dst: Any, plan: Plan) -> bool:
+    """Start the VM there when it was set to start with its host; whether it was."""
+    domain = virt.find(dst, plan.vm)
+    if not plan.autostart:
+        return False
+    domains.set_autostart(domain, True)
+    if virt.state(domain) != "running":
+        virt.start(domain)
+    virt.wait_for_state(domain, "running", START_TIMEOUT)
+    return True

@@ -1,0 +1,322 @@
+"""`p2v migrate` as a job in the journal: the checks, then a step per phase, each
+recorded; the VM locked on both hosts meanwhile; the source released only once the
+destination runs (or, cold, holds verified copies). A job that stops goes on with
+`--resume`; a running one is stopped with `--cancel`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from p2v.errors import BusyError, InputError, MigrationError
+from p2v.host import virt
+from p2v.host.virt import migration, storage
+from p2v.jobs.journal import Journal, vm_resource
+from p2v.jobs.owner import this_process
+from p2v.jobs.steps import Step
+from p2v.migrate import cold, live
+from p2v.migrate.checks import Plan, Request, make_plan
+from p2v.migrate.progress import Progress
+from p2v.units import format_size
+
+KIND = "migrate"
+
+Say = Callable[[str], None]
+MakeProgress = Callable[[str, str], Progress]  # (job id, VM) -> progress
+
+
+def migrate(
+    request: Request, journal: Journal, say: Say, progress: MakeProgress, reporter: Any
+) -> tuple[str, dict[str, Any]]:
+    """Check, record and run a migration: (job id, its record)."""
+    with virt.connection(request.source, request.connect_timeout) as src, \
+            virt.connection(request.destination, request.connect_timeout) as dst:  # fmt: skip
+        plan = make_plan(src, dst, request)
+    resources = [vm_resource(request.source, plan.vm), vm_resource(request.destination, plan.vm)]
+    for resource in resources:  # refused before a job is recorded; taken again below
+        if holder := journal.holder(resource):
+            raise BusyError(f"{resource} is locked by job {holder.id} (a {holder.kind} job); "
+                            "try again once it ends")  # fmt: skip
+    job = journal.create(KIND, {"request": request.to_json(), "live": plan.running})
+    say(f"job {job.id} (`p2v show {job.id}` shows its steps)")
+    step = Step(journal, job.id, say)
+    with step("check") as detail:
+        for resource in resources:
+            journal.lock(resource, job.id)
+        detail["plan"] = plan.to_json()
+    return job.id, _run(job.id, request, plan, journal, step, say, progress, reporter, {})
+
+
+def resume(
+    job_id: str, journal: Journal, say: Say, progress: MakeProgress, reporter: Any
+) -> tuple[str, dict[str, Any]]:
+    """Go on with a migration that stopped: the steps done stay done."""
+    job = journal.claim(job_id, KIND)
+    request = Request.from_json(job.params["request"])
+    previous = {s["name"]: s for s in journal.steps(job_id)}
+    checked = previous.get("check", {})
+    say(f"job {job_id}: going on")
+    step = Step(journal, job_id, say)
+    try:
+        for resource in (vm_resource(request.source, request.vm),
+                         vm_resource(request.destination, request.vm)):  # fmt: skip
+            journal.lock(resource, job_id)
+    except BusyError as error:
+        journal.fail(job_id, str(error))
+        raise
+    if checked.get("state") != "done":
+        journal.fail(job_id, "stopped before its checks were done: start it again")
+        raise InputError(f"job {job_id} stopped before its checks: start the migration again")
+    plan = Plan.from_json(checked["detail"]["plan"])
+    return job_id, _run(job_id, request, plan, journal, step, say, progress, reporter, previous)
+
+
+def _run(
+    job_id: str,
+    request: Request,
+    plan: Plan,
+    journal: Journal,
+    step: Step,
+    say: Say,
+    progress: MakeProgress,
+    reporter: Any,
+    previous: dict[str, Any],
+) -> dict[str, Any]:
+    began = time.time()
+    record: dict[str, Any] = {
+        "vm": plan.vm, "uuid": plan.uuid, "source": request.source,
+        "destination": request.destination, "source_host": plan.source_host,
+        "destination_host": plan.destination_host,
+    }  # fmt: skip
+    try:
+        if plan.running:
+            record.update(_live(job_id, request, plan, journal, step, say, progress, previous))
+        else:
+            record.update(_cold(job_id, request, plan, journal, step, say, reporter, previous))
+        _release(request, plan, step, previous, record)
+    except BaseException as error:
+        record.setdefault("outcome", "cancelled" if isinstance(error, KeyboardInterrupt)
+                          else "failed")  # fmt: skip
+        record["elapsed_s"] = round(time.time() - began, 2)
+        journal.fail(job_id, str(error) or type(error).__name__, record)
+        raise
+    record["elapsed_s"] = round(time.time() - began, 2)
+    journal.finish(job_id, record)
+    return record
+
+
+def _done(previous: dict[str, Any], name: str) -> dict[str, Any] | None:
+    found = previous.get(name)
+    return found["detail"] if found and found["state"] == "done" else None
+
+
+def _live(
+    job_id: str, request: Request, plan: Plan, journal: Journal, step: Step, say: Say,
+    progress: MakeProgress, previous: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    if earlier := _done(previous, "migrate"):
+        return dict(earlier["record"])
+    with virt.connection(request.source, request.connect_timeout) as src:
+        domain = virt.lookup(src, plan.vm)
+        if domain is None or virt.state(domain) != "running":
+            # Gone from the source: libvirt finished the handover while we were away.
+            return _finished_meanwhile(request, plan)
+        with step("measure") as detail:
+            prediction = live.expect(domain, plan, request, _bandwidth(journal, plan))
+            detail["prediction"] = prediction.to_json()
+            say(live.describe(prediction))
+            if not prediction.converges and not request.escalate and request.timeout is None:
+                raise InputError("pre-copy alone will not converge and --no-escalate forbids "
+                                 "more: give --timeout SECONDS, or allow escalation")  # fmt: skip
+        shown = progress(job_id, plan.vm)
+        try:
+            with step("migrate") as detail:
+                detail["live"] = True
+                record = live.run(domain, plan, request, shown, say)
+                record["prediction"] = prediction.to_json()
+                detail["record"] = record
+                if record["outcome"] != "done":
+                    if record["outcome"] != "post-copy failed":
+                        detail["removed"] = _forget_mirrors(request, plan)
+                    raise MigrationError(record["message"])
+        finally:
+            shown.close()
+            del domain  # freed while the source still answers
+    with step("verify") as detail:
+        detail["running_on"] = _running_there(request, plan)
+    return record
+
+
+def _forget_mirrors(request: Request, plan: Plan) -> list[str]:
+    """After a live migration that did not finish: the volumes libvirt made on the
+    destination for the storage copy, which no domain there uses, are deleted (the
+    guest's disks are whole on the source)."""
+    removed: list[str] = []
+    if not plan.copied:
+        return removed
+    with virt.connection(request.destination, request.connect_timeout) as dst:
+        if virt.lookup_uuid(dst, plan.uuid) is not None:
+            return removed  # libvirt still has it there: leave it to its cleanup
+        for disk in plan.copied:
+            vol = storage.volume_at(dst, disk.dest_path)
+            if vol is not None:
+                storage.delete_volume(vol)
+                removed.append(disk.dest_path)
+    return removed
+
+
+def _finished_meanwhile(request: Request, plan: Plan) -> dict[str, Any]:
+    with virt.connection(request.destination, request.connect_timeout) as dst:
+        domain = virt.lookup_uuid(dst, plan.uuid)
+        if domain is None or virt.state(domain) != "running":
+            raise MigrationError(
+                f"{plan.vm} runs on neither host: not on {request.source}, nor on "
+                f"{request.destination}; see `virsh -c URI list --all` on both"
+            )
+        stats = migration.stats_from(migration.completed_stats(domain), running=False)
+        return {"mode": "live", "outcome": "done", "finished_unwatched": True,
+                "downtime_ms": stats.downtime_ms, "bytes": stats.processed}  # fmt: skip
+
+
+def _running_there(request: Request, plan: Plan) -> str:
+    with virt.connection(request.destination, request.connect_timeout) as dst:
+        domain = virt.lookup_uuid(dst, plan.uuid)
+        if domain is None:
+            raise MigrationError(f"{request.destination} has no {plan.vm} after the migration")
+        virt.wait_for_state(domain, "running", 30)
+        return str(request.destination)
+
+
+def _cold(
+    job_id: str, request: Request, plan: Plan, journal: Journal, step: Step, say: Say,
+    reporter: Any, previous: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    record: dict[str, Any] = {"mode": "cold", "disks": []}
+    for disk in plan.disks:
+        name = f"copy {disk.target}"
+        if not disk.copy:
+            continue
+        if earlier := _done(previous, name):
+            record["disks"].append(earlier["result"])
+            continue
+        with step(name) as detail:
+
+            def remember(copy_job: str, name: str = name, detail: dict[str, Any] = detail) -> None:
+                detail["copy_job"] = copy_job
+                journal.step_detail(job_id, name, detail)
+
+            before = ((previous.get(name) or {}).get("detail") or {}).get("copy_job")
+            copied = cold.copy_disk(disk, request, journal, job_id, reporter, before, remember)
+            cold.check_copied(copied, disk)
+            detail.update(copy_job=copied.job_id, digest=copied.digest, result={
+                "target": disk.target, "digest": copied.digest, "size": copied.size,
+                "copied": copied.copied, "verified": copied.verified,
+            })  # fmt: skip
+            record["disks"].append(detail["result"])
+            say(f"  {disk.target}: {copied.copied} bytes moved, digest {copied.digest}, "
+                "read back equal on the destination")  # fmt: skip
+    record["bytes"] = sum(d["copied"] for d in record["disks"])
+    with virt.connection(request.destination, request.connect_timeout) as dst:
+        if not _done(previous, "define"):
+            with step("define") as detail:
+                cold.define(dst, plan)
+                detail["uri"] = request.destination
+        with step("start" if plan.autostart else "verify") as detail:
+            detail["started"] = cold.start_if_autostart(dst, plan)
+            if virt.lookup_uuid(dst, plan.uuid) is None:
+                raise MigrationError(f"{request.destination} lost {plan.vm}'s definition")
+    record["outcome"] = "done"
+    return record
+
+
+def _release(
+    request: Request, plan: Plan, step: Step, previous: dict[str, Any], record: dict[str, Any]
+) -> None:
+    """The source lets the VM go: undefined (cold; live, libvirt did it), its disks
+    deleted with --delete-source when they were copied."""
+    if _done(previous, "release source"):
+        return
+    with step("release source") as detail, \
+            virt.connection(request.source, request.connect_timeout) as src:  # fmt: skip
+        domain = virt.lookup_uuid(src, plan.uuid)
+        if domain is not None:
+            if virt.state(domain) != "shut off":
+                raise MigrationError(f"{plan.vm} runs on {request.source} again; left there")
+            virt.undefine(domain)
+            del domain
+        detail["undefined"] = True
+        deleted = []
+        if request.delete_source:
+            for disk in plan.copied:
+                vol = storage.volume(storage.pool(src, disk.source_pool), disk.volume)
+                if vol is not None:
+                    storage.delete_volume(vol)
+                    deleted.append(disk.path)
+        detail["deleted"] = deleted
+        record["source_deleted"] = deleted
+
+
+def _bandwidth(journal: Journal, plan: Plan) -> int | None:
+    """The memory bandwidth the last live migration between these two hosts reached."""
+    for job in journal.jobs(200):
+        result = job.result or {}
+        if job.kind == KIND and job.state == "done" and result.get("bandwidth") and \
+                result.get("source_host") == plan.source_host and \
+                result.get("destination_host") == plan.destination_host:  # fmt: skip
+            return int(result["bandwidth"])
+    return None
+
+
+def cancel(job_id: str, journal: Journal) -> str:
+    """Stop a running migration: what was done, in words."""
+    job = journal.get(job_id)
+    if job.kind != KIND:
+        raise InputError(f"job {job_id} is a {job.kind} job, not a migration")
+    if job.status != "running":
+        raise InputError(f"job {job_id} is {job.status}: nothing to cancel")
+    request = Request.from_json(job.params["request"])
+    if job.params.get("live"):
+        with virt.connection(request.source, request.connect_timeout) as src:
+            domain = virt.lookup(src, request.vm)
+            if domain is None:
+                raise InputError(f"{request.vm} is no longer on {request.source}: too late")
+            if migration.paused_reason(domain) == "post-copy":
+                raise InputError(
+                    f"{request.vm}'s migration is in post-copy: the guest runs on "
+                    f"{request.destination} already and cannot go back"
+                )
+            migration.abort_job(domain)
+            del domain
+        return f"asked {request.source} to stop migrating {request.vm}; the guest stays there"
+    owner = job.owner
+    if owner is None or owner.boot != this_process().boot:
+        raise InputError(f"job {job_id} runs on another machine: stop it there")
+    os.kill(owner.pid, signal.SIGINT)
+    return f"asked process {owner.pid} to stop job {job_id}; resume it with --resume"
+
+
+def summary(record: dict[str, Any], head: bool = True) -> str:
+    """A migration's record in one line: where to, how long, the pause, the bytes,
+    the passes and each escalation."""
+    moved = "moved" if record.get("outcome") == "done" else record.get("outcome", "failed")
+    where = (
+        f"{record['vm']} {moved}: {record['source']} -> {record['destination']} "
+        f"({record.get('mode', '?')})"
+    )
+    parts = [f"in {record.get('total_s', record.get('elapsed_s'))} s"]
+    if record.get("downtime_ms") is not None:
+        parts.append(f"downtime {record['downtime_ms']} ms")
+    if record.get("bytes"):
+        parts.append(f"{format_size(record['bytes'])} moved")
+    if record.get("passes"):
+        parts.append(f"{record['passes']} passes")
+    for step in record.get("escalations", []):
+        value = f" {step['value']}" if step["value"] is not None else ""
+        parts.append(f"{step['what']}{value} at {step['at']} s")
+    if record.get("source_deleted"):
+        parts.append(f"source disks deleted: {', '.join(record['source_deleted'])}")
+    said = ", ".join(parts)
+    return f"{where}: {said}" if head else said
