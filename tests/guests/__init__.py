@@ -14,6 +14,7 @@ import json
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from p2v.host.virt import console as virt_console
 from p2v.host.virt import storage
 from tests import hosts
 from tests.fixtures import builder
-from tests.fixtures.vmguest import Settings, console, records
+from tests.fixtures.vmguest import PORT, Settings, console, records
 from tests.guests.domain import GuestSpec
 
 POOL = "default"
@@ -61,9 +62,11 @@ def start(
     settings: Settings,
     memory_mib: int | None = None,
     timeout: float = START_TIMEOUT,
+    boot: bool = True,
 ) -> None:
-    """Upload the image, define and start the guest, and return once it counts. A
-    guest that does not get there is removed again, with its volume."""
+    """Upload the image, define and start the guest, and return once it counts (or,
+    `boot` False, leave it defined and shut off). A guest that does not get there is
+    removed again, with its volume."""
     image = builder.build("vmguest")
     with virt.connection(uri) as conn:
         if virt.lookup(conn, name) is not None:
@@ -80,8 +83,9 @@ def start(
             )  # fmt: skip
             domain = virt.define(conn, spec.to_xml())
             try:
-                virt.start(domain)
-                _wait_counting(conn, domain, uri, timeout)
+                if boot:
+                    virt.start(domain)
+                    _wait_counting(conn, domain, uri, timeout)
             except BaseException:
                 virt.destroy(domain)
                 virt.undefine(domain)
@@ -197,3 +201,90 @@ def _virtual_size(image: Path) -> int:
 
 def _tail(text: str, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
+
+
+class CounterWatch:
+    """A client of the guest's TCP counter (port 7777) that reads in a thread, noting
+    when each value arrived: across a migration it shows the longest pause the guest's
+    clients saw, any value lost or repeated, and whether the connection survived."""
+
+    def __init__(self, ip: str, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection((ip, PORT), timeout=timeout)
+        self.seen: list[tuple[float, int]] = []  # (arrival, value)
+        self.closed = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        self.sock.settimeout(0.5)
+        pending = b""
+        while not self._stop.is_set():
+            try:
+                chunk = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.closed = True
+                return
+            now = time.monotonic()
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                values = console.counters(line.decode() + "\n")
+                self.seen.extend((now, value) for value in values)
+
+    def wait_for_more(self, count: int, timeout: float) -> bool:
+        """Whether `count` more values arrive within `timeout` s."""
+        goal = len(self.seen) + count
+        deadline = time.monotonic() + timeout
+        while len(self.seen) < goal and time.monotonic() < deadline and not self.closed:
+            time.sleep(0.05)
+        return len(self.seen) >= goal
+
+    @property
+    def values(self) -> list[int]:
+        return [value for _, value in self.seen]
+
+    @property
+    def longest_gap(self) -> float:
+        """Seconds: the longest wait between two values."""
+        times = [at for at, _ in self.seen]
+        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+
+    @property
+    def lost(self) -> list[str]:
+        """Where values went backwards or skipped."""
+        return console.gaps(self.values)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+    def __enter__(self) -> CounterWatch:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def where(uris: list[str], name: str) -> str | None:
+    """Which of these hosts has the guest defined (running or not)."""
+    for uri in uris:
+        with virt.connection(uri) as conn:
+            if virt.lookup(conn, name) is not None:
+                return uri
+    return None
+
+
+def stop_anywhere(uris: list[str], name: str) -> None:
+    """Remove the guest and its volume from every host that has either."""
+    for uri in uris:
+        with virt.connection(uri) as conn:
+            has = virt.lookup(conn, name) is not None
+            has = has or virt.volume(virt.pool(conn, POOL), volume_name(name)) is not None
+        if has:
+            stop(uri, name)

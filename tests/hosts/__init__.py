@@ -234,6 +234,16 @@ def _wait_and_pool(host: TestHost) -> None:
             time.sleep(0.2)
 
 
+def qemu_pid(host: TestHost, vm: str) -> int | None:
+    """The PID of the QEMU that runs `vm` on the host (incoming migrations too)."""
+    pidfile = host.root / "run" / "libvirt" / "qemu" / f"{vm}.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if alive(pid) else None
+
+
 def alive(pid: int) -> bool:
     """The process runs (a zombie does not: only its parent has yet to collect it)."""
     try:
