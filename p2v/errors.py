@@ -3,6 +3,8 @@ error's own code, listed in EXIT_CODES (`p2v --help` and the README show it)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class P2VError(Exception):
     """Base of every error the toolkit reports to a user."""
@@ -76,9 +78,13 @@ class BusyError(P2VError):
 
 class MigrationError(P2VError):
     """A migration did not finish: it was cancelled, timed out, or a host or the link
-    failed. The message says where the guest runs now."""
+    failed. The message says where the guest runs now; `record` what was measured."""
 
     exit_code = 10
+
+    def __init__(self, message: str, record: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.record = record or {}
 
 
 def system_error(error: OSError) -> P2VError:

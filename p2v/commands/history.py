@@ -91,6 +91,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
         for resource in shown["locks"]:
             print(f"  locks     {resource}")
     print(f"  outcome   {outcome(job)}")
+    if job.kind == "migrate" and job.result and job.status != "done":
+        from p2v.migrate.job import summary
+
+        print(f"  measured  {summary(job.result, head=False)}")
     if moved := _bytes(job.result):
         print(f"  bytes     {moved}")
     if shown["steps"]:

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from p2v.commands.options import add_connect_timeout_option, add_schedule_options, count, seconds
-from p2v.errors import EXIT_CODES, InputError
+from p2v.errors import EXIT_CODES, InputError, MigrationError
 from p2v.host.virt import DEFAULT_URI
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT
 
@@ -36,7 +36,8 @@ def register(verbs: Any) -> None:
     p.add_argument("--to", metavar="URI", help="the destination host's libvirt URI")
     p.add_argument(
         "-c", "--connect", default=DEFAULT_URI, metavar="URI",
-        help=f"the source host's libvirt URI (default {DEFAULT_URI})",
+        help=f"the source host's libvirt URI (default {DEFAULT_URI}); its libvirt opens "
+        "--to itself (peer to peer), so --to must be a URI the source host can reach",
     )  # fmt: skip
     p.add_argument("--live", action="store_true", help="migrate the VM while it runs")
     p.add_argument(
@@ -57,7 +58,8 @@ def register(verbs: Any) -> None:
     p.add_argument(
         "--postcopy", action=argparse.BooleanOptionalAction, default=True,
         help="let a migration that pre-copy cannot finish switch to post-copy, the guest "
-        "running on the destination while the rest of its memory follows (default on)",
+        "running on the destination while the rest of its memory follows (default on; "
+        "off by itself when the destination's QEMU cannot)",
     )  # fmt: skip
     p.add_argument(
         "--auto-converge", action=argparse.BooleanOptionalAction, default=True,
@@ -69,8 +71,8 @@ def register(verbs: Any) -> None:
     )  # fmt: skip
     p.add_argument(
         "--timeout", type=seconds, metavar="SECONDS",
-        help="stop a live migration still in pre-copy after this long; the guest stays on "
-        "the source (post-copy, once begun, always finishes)",
+        help="stop a live migration not finished after this long (its storage copy "
+        "included); the guest stays on the source (post-copy, once begun, always finishes)",
     )  # fmt: skip
     p.add_argument(
         "--bandwidth", type=count, metavar="MIB/S",
@@ -78,7 +80,8 @@ def register(verbs: Any) -> None:
     )  # fmt: skip
     p.add_argument(
         "--delete-source", action="store_true",
-        help="delete the source's copies of the disks once the destination runs",
+        help="delete the source's copies of the disks at the end: once the destination runs "
+        "the guest (live), or holds copies read back equal (cold)",
     )  # fmt: skip
     add_connect_timeout_option(p, DEFAULT_CONNECT_TIMEOUT)
     p.add_argument(
@@ -95,6 +98,9 @@ def register(verbs: Any) -> None:
 
 def _check_args(args: argparse.Namespace) -> None:
     if args.resume or args.cancel:
+        if args.schedule_at or args.schedule_every or args.schedule_cron:
+            raise InputError("--at, --every and --cron schedule a new migration, not "
+                             "--resume or --cancel")  # fmt: skip
         if args.vm or args.to or (args.resume and args.cancel):
             raise InputError("--resume JOB and --cancel JOB take the job's own VM and hosts; "
                              "give one of them alone")  # fmt: skip
@@ -132,6 +138,10 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
                 io_timeout=args.io_timeout,
             )  # fmt: skip
             job_id, record = job.migrate(request, journal, say, progress, reporter)
+    except MigrationError as error:
+        if args.json and error.record:  # scripts get the record of what did not finish
+            print(json.dumps({"event": "failed", "error": str(error), **error.record}))
+        raise
     finally:
         journal.close()
     if args.json:

@@ -9,7 +9,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
-from p2v.errors import InputError
+from p2v.errors import ComponentError, InputError
 from p2v.host import virt
 from p2v.host.virt import domains, migration, storage
 from p2v.host.virt.domainxml import DomainXml
@@ -51,7 +51,6 @@ class DiskMove:
     format: str | None
     source_pool: str
     volume: str
-    length: int  # the volume's bytes (its file)
     allocation: int  # bytes its host has allocated for it
     dest_pool: str
     dest_path: str  # where the destination will hold it
@@ -67,8 +66,9 @@ class Plan:
     running: bool
     autostart: bool
     memory: int  # bytes
-    xml: str  # the persistent definition, as the destination will keep it
     disks: list[DiskMove] = field(default_factory=list)
+    # The definition is read from the source when it is used, never kept in the journal:
+    # it holds secrets (VNC passwords, ...).
 
     @property
     def copied(self) -> list[DiskMove]:
@@ -92,19 +92,35 @@ def make_plan(src: Any, dst: Any, request: Request) -> Plan:
             f"{request.source} and {request.destination} are the same host ({here.hostname}, "
             f"host UUID {here.uuid}): a migration goes to another host"
         )
-    running = virt.state(domain) in ("running", "paused")
-    _check_mode(request, running)
+    now = virt.state(domain)
+    running = now != "shut off"
+    _check_mode(request, now)
     xml = domains.definition(domain)
     described = DomainXml.parse(xml)
-    uuid = described.uuid or ""
-    problems = _conflicts(dst, request.vm, uuid, request.destination)
-    if held := described.passthrough():
+    current = DomainXml.parse(domains.live_xml(domain)) if running else described
+    name, uuid = described.name, described.uuid or ""
+    problems = _conflicts(dst, name, uuid, request.destination)
+    if held := current.passthrough():
         problems.append(
-            f"{request.vm} holds host devices that cannot move with it: {', '.join(held)}; "
+            f"{name} holds host devices that cannot move with it: {', '.join(held)}; "
             "detach them first"
         )
-    if why := migration.cpu_incompatibility(dst, domains.live_xml(domain) if running else xml):
-        problems.append(f"{request.destination} cannot run {request.vm}'s CPU: {why}")
+    if not running:
+        problems += _left_behind(domain, described, request)
+    try:
+        why = migration.cpu_incompatibility(dst, domains.live_xml(domain) if running else xml)
+    except ComponentError as error:
+        why = str(error)
+    if why:
+        problems.append(f"{request.destination} cannot run {name}'s CPU: {why}")
+    media = [d for d in current.disks if d.device != "disk" and d.source]
+    if media:
+        inserted = ", ".join(f"{d.target} ({d.source})" for d in media)
+        problems.append(f"{name} has media inserted that stays on {request.source}: {inserted}; "
+                        "eject it first")  # fmt: skip
+    # What other hosts or people changed in the pools' directories since libvirt looked.
+    storage.refresh_all(src)
+    storage.refresh_all(dst)
     disks, disk_problems = _disks(src, dst, described, request)
     problems += disk_problems
     if not disk_problems:
@@ -112,20 +128,39 @@ def make_plan(src: Any, dst: Any, request: Request) -> Plan:
     if problems:
         raise InputError("; ".join(problems))
     return Plan(
-        vm=described.name, uuid=uuid, source_host=here.hostname,
-        destination_host=there.hostname, running=running, autostart=domains.autostart(domain),
-        memory=described.memory_kib * 1024, xml=xml, disks=disks,
+        vm=name, uuid=uuid, source_host=here.hostname, destination_host=there.hostname,
+        running=running, autostart=domains.autostart(domain),
+        memory=described.memory_kib * 1024, disks=disks,
     )  # fmt: skip
 
 
-def _check_mode(request: Request, running: bool) -> None:
-    if running and not request.live:
+def _check_mode(request: Request, now: str) -> None:
+    if now == "shut off":
+        if request.live:
+            raise InputError(f"{request.vm} is shut off: a cold migration moves it (drop --live)")
+        return
+    if now != "running":
+        raise InputError(f"{request.vm} is {now}: a live migration moves a running guest; "
+                         "resume it, or shut it down for a cold migration")  # fmt: skip
+    if not request.live:
         raise InputError(
             f"{request.vm} is running: add --live to move it while it runs, or shut it "
             "down for a cold migration"
         )
-    if not running and request.live:
-        raise InputError(f"{request.vm} is shut off: a cold migration moves it (drop --live)")
+
+
+def _left_behind(domain: Any, described: DomainXml, request: Request) -> list[str]:
+    """What a cold move cannot take along, which undefining it at the source would lose."""
+    problems = []
+    if kept := domains.kept_state(domain):
+        problems.append(
+            f"{described.name} has {', '.join(kept)} on {request.source}, which a cold "
+            "migration cannot take along: remove them first (or migrate it live)"
+        )
+    if described.tpm_state():
+        problems.append(f"{described.name} has an emulated TPM whose state stays on "
+                        f"{request.source}: a cold migration cannot take it along")  # fmt: skip
+    return problems
 
 
 def _conflicts(dst: Any, name: str, uuid: str, uri: str) -> list[str]:
@@ -143,9 +178,9 @@ def _disks(
 ) -> tuple[list[DiskMove], list[str]]:
     moves, problems = [], []
     for disk in described.writable_disks():
-        if disk.kind not in ("file", "block"):
-            problems.append(f"disk {disk.target} is a {disk.kind} disk; only files and block "
-                            "devices of storage pools move")  # fmt: skip
+        if disk.kind != "file":
+            problems.append(f"disk {disk.target} is a {disk.kind} disk; only file disks of "
+                            "storage pools move")  # fmt: skip
             continue
         vol = storage.volume_at(src, disk.source)
         if vol is None:
@@ -153,6 +188,10 @@ def _disks(
                 f"disk {disk.target} ({disk.source}) is in no storage pool of "
                 f"{request.source}: libvirt cannot reach it there"
             )
+            continue
+        if base := storage.backing(vol):
+            problems.append(f"disk {disk.target} ({disk.source}) reads through to {base}, "
+                            "which would stay behind: flatten it first")  # fmt: skip
             continue
         source_pool = storage.pool_of(vol)
         directory = posixpath.dirname(disk.source)
@@ -164,9 +203,13 @@ def _disks(
         dest_pool, dest_path, copy = move
         moves.append(DiskMove(
             target=disk.target, path=disk.source, format=disk.format,
-            source_pool=source_pool.name(), volume=vol.name(), length=storage.length(vol),
-            allocation=int(vol.info()[2]), dest_pool=dest_pool, dest_path=dest_path, copy=copy,
+            source_pool=storage.pool_name(source_pool), volume=vol.name(),
+            allocation=storage.allocation(vol), dest_pool=dest_pool, dest_path=dest_path,
+            copy=copy,
         ))  # fmt: skip
+    targets = [d.dest_path for d in moves]
+    if twice := sorted({t for t in targets if targets.count(t) > 1}):
+        problems.append(f"two disks would become {', '.join(twice)} on {request.destination}")
     return moves, problems
 
 
@@ -185,23 +228,25 @@ def _destination(
                 f"{request.destination} holds another {path} already (not shared with "
                 f"{request.source}); remove it there first"
             )
-        return (storage.pool_of(there).name(), path, False), None
+        return (storage.pool_name(storage.pool_of(there)), path, False), None
     if request.copy_storage is False:
         return None, f"{request.destination} has no {path} and --no-copy-storage was given"
     if request.live:
         # libvirt makes the disk there at the same path, in the pool that holds it.
         pool = storage.pool_at(dst, directory)
-        if pool is None or (request.pool and pool.name() != request.pool):
+        if pool is None:
             return None, (
                 f"{request.destination} has no storage pool at {directory}, where a live "
                 "migration puts the disk"
             )
-        return (pool.name(), path, True), None
+        return (storage.pool_name(pool), path, True), None
     pool = storage.pool_at(dst, directory) if request.pool is None else None
     if pool is None:
         pool = storage.pool(dst, request.pool or "default")
-    target = storage.pool_target(pool)
-    return (pool.name(), posixpath.join(target, posixpath.basename(path)), True), None
+    target = posixpath.join(storage.pool_target(pool), posixpath.basename(path))
+    if storage.volume_at(dst, target) is not None:
+        return None, f"{request.destination} holds a volume at {target} already"
+    return (storage.pool_name(pool), target, True), None
 
 
 def _room(dst: Any, disks: list[DiskMove], uri: str) -> list[str]:

@@ -69,21 +69,40 @@ def check_copied(result: jobs.CopyResult, disk: DiskMove) -> None:
                          f"with the source's digest {result.digest}")  # fmt: skip
 
 
-def define(dst: Any, plan: Plan) -> str:
-    """Define the VM on the destination, its disks at their paths there; its XML."""
-    described = DomainXml.parse(plan.xml)
+def copy_nvram(
+    src: Any, dst: Any, nvram: str, request: Request, journal: Journal, job_id: str,
+    reporter: Any,
+) -> jobs.CopyResult:  # fmt: skip
+    """Copy the UEFI variable store (boot entries, Secure Boot keys) to the same path
+    there, through pools over its directory on both hosts."""
+    directory, name = posixpath.split(nvram)
+    with storage.directory_pool(src, directory) as here, \
+            storage.directory_pool(dst, directory) as there:  # fmt: skip
+        storage.refresh(here)
+        storage.refresh(there)
+        copy = jobs.CopyRequest(
+            source=str(VolumeSpec(storage.pool_name(here), name, request.source)),
+            target=str(VolumeSpec(storage.pool_name(there), name, request.destination)),
+            overwrite=True, verify=True, connect_timeout=request.connect_timeout,
+            io_timeout=request.io_timeout,
+        )  # fmt: skip
+        return jobs.copy(copy, journal, reporter, parent=job_id)
+
+
+def define(dst: Any, plan: Plan, xml: str) -> None:
+    """Define the VM on the destination from its definition `xml` (read from the
+    source), its disks at their paths there."""
+    described = DomainXml.parse(xml)
     moved = {d.target: d for d in plan.disks}
     for vdisk in described.disks:
         if vdisk.target in moved:
             vdisk.source = moved[vdisk.target].dest_path
-    xml = described.to_xml()
     for disk in plan.copied:
         # Made as raw bytes: libvirt learns the format (qcow2, ...) when it looks again.
-        with virt.failing_as(f", refreshing the pool {disk.dest_pool}"):
-            storage.pool(dst, disk.dest_pool).refresh(0)
-    existing = virt.lookup_uuid(dst, plan.uuid)
-    virt.define(dst, xml, replace=existing)  # ours, from an interrupted run, when there
-    return xml
+        storage.refresh(storage.pool(dst, disk.dest_pool))
+    # One defined by an interrupted run has the same name and UUID: redefined in place,
+    # its (copied) NVRAM kept.
+    virt.define(dst, described.to_xml())
 
 
 def start_if_autostart(dst: Any, plan: Plan) -> bool:

@@ -11,9 +11,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from p2v.errors import BusyError, InputError, MigrationError
+from p2v.errors import BusyError, InputError, MigrationError, P2VError
 from p2v.host import virt
-from p2v.host.virt import migration, storage
+from p2v.host.virt import domains, migration, storage
+from p2v.host.virt.domainxml import DomainXml
 from p2v.jobs.journal import Journal, vm_resource
 from p2v.jobs.owner import this_process
 from p2v.jobs.steps import Step
@@ -32,14 +33,12 @@ def migrate(
     request: Request, journal: Journal, say: Say, progress: MakeProgress, reporter: Any
 ) -> tuple[str, dict[str, Any]]:
     """Check, record and run a migration: (job id, its record)."""
+    _not_locked(journal, [vm_resource(request.source, request.vm)])
     with virt.connection(request.source, request.connect_timeout) as src, \
             virt.connection(request.destination, request.connect_timeout) as dst:  # fmt: skip
         plan = make_plan(src, dst, request)
     resources = [vm_resource(request.source, plan.vm), vm_resource(request.destination, plan.vm)]
-    for resource in resources:  # refused before a job is recorded; taken again below
-        if holder := journal.holder(resource):
-            raise BusyError(f"{resource} is locked by job {holder.id} (a {holder.kind} job); "
-                            "try again once it ends")  # fmt: skip
+    _not_locked(journal, resources)  # refused before a job is recorded; taken below
     job = journal.create(KIND, {"request": request.to_json(), "live": plan.running})
     say(f"job {job.id} (`p2v show {job.id}` shows its steps)")
     step = Step(journal, job.id, say)
@@ -48,6 +47,15 @@ def migrate(
             journal.lock(resource, job.id)
         detail["plan"] = plan.to_json()
     return job.id, _run(job.id, request, plan, journal, step, say, progress, reporter, {})
+
+
+def _not_locked(journal: Journal, resources: list[str]) -> None:
+    """BusyError when a running job holds one of them (its VM is being moved, or
+    converted, ...): checked before the VM is looked at, which that job is changing."""
+    for resource in resources:
+        if holder := journal.holder(resource):
+            raise BusyError(f"{resource} is locked by job {holder.id} (a {holder.kind} job); "
+                            "try again once it ends")  # fmt: skip
 
 
 def resume(
@@ -60,17 +68,17 @@ def resume(
     checked = previous.get("check", {})
     say(f"job {job_id}: going on")
     step = Step(journal, job_id, say)
-    try:
-        for resource in (vm_resource(request.source, request.vm),
-                         vm_resource(request.destination, request.vm)):  # fmt: skip
-            journal.lock(resource, job_id)
-    except BusyError as error:
-        journal.fail(job_id, str(error))
-        raise
     if checked.get("state") != "done":
         journal.fail(job_id, "stopped before its checks were done: start it again")
         raise InputError(f"job {job_id} stopped before its checks: start the migration again")
     plan = Plan.from_json(checked["detail"]["plan"])
+    try:
+        for resource in (vm_resource(request.source, plan.vm),
+                         vm_resource(request.destination, plan.vm)):  # fmt: skip
+            journal.lock(resource, job_id)
+    except BusyError as error:
+        journal.fail(job_id, str(error))
+        raise
     return job_id, _run(job_id, request, plan, journal, step, say, progress, reporter, previous)
 
 
@@ -89,7 +97,7 @@ def _run(
     record: dict[str, Any] = {
         "vm": plan.vm, "uuid": plan.uuid, "source": request.source,
         "destination": request.destination, "source_host": plan.source_host,
-        "destination_host": plan.destination_host,
+        "destination_host": plan.destination_host, "mode": "live" if plan.running else "cold",
     }  # fmt: skip
     try:
         if plan.running:
@@ -98,6 +106,8 @@ def _run(
             record.update(_cold(job_id, request, plan, journal, step, say, reporter, previous))
         _release(request, plan, step, previous, record)
     except BaseException as error:
+        if isinstance(error, MigrationError):
+            record.update(error.record)
         record.setdefault("outcome", "cancelled" if isinstance(error, KeyboardInterrupt)
                           else "failed")  # fmt: skip
         record["elapsed_s"] = round(time.time() - began, 2)
@@ -117,43 +127,70 @@ def _live(
     job_id: str, request: Request, plan: Plan, journal: Journal, step: Step, say: Say,
     progress: MakeProgress, previous: dict[str, Any],
 ) -> dict[str, Any]:  # fmt: skip
-    if earlier := _done(previous, "migrate"):
-        return dict(earlier["record"])
-    with virt.connection(request.source, request.connect_timeout) as src:
-        domain = virt.lookup(src, plan.vm)
-        if domain is None or virt.state(domain) != "running":
-            # Gone from the source: libvirt finished the handover while we were away.
-            return _finished_meanwhile(request, plan)
-        with step("measure") as detail:
-            prediction = live.expect(domain, plan, request, _bandwidth(journal, plan))
-            detail["prediction"] = prediction.to_json()
-            say(live.describe(prediction))
-            if not prediction.converges and not request.escalate and request.timeout is None:
-                raise InputError("pre-copy alone will not converge and --no-escalate forbids "
-                                 "more: give --timeout SECONDS, or allow escalation")  # fmt: skip
-        shown = progress(job_id, plan.vm)
-        try:
-            with step("migrate") as detail:
-                detail["live"] = True
-                record = live.run(domain, plan, request, shown, say)
-                record["prediction"] = prediction.to_json()
-                detail["record"] = record
-                if record["outcome"] != "done":
-                    if record["outcome"] != "post-copy failed":
-                        detail["removed"] = _forget_mirrors(request, plan)
-                    raise MigrationError(record["message"])
-        finally:
-            shown.close()
+    earlier = _done(previous, "migrate")
+    record = dict(earlier["record"]) if earlier else None
+    if record is None:
+        with virt.connection(request.source, request.connect_timeout) as src:
+            domain = virt.lookup_uuid(src, plan.uuid)
+            if domain is not None and previous:
+                live.settle(domain, plan, request, say)  # what the last run left going
+            if domain is None or virt.state(domain) != "running":
+                # Gone from the source: the handover finished while we were away.
+                record = _finished_meanwhile(request, plan)
+            else:
+                record = _measure_and_migrate(
+                    job_id, domain, request, plan, journal, step, say, progress
+                )
             del domain  # freed while the source still answers
     with step("verify") as detail:
         detail["running_on"] = _running_there(request, plan)
     return record
 
 
-def _forget_mirrors(request: Request, plan: Plan) -> list[str]:
+def _measure_and_migrate(
+    job_id: str, domain: Any, request: Request, plan: Plan, journal: Journal, step: Step,
+    say: Say, progress: MakeProgress,
+) -> dict[str, Any]:  # fmt: skip
+    with step("measure") as detail:
+        prediction = live.expect(domain, plan, request, _bandwidth(journal, plan))
+        detail["prediction"] = prediction.to_json()
+        say(live.describe(prediction))
+        if not (prediction.converges or request.escalate or request.timeout):
+            if prediction.bandwidth_measured:
+                raise InputError("pre-copy alone will not converge and --no-escalate forbids "
+                                 "more: give --timeout SECONDS, or allow escalation")  # fmt: skip
+            say("warning: pre-copy alone may not converge, and --no-escalate forbids more; "
+                "without --timeout it may run until cancelled")  # fmt: skip
+    shown = progress(job_id, plan.vm)
+    try:
+        with step("migrate") as detail:
+            detail["live"] = True
+            record = live.run(domain, plan, request, shown, say)
+            record["prediction"] = prediction.to_json()
+            detail["record"] = record
+            if record["outcome"] != "done":
+                if record["outcome"] != "post-copy failed":
+                    detail["removed"] = _forget_mirrors(request, plan, say)
+                raise MigrationError(record["message"], record)
+    finally:
+        shown.close()
+    return record
+
+
+def _forget_mirrors(request: Request, plan: Plan, say: Say) -> list[str]:
     """After a live migration that did not finish: the volumes libvirt made on the
     destination for the storage copy, which no domain there uses, are deleted (the
-    guest's disks are whole on the source)."""
+    guest's disks are whole on the source). A destination that is what failed keeps
+    them, and says so."""
+    try:
+        return _delete_mirrors(request, plan)
+    except P2VError as error:
+        left = ", ".join(d.dest_path for d in plan.copied)
+        say(f"warning: {request.destination} keeps the partial copies {left}: {error}")
+        return []
+
+
+def _delete_mirrors(request: Request, plan: Plan) -> list[str]:
     removed: list[str] = []
     if not plan.copied:
         return removed
@@ -182,11 +219,15 @@ def _finished_meanwhile(request: Request, plan: Plan) -> dict[str, Any]:
 
 
 def _running_there(request: Request, plan: Plan) -> str:
+    """The guest runs on the destination (set to start with it, as it was here)."""
     with virt.connection(request.destination, request.connect_timeout) as dst:
         domain = virt.lookup_uuid(dst, plan.uuid)
         if domain is None:
             raise MigrationError(f"{request.destination} has no {plan.vm} after the migration")
         virt.wait_for_state(domain, "running", 30)
+        if plan.autostart:
+            domains.set_autostart(domain, True)
+        del domain
         return str(request.destination)
 
 
@@ -195,20 +236,21 @@ def _cold(
     reporter: Any, previous: dict[str, Any],
 ) -> dict[str, Any]:  # fmt: skip
     record: dict[str, Any] = {"mode": "cold", "disks": []}
-    for disk in plan.disks:
+    _still_shut_off(request, plan)
+    for disk in plan.copied:
         name = f"copy {disk.target}"
-        if not disk.copy:
-            continue
         if earlier := _done(previous, name):
             record["disks"].append(earlier["result"])
             continue
+        before = ((previous.get(name) or {}).get("detail") or {}).get("copy_job")
         with step(name) as detail:
 
             def remember(copy_job: str, name: str = name, detail: dict[str, Any] = detail) -> None:
                 detail["copy_job"] = copy_job
                 journal.step_detail(job_id, name, detail)
 
-            before = ((previous.get(name) or {}).get("detail") or {}).get("copy_job")
+            if before:  # kept in this run's record too: a second stop resumes it again
+                remember(before)
             copied = cold.copy_disk(disk, request, journal, job_id, reporter, before, remember)
             cold.check_copied(copied, disk)
             detail.update(copy_job=copied.job_id, digest=copied.digest, result={
@@ -216,20 +258,42 @@ def _cold(
                 "copied": copied.copied, "verified": copied.verified,
             })  # fmt: skip
             record["disks"].append(detail["result"])
-            say(f"  {disk.target}: {copied.copied} bytes moved, digest {copied.digest}, "
+            say(f"  {disk.target}: {format_size(copied.copied)} moved, digest {copied.digest}, "
                 "read back equal on the destination")  # fmt: skip
     record["bytes"] = sum(d["copied"] for d in record["disks"])
-    with virt.connection(request.destination, request.connect_timeout) as dst:
-        if not _done(previous, "define"):
-            with step("define") as detail:
-                cold.define(dst, plan)
-                detail["uri"] = request.destination
+    with virt.connection(request.source, request.connect_timeout) as src, \
+            virt.connection(request.destination, request.connect_timeout) as dst:  # fmt: skip
+        domain = virt.find(src, plan.uuid)
+        xml = domains.definition(domain)  # read now: the journal never holds it
+        del domain
+        nvram = DomainXml.parse(xml).nvram
+        if nvram and not _done(previous, "copy nvram"):
+            with step("copy nvram") as detail:
+                copied = cold.copy_nvram(src, dst, nvram, request, journal, job_id, reporter)
+                detail.update(path=nvram, digest=copied.digest, verified=copied.verified)
+        _still_shut_off(request, plan)  # nothing started it while its disks were copied
+        with step("define") as detail:
+            cold.define(dst, plan, xml)
+            detail["uri"] = request.destination
         with step("start" if plan.autostart else "verify") as detail:
             detail["started"] = cold.start_if_autostart(dst, plan)
             if virt.lookup_uuid(dst, plan.uuid) is None:
                 raise MigrationError(f"{request.destination} lost {plan.vm}'s definition")
     record["outcome"] = "done"
     return record
+
+
+def _still_shut_off(request: Request, plan: Plan) -> None:
+    """A cold migration copies disks nothing writes: refused once the VM runs again."""
+    with virt.connection(request.source, request.connect_timeout) as src:
+        domain = virt.lookup_uuid(src, plan.uuid)
+        if domain is None:
+            raise MigrationError(f"{plan.vm} is gone from {request.source}")
+        if (now := virt.state(domain)) != "shut off":
+            raise MigrationError(
+                f"{plan.vm} is {now} on {request.source} again: its disks are changing, so "
+                "the cold migration stops; shut it down and resume, or migrate it live"
+            )
 
 
 def _release(
@@ -245,8 +309,10 @@ def _release(
         if domain is not None:
             if virt.state(domain) != "shut off":
                 raise MigrationError(f"{plan.vm} runs on {request.source} again; left there")
-            virt.undefine(domain)
+            domains.release(domain)
             del domain
+            if virt.lookup_uuid(src, plan.uuid) is not None:
+                raise MigrationError(f"{request.source} still has {plan.vm} defined")
         detail["undefined"] = True
         deleted = []
         if request.delete_source:
@@ -271,31 +337,37 @@ def _bandwidth(journal: Journal, plan: Plan) -> int | None:
 
 
 def cancel(job_id: str, journal: Journal) -> str:
-    """Stop a running migration: what was done, in words."""
+    """Stop a migration: what was done, in words. The process running it is asked to
+    stop (it stops the migration and records the outcome); a live migration left
+    running by a process that is gone is stopped at the source."""
     job = journal.get(job_id)
     if job.kind != KIND:
         raise InputError(f"job {job_id} is a {job.kind} job, not a migration")
-    if job.status != "running":
+    if job.status not in ("running", "interrupted"):
         raise InputError(f"job {job_id} is {job.status}: nothing to cancel")
     request = Request.from_json(job.params["request"])
-    if job.params.get("live"):
-        with virt.connection(request.source, request.connect_timeout) as src:
-            domain = virt.lookup(src, request.vm)
-            if domain is None:
-                raise InputError(f"{request.vm} is no longer on {request.source}: too late")
-            if migration.paused_reason(domain) == "post-copy":
-                raise InputError(
-                    f"{request.vm}'s migration is in post-copy: the guest runs on "
-                    f"{request.destination} already and cannot go back"
-                )
-            migration.abort_job(domain)
-            del domain
-        return f"asked {request.source} to stop migrating {request.vm}; the guest stays there"
+    checked = {s["name"]: s for s in journal.steps(job_id)}.get("check") or {}
+    uuid = ((checked.get("detail") or {}).get("plan") or {}).get("uuid")
     owner = job.owner
-    if owner is None or owner.boot != this_process().boot:
-        raise InputError(f"job {job_id} runs on another machine: stop it there")
-    os.kill(owner.pid, signal.SIGINT)
-    return f"asked process {owner.pid} to stop job {job_id}; resume it with --resume"
+    with virt.connection(request.source, request.connect_timeout) as src:
+        domain = virt.lookup_uuid(src, uuid) if uuid else virt.lookup(src, request.vm)
+        if domain is not None and migration.in_postcopy(domain):
+            raise InputError(
+                f"{request.vm}'s migration is in post-copy: the guest runs on "
+                f"{request.destination} already and cannot go back"
+            )
+        if job.status == "running":
+            if owner is None or owner.boot != this_process().boot:
+                raise InputError(f"job {job_id} runs on another machine: stop it there")
+            os.kill(owner.pid, signal.SIGINT)
+            return (f"asked process {owner.pid} to stop job {job_id}; the guest stays on "
+                    f"{request.source}")  # fmt: skip
+        if domain is None or not job.params.get("live") or not migration.job_running(domain):
+            raise InputError(f"job {job_id} is interrupted and nothing of it runs: nothing "
+                             "to cancel")  # fmt: skip
+        migration.abort_job(domain)
+        del domain
+    return f"stopped the migration of {request.vm} at {request.source}; the guest stays there"
 
 
 def summary(record: dict[str, Any], head: bool = True) -> str:

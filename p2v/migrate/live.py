@@ -12,12 +12,15 @@ is recovered (post-copy resumed) instead.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
 
+from p2v.errors import ComponentError, MigrationError
 from p2v.host import virt
-from p2v.host.virt import dirtyrate, migration
+from p2v.host.virt import dirtyrate, domains, migration
 from p2v.migrate.checks import Plan, Request
 from p2v.migrate.policy import Limits, Policy, Prediction, Sample, predict
 from p2v.migrate.progress import Progress
@@ -38,7 +41,7 @@ def limits(request: Request) -> Limits:
 
 def expect(domain: Any, plan: Plan, request: Request, bandwidth: int | None) -> Prediction:
     """Measure how fast the guest dirties its memory, and what that means."""
-    dirty = dirtyrate.dirty_rate(domain, 1) * 1_000_000
+    dirty = dirtyrate.dirty_rate(domain, 1) << 20  # QEMU's MB are MiB
     disks = sum(d.allocation for d in plan.copied)
     if request.bandwidth_mib:
         cap = request.bandwidth_mib << 20
@@ -68,23 +71,75 @@ def run(
     request: Request,
     progress: Progress,
     say: Callable[[str], None],
-    on_start: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """Migrate the running guest; the record of it, whose "outcome" is done,
-    cancelled, failed or post-copy failed."""
+    cancelled, timed out, failed or post-copy failed."""
     rules = limits(request)
-    policy = Policy(rules)
     settings = migration.MigrationSettings(
         dest_uri=request.destination, live=True,
-        copy_disks=tuple(d.target for d in plan.copied), persist_xml=plan.xml,
-        postcopy=rules.postcopy, auto_converge=rules.auto_converge,
-        bandwidth_mib=request.bandwidth_mib,
+        copy_disks=tuple(d.target for d in plan.copied),
+        persist_xml=domains.definition(domain), postcopy=rules.postcopy,
+        auto_converge=rules.auto_converge, bandwidth_mib=request.bandwidth_mib,
     )  # fmt: skip
+    record, job = _attempt(domain, plan, request, settings, rules, progress, say)
+    if job.error and rules.postcopy and not record["passes"] and _no_postcopy_there(job.error):
+        # The destination's QEMU cannot take post-copy (no userfaultfd there): again
+        # without it, before any memory moved.
+        say(f"post-copy is not available ({job.error}); migrating without it")
+        rules = dataclasses.replace(rules, postcopy=False)
+        settings = dataclasses.replace(settings, postcopy=False)
+        record, job = _attempt(domain, plan, request, settings, rules, progress, say)
+        record["postcopy_unavailable"] = True
+    return record
+
+
+def settle(domain: Any, plan: Plan, request: Request, say: Callable[[str], None]) -> None:
+    """Before a resumed job goes on: a migration its last run left to libvirt is
+    waited for (it goes on without us, peer to peer), and a post-copy that broke off
+    is resumed."""
+    if migration.paused_reason(domain) == "post-copy failed":
+        say(f"{plan.vm}'s post-copy broke off: resuming it")
+        settings = migration.MigrationSettings(
+            dest_uri=request.destination, live=True,
+            copy_disks=tuple(d.target for d in plan.copied), postcopy=True,
+            auto_converge=limits(request).auto_converge, bandwidth_mib=request.bandwidth_mib,
+        )  # fmt: skip
+        if not migration.Migration(domain, settings).recover(RECOVER_WAIT_S):
+            raise MigrationError(
+                f"{plan.vm}'s post-copy could not be resumed; its memory is split between "
+                f"{request.source} and {request.destination}: check that both answer, then "
+                "resume again"
+            )
+        return
+    if migration.job_running(domain):
+        say(f"the migration of {plan.vm} started before is still running: waiting for it")
+        try:
+            while migration.job_running(domain):
+                time.sleep(POLL_S)
+        except KeyboardInterrupt:
+            if not migration.in_postcopy(domain):
+                migration.abort_job(domain)
+            raise
+
+
+def _no_postcopy_there(error: str) -> bool:
+    return "postcopy" in error.lower().replace("-", "") or "userfault" in error.lower()
+
+
+def _attempt(
+    domain: Any,
+    plan: Plan,
+    request: Request,
+    settings: migration.MigrationSettings,
+    rules: Limits,
+    progress: Progress,
+    say: Callable[[str], None],
+) -> tuple[dict[str, Any], migration.Migration]:
+    policy = Policy(rules)
     job = migration.Migration(domain, settings)
     job.set_max_downtime(policy.downtime_ms)
     began = time.monotonic()
     job.start()
-    on_start()
     interrupted = False
     try:
         _watch(job, policy, progress, say, began)
@@ -92,14 +147,14 @@ def run(
         # Whatever stops us (Ctrl-C, a bug, a host that stops answering) must not leave
         # the migration running unwatched: it ends before we do.
         interrupted = isinstance(error, KeyboardInterrupt)
-        if policy.postcopy:
+        if migration.in_postcopy(domain):
             say("post-copy has begun: the guest runs on the destination; finishing")
             job.wait()
-        else:
+        elif not job.done:
             say("stopping the migration; the guest stays on the source")
             job.abort()
             job.wait(ABORT_WAIT_S)
-        if not interrupted:
+        if not interrupted and not job.done:
             raise
     finally:
         job.close()
@@ -110,8 +165,8 @@ def run(
         "postcopy": policy.postcopy, "storage_copied": [d.target for d in plan.copied],
     }  # fmt: skip
     if job.error is None and job.done:
-        return {**record, "outcome": "done", **_completed(job, request, plan)}
-    return _failure(job, policy, request, record, interrupted, say)
+        return {**record, "outcome": "done", **_completed(job, request, plan)}, job
+    return _failure(job, policy, request, record, interrupted, say), job
 
 
 def _watch(
@@ -127,7 +182,7 @@ def _watch(
         if not stats.running:
             continue
         if not downtime_set and stats.iteration:  # libvirt may reset it as the job starts
-            job.set_max_downtime(policy.downtime_ms)
+            _steer(job, lambda: job.set_max_downtime(policy.downtime_ms))
             downtime_set = True
         elapsed = time.monotonic() - began
         sample = Sample(elapsed, stats.iteration, stats.memory_remaining, stats.bandwidth,
@@ -136,9 +191,9 @@ def _watch(
         for action in policy.observe(sample):
             if action.kind == "downtime":
                 assert action.value is not None
-                job.set_max_downtime(action.value)
+                _steer(job, functools.partial(job.set_max_downtime, action.value))
             elif action.kind == "postcopy":
-                job.start_postcopy()
+                _steer(job, job.start_postcopy)
             elif action.kind == "abort":
                 say(f"stopping the migration: {action.reason}")
                 job.abort()
@@ -152,6 +207,16 @@ def _watch(
             "bandwidth": stats.bandwidth, "throttle": stats.throttle,
             "downtime_limit_ms": policy.downtime_ms, "postcopy": policy.postcopy,
         })  # fmt: skip
+
+
+def _steer(job: migration.Migration, call: Callable[[], None]) -> None:
+    """A change to the running migration; one that ended meanwhile (finished, or
+    stopped) refuses it, which is no failure of ours."""
+    try:
+        call()
+    except ComponentError:
+        if not job.wait(1.0):
+            raise
 
 
 def _completed(job: migration.Migration, request: Request, plan: Plan) -> dict[str, Any]:
@@ -182,7 +247,7 @@ def _failure(
     """The record of a migration that did not finish: where the guest runs, recovered
     first where post-copy broke off. Its "message" says it for the user."""
     reason = job.error or "the migration did not end"
-    if policy.postcopy:
+    if policy.postcopy and migration.paused_reason(job.domain) in ("post-copy", "post-copy failed"):
         say(f"post-copy broke off ({reason}); resuming it")
         if job.recover(RECOVER_WAIT_S):
             return {**record, "outcome": "done", "recovered_from": reason}
@@ -193,12 +258,15 @@ def _failure(
         )
         return {**record, "outcome": "post-copy failed", "error": reason, "guest": where,
                 "message": message}  # fmt: skip
-    cancelled = interrupted or job.aborted or "cancel" in reason.lower()
     where = _where(job.domain, request)
-    what = "was cancelled" if cancelled else f"failed: {reason}"
-    return {**record, "outcome": "cancelled" if cancelled else "failed", "error": reason,
-            "guest": where, "message": f"the migration of {request.vm} {what}; the guest is "
-            f"{where}"}  # fmt: skip
+    if policy.gave_up:
+        outcome, what = "timed out", f"stopped: {policy.gave_up}"
+    elif interrupted or job.aborted or "cancel" in reason.lower():
+        outcome, what = "cancelled", "was cancelled"
+    else:
+        outcome, what = "failed", f"failed: {reason}"
+    return {**record, "outcome": outcome, "error": reason, "guest": where,
+            "message": f"the migration of {request.vm} {what}; the guest is {where}"}  # fmt: skip
 
 
 def _where(domain: Any, request: Request) -> str:

@@ -97,10 +97,11 @@ def predict(
     elif limits.postcopy:
         plan = (
             f"pre-copy alone will not converge: the downtime limit rises "
-            f"({' -> '.join(str(s) for s in steps) or 'at its maximum'} ms)"
-            + (", auto-converge throttles the guest" if limits.auto_converge else "")
-            + ", then the migration switches to post-copy"
-        )
+            f"({' -> '.join(str(s) for s in steps) or 'at its maximum'} ms) while that can help"
+            + (", QEMU throttles the guest once it outruns the link" if limits.auto_converge
+               else "")
+            + ", then post-copy finishes it"
+        )  # fmt: skip
     else:
         plan = (
             "pre-copy alone will not converge and post-copy is off: the downtime limit "
@@ -151,6 +152,7 @@ class Policy:
     downtime_done: bool = False  # the downtime rung is spent
     postcopy: bool = False
     throttle: int = 0
+    gave_up: str | None = None  # why the policy aborted the migration
     _iteration: int = 0
 
     def __post_init__(self) -> None:
@@ -168,9 +170,12 @@ class Policy:
         if self.postcopy or sample.postcopy:
             self.postcopy = True
             return []  # nothing to steer, nothing to abort: the guest runs there now
+        if self.gave_up:
+            return []  # the abort is under way
         limit = self.limits.timeout_s
         if limit is not None and sample.elapsed > limit:
-            return [Action("abort", reason=f"not finished within --timeout {limit:g} s")]
+            self.gave_up = f"not finished within --timeout {limit:g} s"
+            return [Action("abort", reason=self.gave_up)]
         if sample.iteration <= self._iteration:
             return []
         self._iteration = sample.iteration

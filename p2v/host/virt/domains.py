@@ -58,6 +58,22 @@ def live_xml(domain: Any) -> str:
         return str(domain.XMLDesc(0))
 
 
+def kept_state(domain: Any) -> list[str]:
+    """What the host keeps for the domain beside its definition and disks, which a
+    cold move would leave behind: a saved memory image, snapshots, checkpoints."""
+    libvirt = libvirt_module()
+    kept = []
+    with failing_as(f", reading {domain.name()}"):
+        if domain.hasManagedSaveImage(0):
+            kept.append("a saved memory image (virsh managedsave)")
+        if domain.snapshotNum(0):
+            kept.append(f"{domain.snapshotNum(0)} snapshot(s)")
+        with contextlib.suppress(libvirt.libvirtError):  # a host without checkpoints
+            if domain.listAllCheckpoints(0):
+                kept.append("checkpoints")
+    return kept
+
+
 def autostart(domain: Any) -> bool:
     with failing_as(f", reading {domain.name()}"):
         return bool(domain.autostart())
@@ -88,6 +104,15 @@ def define_or_replace(conn: Any, name: str, xml: str, replace: bool) -> Any:
         if old.isActive():
             raise InputError(f"{conn.getURI()}: the domain {name!r} is running; stop it first")
     return define(conn, xml, replace=old)
+
+
+def release(domain: Any) -> None:
+    """Undefine a stopped domain whose disks, NVRAM and state live on elsewhere now
+    (moved to another host): its NVRAM is removed, its disks are not. ComponentError
+    when libvirt refuses, so that nothing is believed released that is not."""
+    libvirt = libvirt_module()
+    with failing_as(f", undefining {domain.name()}"):
+        domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
 
 
 def undefine(domain: Any) -> None:

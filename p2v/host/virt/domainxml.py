@@ -111,6 +111,12 @@ class DomainXml:
         found += [f"NIC {nic.mac} (hostdev)" for nic in self.nics if nic.kind == "hostdev"]
         return found
 
+    def tpm_state(self) -> bool:
+        """An emulated TPM, whose state (keys, measurements) its host keeps."""
+        return self._tree is not None and bool(
+            self._tree.findall("devices/tpm/backend[@type='emulator']")
+        )
+
     def disk(self, target: str) -> DiskXml:
         for disk in self.disks:
             if disk.target == target:

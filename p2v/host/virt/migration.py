@@ -198,6 +198,15 @@ class Migration:
             self._callback = None
 
 
+def job_running(domain: Any) -> bool:
+    """Whether the domain has a job under way (a migration libvirt still runs)."""
+    libvirt = libvirt_module()
+    try:
+        return domain.jobStats().get("type", 0) in (1, 2)
+    except libvirt.libvirtError:
+        return False
+
+
 def abort_job(domain: Any) -> None:
     """Stop the domain's running job (a migration), from any connection to its host."""
     with failing_as(f", stopping {domain.name()}'s migration"):
@@ -233,6 +242,15 @@ def paused_reason(domain: Any) -> str | None:
     if state != libvirt.VIR_DOMAIN_PAUSED:
         return None
     return reasons.get(reason, "paused")
+
+
+def in_postcopy(domain: Any) -> bool:
+    """Whether the domain's outgoing migration has switched to post-copy: from then
+    on the destination holds its newest memory, and nothing can stop it."""
+    try:
+        return paused_reason(domain) in ("post-copy", "post-copy failed")
+    except ComponentError:
+        return False
 
 
 def cpu_incompatibility(dest: Any, domain_xml: str) -> str | None:

@@ -100,6 +100,60 @@ def length(vol: Any) -> int:
         return int(vol.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)[2])
 
 
+def allocation(vol: Any) -> int:
+    """The bytes its host has allocated for the volume (what a copy of it fills)."""
+    with failing_as(f", reading the volume {vol.name()}"):
+        return int(vol.info()[2])
+
+
+def backing(vol: Any) -> str | None:
+    """The file a copy-on-write volume (a qcow2 overlay) reads through to, if any."""
+    with failing_as(f", reading the volume {vol.name()}"):
+        found = ET.fromstring(vol.XMLDesc(0)).findtext("backingStore/path")
+    return found or None
+
+
+def refresh_all(conn: Any) -> None:
+    """Make the host look at its pools' directories again (another host, or a person,
+    may have added or removed files): what lookups by path see afterwards is now."""
+    libvirt = libvirt_module()
+    with failing_as(", listing the storage pools"):
+        pools = conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+    for each in pools:
+        with contextlib.suppress(libvirt.libvirtError):  # one that fails keeps its old list
+            each.refresh(0)
+
+
+def refresh(storage_pool: Any) -> None:
+    with failing_as(f", refreshing the storage pool {storage_pool.name()}"):
+        storage_pool.refresh(0)
+
+
+def pool_name(storage_pool: Any) -> str:
+    return str(storage_pool.name())
+
+
+@contextlib.contextmanager
+def directory_pool(conn: Any, directory: str) -> Iterator[Any]:
+    """A pool over `directory` of the connection's host for the time of the block: the
+    one there is, else a transient one that vanishes afterwards (a file outside the
+    pools, such as a UEFI variable store, then moves through libvirt like a volume)."""
+    found = pool_at(conn, directory)
+    if found is not None:
+        yield found
+        return
+    name = f"p2v-{os.getpid()}-{time.monotonic_ns()}"
+    xml = f"<pool type='dir'><name>{name}</name><target><path>{directory}</path></target></pool>"
+    with failing_as(f", opening {directory} as a storage pool"):
+        made = conn.storagePoolCreateXML(xml, 0)
+    try:
+        yield made
+    finally:
+        libvirt = libvirt_module()
+        with contextlib.suppress(libvirt.libvirtError):
+            made.destroy()
+
+
 def volume_at(conn: Any, where: str) -> Any:
     """The volume at the path `where` on the connection's host, or None (no pool there
     holds that path)."""
@@ -119,7 +173,7 @@ def pool_of(vol: Any) -> Any:
 
 def pool_at(conn: Any, directory: str) -> Any:
     """The active pool whose target is `directory` on the connection's host, or None."""
-    with failing_as(""):
+    with failing_as(", listing the storage pools"):
         for candidate in conn.listAllStoragePools(0):
             if candidate.isActive() and pool_target(candidate) == directory.rstrip("/"):
                 return candidate
@@ -137,11 +191,11 @@ def same_storage(one: Any, other: Any) -> bool:
     name = f".p2v-probe-{os.getpid()}-{time.monotonic_ns()}"
     probe = create_volume(other, name, 0)
     try:
-        with failing_as(f", refreshing the storage pool {one.name()}"):
-            one.refresh(0)
+        refresh(one)
         return volume(one, name) is not None
     finally:
-        delete_volume(probe)
+        with failing_as(f", removing the probe volume {name} from {other.name()}"):
+            probe.delete(0)
         with contextlib.suppress(Exception):
             one.refresh(0)
 
