@@ -56,3 +56,10 @@ def fixture_image(name: str) -> Path:
     require_programs("debootstrap", "sfdisk", "losetup", "qemu-system-x86_64")
     require_root("building fixtures uses loop devices")
     return builder.build(name)
+
+
+@pytest.fixture(scope="session")
+def vmguest_image() -> Path:
+    """The test guest's image, built (or taken from the cache) once per session."""
+    require_programs("qemu-img", "e2fsck", "debugfs", "extlinux", "gcc")
+    return fixture_image("vmguest")

@@ -1,7 +1,9 @@
-"""The test guest on a test host, through `python -m tests.guests`: started with each
-workload, it counts on its console (read through libvirt) and on TCP from this
-machine, dirties memory as its workload says, and leaves gap-free records on its
-volume; `stop` leaves neither domain nor volume."""
+"""The test guest on a test host, through `python -m tests.guests`: started, it counts
+on its console (read through libvirt) and on TCP from this machine, dirties memory as
+its workload says, and leaves gap-free records on its volume; `stop` leaves neither
+domain nor volume. The idle workload here; warm and hot are started, watched and
+measured the same way by the migration tests (tests/e2e/test_migrate.py), which
+would fail on a guest that did not count, stream, dirty or record as it should."""
 
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ def console_counter(host: hosts.TestHost, name: str) -> int:
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("workload", WORKLOADS)
+@pytest.mark.parametrize("workload", ["idle"])
 def test_guest_counts_streams_dirties_and_records(
     host: hosts.TestHost, workload: str, record_property: Callable[[str, object], None]
 ) -> None:

@@ -1,0 +1,392 @@
+"""`p2v migrate` between two test hosts, with the test guest: live with each workload
+(the counter carries on without a lost update, the TCP stream stays open, the disk's
+records are all there after the storage copy), a guest too busy for pre-copy finished
+by the policy, a migration cancelled and one whose destination dies (the guest keeps
+running on the source), a cold migration killed and resumed (digests equal, the
+source released last), a scheduled one, and the refusals that change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from p2v.host import virt
+from p2v.host.virt import domains
+from tests import guests, hosts
+from tests.conftest import require_root
+from tests.fixtures.vmguest import records
+from tests.integration.transfer.disks import p2v
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+# One address per guest: a new guest on an address another had keeps, for a while, this
+# machine's ARP entry of the old MAC.
+IP = {
+    "p2vt-live-idle": "10.253.0.210",
+    "p2vt-live-warm": "10.253.0.211",
+    "p2vt-live-hot": "10.253.0.212",
+    "p2vt-stays": "10.253.0.213",
+    "p2vt-later": "10.253.0.214",
+}
+# MiB/s over one second, as QEMU samples it before the move (a page written twice in
+# the period counts once): warm (100 MiB/s over 64 MiB) shows at most its buffer, hot
+# (as fast as it can over 192 MiB) more than warm's buffer could.
+DIRTY_MIB_PER_S = {"idle": range(0, 16), "warm": range(32, 96), "hot": range(96, 1 << 20)}
+AFTER = 10  # counter values (1 s) that must arrive once the guest runs on the destination
+
+
+@pytest.fixture(scope="module")
+def pair(vmguest_image: Path) -> Iterator[tuple[hosts.TestHost, hosts.TestHost]]:
+    require_root("test hosts are namespaces")
+    with hosts.running(["p2vt-mig-a", "p2vt-mig-b"]) as [a, b]:
+        yield a, b
+
+
+def uris(pair: tuple[hosts.TestHost, hosts.TestHost]) -> list[str]:
+    return [pair[0].uri, pair[1].uri]
+
+
+@pytest.fixture
+def guest(pair: tuple[hosts.TestHost, hosts.TestHost]) -> Iterator[Callable[..., str]]:
+    """Start a test guest on the first host; every one started is removed again."""
+    started: list[str] = []
+
+    def start(name: str, workload: str = "idle", boot: bool = True) -> str:
+        settings = guests.settings_for(workload, IP[name] if boot else None, None)
+        guests.start(pair[0].uri, name, settings, boot=boot)
+        started.append(name)
+        return name
+
+    yield start
+    for name in started:
+        guests.stop_anywhere(uris(pair), name)
+
+
+def migrate(*args: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """`p2v migrate ... --json`: the process and its final record (None if none)."""
+    done = p2v("migrate", *args, "--json", check=False, timeout=timeout)
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    final = [line for line in lines if line["event"] == "done"]
+    return done, final[0] if final else None
+
+
+def running_on(uri: str, name: str) -> bool:
+    with virt.connection(uri) as conn:
+        domain = virt.lookup(conn, name)
+        return domain is not None and virt.state(domain) == "running"
+
+
+def check_kept_counting(watch: guests.CounterWatch, before: int) -> None:
+    """The guest counted on, on its new host, with nothing lost and the stream open."""
+    assert watch.wait_for_more(AFTER, 30), f"the TCP stream stopped: {watch.values[-5:]}"
+    assert not watch.closed
+    assert watch.lost == [], f"lost or repeated updates: {watch.lost}"
+    assert watch.values[-1] > before
+
+
+@pytest.mark.parametrize("workload", ["idle", "warm"])
+def test_live_migration_carries_the_counter_the_stream_and_the_disk(
+    pair: tuple[hosts.TestHost, hosts.TestHost], guest: Callable[..., str], workload: str,
+    record_property: Callable[[str, object], None],
+) -> None:  # fmt: skip
+    a, b = pair
+    name = guest(f"p2vt-live-{workload}", workload)
+    with guests.CounterWatch(IP[name]) as watch:
+        assert watch.wait_for_more(5, 10)
+        before = watch.values[-1]
+        done, record = migrate(name, "-c", a.uri, "--to", b.uri, "--live", "--delete-source")
+        assert done.returncode == 0, done.stderr
+        check_kept_counting(watch, before)
+        record_property("longest_gap_s", round(watch.longest_gap, 3))
+    assert record["outcome"] == "done" and record["mode"] == "live"
+    assert record["storage_copied"] == ["vda"]
+    assert record["downtime_ms"] is not None and record["bytes"] > 0 and record["passes"] >= 1
+    assert "the guest dirties" in done.stderr  # said what to expect before it started
+    assert record["prediction"]["dirty_rate"] >> 20 in DIRTY_MIB_PER_S[workload]
+    assert running_on(b.uri, name) and guests.where([a.uri], name) is None
+    assert record["source_deleted"] == [f"/var/lib/libvirt/images/{guests.volume_name(name)}"]
+    # Its disk, copied while it wrote a record every second: every record whole, in order.
+    with virt.connection(b.uri) as conn:
+        virt.destroy(virt.find(conn, name))
+    written = records.check(guests.disk_records(b.uri, name))
+    assert written.problems == ()
+    assert written.count >= 5
+    shown = json.loads(p2v("show", _last_job("migrate"), "--json").stdout)
+    assert [s["name"] for s in shown["steps"]] == [
+        "check", "measure", "migrate", "verify", "release source"
+    ]  # fmt: skip
+    assert shown["locks"] == []  # freed when it ended
+
+
+def test_a_guest_too_busy_for_pre_copy_is_finished_by_the_policy(
+    pair: tuple[hosts.TestHost, hosts.TestHost], guest: Callable[..., str],
+    record_property: Callable[[str, object], None],
+) -> None:  # fmt: skip
+    a, b = pair
+    name = guest("p2vt-live-hot", "hot")
+    with guests.CounterWatch(IP[name]) as watch:
+        assert watch.wait_for_more(5, 10)
+        # Pre-copy alone, its pause held at 50 ms: it never gets there, and --timeout
+        # gives up, leaving the guest where it was.
+        alone, record = migrate(name, "-c", a.uri, "--to", b.uri, "--live", "--no-escalate",
+                                "--max-downtime", "50", "--timeout", "6")  # fmt: skip
+        assert alone.returncode == 10, alone.stderr
+        assert "not finished within --timeout 6 s" in alone.stderr
+        assert f"the guest is running on {a.uri}" in alone.stderr
+        before = watch.values[-1]
+        assert watch.wait_for_more(5, 10) and running_on(a.uri, name)
+        # The same pause limit with escalation allowed: the policy finishes it.
+        done, record = migrate(name, "-c", a.uri, "--to", b.uri, "--live", "--delete-source",
+                               "--max-downtime", "50")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        check_kept_counting(watch, before)
+        record_property("longest_gap_s", round(watch.longest_gap, 3))
+    assert record["outcome"] == "done"
+    assert record["prediction"]["dirty_rate"] >> 20 in DIRTY_MIB_PER_S["hot"]
+    kinds = [step["what"] for step in record["escalations"]]
+    assert "post-copy" in kinds and record["postcopy"], record["escalations"]
+    assert all(step["at"] > 0 for step in record["escalations"])
+    assert running_on(b.uri, name)
+    history = p2v("history").stdout
+    assert "post-copy" in history and "not finished within --timeout 6 s" in history
+
+
+def test_cancelled_or_destination_killed_the_guest_runs_on_at_the_source(
+    pair: tuple[hosts.TestHost, hosts.TestHost], guest: Callable[..., str]
+) -> None:
+    a, b = pair
+    name = guest("p2vt-stays", "idle")
+    slow = [name, "-c", a.uri, "--to", b.uri, "--live", "--bandwidth", "8"]
+    with guests.CounterWatch(IP[name]) as watch:
+        assert watch.wait_for_more(5, 10)
+        # Cancelled from another command while memory is being copied.
+        running = _start_migrate(*slow)
+        job = _wait_for_step("migrate")
+        assert (
+            p2v(
+                "migrate", name, "-c", a.uri, "--to", b.uri, "--live", check=False, timeout=60
+            ).returncode
+            == 9
+        )  # fmt: skip - the VM is locked meanwhile
+        cancelled = p2v("migrate", "--cancel", job, timeout=60)
+        assert f"the guest stays on {a.uri}" in cancelled.stdout
+        out, err = running.communicate(timeout=120)
+        assert running.returncode == 10, err
+        assert "was cancelled; the guest is running on " + a.uri in err
+        # The destination's QEMU killed mid-copy.
+        running = _start_migrate(*slow)
+        _wait_for_step("migrate")
+        pid = _wait_for(lambda: hosts.qemu_pid(b, name), 30)
+        os.kill(pid, signal.SIGKILL)
+        out, err = running.communicate(timeout=120)
+        assert running.returncode == 10, err
+        assert f"the guest is running on {a.uri}" in err
+        before = watch.values[-1]
+        assert watch.wait_for_more(5, 10) and watch.lost == [] and not watch.closed
+    assert watch.values[-1] > before
+    assert running_on(a.uri, name) and guests.where([b.uri], name) is None
+    with virt.connection(b.uri) as conn:  # the disk libvirt made there for the copy is gone
+        assert virt.volume(virt.pool(conn, guests.POOL), guests.volume_name(name)) is None
+    outcomes = [job["result"]["outcome"] for job in _jobs("migrate")[:2]]
+    assert outcomes == ["failed", "cancelled"]
+
+
+def test_cold_migration_killed_half_way_resumes_and_releases_the_source_last(
+    pair: tuple[hosts.TestHost, hosts.TestHost], guest: Callable[..., str]
+) -> None:
+    a, b = pair
+    name = guest("p2vt-cold", boot=False)
+    with virt.connection(a.uri) as conn:
+        domains.set_autostart(virt.find(conn, name), True)
+    # 2 MiB/s: the copy of its data (about 13 MiB) is still going when it is killed.
+    first = _start_migrate(name, "-c", a.uri, "--to", b.uri, "--bandwidth", "2")
+    job = _wait_for_step("copy vda")
+    time.sleep(2)
+    first.send_signal(signal.SIGKILL)
+    first.wait(30)
+    assert guests.where([a.uri], name) == a.uri  # intact and defined at the source
+    shown = json.loads(p2v("show", job, "--json").stdout)
+    assert shown["state"] == "interrupted"
+    done = p2v("migrate", "--resume", job, "--json", timeout=300)
+    record = json.loads(done.stdout.splitlines()[-1])
+    assert record["outcome"] == "done" and record["mode"] == "cold"
+    [disk] = record["disks"]
+    assert disk["verified"] is True
+    # The same bytes on both hosts, read through each host's libvirt.
+    digests = [
+        json.loads(p2v("checksum", f"volume:default/{guests.volume_name(name)}@{uri}",
+                       "--json").stdout)["digest"]
+        for uri in (a.uri, b.uri)
+    ]  # fmt: skip
+    assert digests[0] == digests[1] == disk["digest"]
+    assert running_on(b.uri, name)  # it was set to start with its host
+    assert guests.counter(b.uri, name, timeout=60) >= 0
+    assert guests.where([a.uri], name) is None
+    steps = {s["name"]: s for s in json.loads(p2v("show", job, "--json").stdout)["steps"]}
+    assert steps["start"]["finished"] <= steps["release source"]["started"]
+    with virt.connection(b.uri) as conn:
+        assert virt.find(conn, name).UUIDString() == record["uuid"]
+
+
+def test_a_scheduled_migration_runs_at_its_time(
+    pair: tuple[hosts.TestHost, hosts.TestHost], guest: Callable[..., str]
+) -> None:
+    a, b = pair
+    name = guest("p2vt-later", "idle")
+    at = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() + 4))
+    made = p2v("migrate", name, "-c", a.uri, "--to", b.uri, "--live", "--delete-source",
+               "--at", at, "--json")  # fmt: skip
+    schedule = json.loads(made.stdout)["id"]
+    assert running_on(a.uri, name)  # recorded, not run
+    scheduler = subprocess.Popen([sys.executable, "-m", "p2v.cli", "scheduler"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def ended() -> dict[str, Any] | None:
+        listed = json.loads(p2v("schedule", "list", "--json").stdout)
+        [mine] = [s for s in listed if s["id"] == schedule]
+        return mine if mine["last_outcome"] else None
+
+    try:
+        mine = _wait_for(ended, 90)
+    finally:
+        scheduler.send_signal(signal.SIGINT)
+        scheduler.wait(30)
+    assert mine["state"] == "done" and mine["last_outcome"].startswith("done"), mine
+    assert running_on(b.uri, name)
+    migrated = _jobs("migrate")[0]
+    assert migrated["state"] == "done" and migrated["created"] >= time.mktime(
+        time.strptime(at, "%Y-%m-%dT%H:%M:%S")
+    )
+
+
+def _start_migrate(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "p2v.cli", "migrate", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _jobs(kind: str) -> list[dict[str, Any]]:
+    """The journal's jobs of a kind, newest first."""
+    return [j for j in json.loads(p2v("history", "--json").stdout) if j["kind"] == kind]
+
+
+def _last_job(kind: str) -> str:
+    return str(_jobs(kind)[0]["id"])
+
+
+def _wait_for_step(name: str, timeout: float = 60) -> str:
+    """The newest migration job, once it is running the step `name`."""
+
+    def reached() -> str | None:
+        jobs = _jobs("migrate")
+        if not jobs or jobs[0]["state"] != "running":
+            return None
+        shown = json.loads(p2v("show", jobs[0]["id"], "--json").stdout)
+        steps = {s["name"]: s["state"] for s in shown["steps"]}
+        return str(jobs[0]["id"]) if steps.get(name) == "running" else None
+
+    return str(_wait_for(reached, timeout))
+
+
+def _wait_for(probe: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (found := probe()) is not None and found is not False:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout:g} s: {probe}")
+
+
+def _bare(name: str, uuid: str | None = None, devices: str = "", cpu: str = "") -> str:
+    """A domain with no disks: enough to be refused."""
+    return (
+        f"<domain type='qemu'><name>{name}</name>{f'<uuid>{uuid}</uuid>' if uuid else ''}"
+        "<memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+        f"<os><type arch='x86_64' machine='q35'>hvm</type></os>{cpu}"
+        f"<devices>{devices}</devices></domain>"
+    )
+
+
+def test_refusals_say_why_and_change_nothing(
+    pair: tuple[hosts.TestHost, hosts.TestHost], guest: Callable[..., str]
+) -> None:
+    a, b = pair
+    name = guest("p2vt-refused", boot=False)
+    with virt.connection(a.uri) as conn:
+        uuid = virt.find(conn, name).UUIDString()
+        virt.define(
+            conn,
+            _bare(
+                "p2vt-cpu",
+                cpu="<cpu mode='custom' match='exact'>"
+                "<model fallback='forbid'>Skylake-Server</model></cpu>",
+            ),
+        )
+        virt.define(
+            conn,
+            _bare(
+                "p2vt-pci",
+                devices="<hostdev mode='subsystem' type='pci' "
+                "managed='yes'><source><address domain='0x0000' bus='0x00' "
+                "slot='0x1f' function='0x3'/></source></hostdev>",
+            ),
+        )
+    jobs_before = len(_jobs("migrate"))
+    small = "/var/lib/libvirt/small"
+    subprocess.run(["nsenter", "-t", str(b.pid), "-m", "--", "sh", "-c",
+                    f"mkdir -p {small} && mount -t tmpfs -o size=4M p2v-small {small}"],
+                   check=True)  # fmt: skip
+    try:
+        with virt.connection(b.uri) as conn:
+            virt.ensure_dir_pool(conn, "small", small)
+        refused = {
+            "no virtual machine named 'p2vt-nobody'": ["p2vt-nobody", "-c", a.uri, "--to", b.uri],
+            "is the source itself": [name, "-c", a.uri, "--to", a.uri],
+            "are the same host": [name, "-c", a.uri, "--to", a.uri.replace("/sys", ":16509/sys")],
+            "did not answer within 3 s": [name, "-c", a.uri, "--to", "qemu+tcp://10.253.0.99/system",
+                                "--connect-timeout", "3"],
+            "is shut off: a cold migration moves it": [name, "-c", a.uri, "--to", b.uri, "--live"],
+            "too little space in the pool small": [name, "-c", a.uri, "--to", b.uri, "--pool",
+                                                   "small"],
+            "cannot run p2vt-cpu's CPU": ["p2vt-cpu", "-c", a.uri, "--to", b.uri],
+            "holds host devices that cannot move": ["p2vt-pci", "-c", a.uri, "--to", b.uri],
+        }  # fmt: skip
+        with virt.connection(b.uri) as conn:
+            virt.define(conn, _bare(name))
+        refused[f"has a virtual machine named '{name}'"] = [name, "-c", a.uri, "--to", b.uri]
+        for said, args in refused.items():
+            done = p2v("migrate", *args, check=False, timeout=120)
+            assert done.returncode in (2, 4), (said, done.stderr)
+            assert said in done.stderr, (said, done.stderr)
+            assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        with virt.connection(b.uri) as conn:
+            virt.undefine(virt.find(conn, name))
+            virt.define(conn, _bare("p2vt-twin", uuid))
+        twin = p2v("migrate", name, "-c", a.uri, "--to", b.uri, check=False)
+        assert twin.returncode == 2 and f"with {name}'s UUID {uuid}: p2vt-twin" in twin.stderr
+        assert len(_jobs("migrate")) == jobs_before  # nothing recorded
+        with virt.connection(b.uri) as conn:
+            virt.undefine(virt.find(conn, "p2vt-twin"))
+            assert {d.name() for d in conn.listAllDomains()} == set()
+            assert virt.volume(virt.pool(conn, guests.POOL), guests.volume_name(name)) is None
+    finally:
+        with virt.connection(a.uri) as conn:
+            for bare in ("p2vt-cpu", "p2vt-pci"):
+                if (found := virt.lookup(conn, bare)) is not None:
+                    virt.undefine(found)
+        with virt.connection(b.uri) as conn:
+            for pool in conn.listAllStoragePools():
+                if pool.name() == "small":
+                    if pool.isActive():
+                        pool.destroy()
+                    pool.undefine()
+        subprocess.run(["nsenter", "-t", str(b.pid), "-m", "--", "umount", small], check=False)
