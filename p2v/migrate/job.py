@@ -24,6 +24,7 @@ from p2v.migrate.progress import Progress
 from p2v.units import format_size
 
 KIND = "migrate"
+MIRROR_GONE_S = 30.0  # for the destination to drop a guest whose migration failed
 
 Say = Callable[[str], None]
 MakeProgress = Callable[[str, str], Progress]  # (job id, VM) -> progress
@@ -195,8 +196,12 @@ def _delete_mirrors(request: Request, plan: Plan) -> list[str]:
     if not plan.copied:
         return removed
     with virt.connection(request.destination, request.connect_timeout) as dst:
-        if virt.lookup_uuid(dst, plan.uuid) is not None:
-            return removed  # libvirt still has it there: leave it to its cleanup
+        # libvirt tears the incoming guest down after the source has given up.
+        deadline = time.monotonic() + MIRROR_GONE_S
+        while virt.lookup_uuid(dst, plan.uuid) is not None:
+            if time.monotonic() > deadline:
+                raise MigrationError(f"{request.destination} still has {plan.vm} defined")
+            time.sleep(0.2)
         for disk in plan.copied:
             vol = storage.volume_at(dst, disk.dest_path)
             if vol is not None:
