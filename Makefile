@@ -28,7 +28,9 @@ fixtures: setup
 	$(PY) -m tests.fixtures vmguest
 
 test: lint typecheck fixtures iso
-	$(PY) -m pytest -v --durations=10 tests/unit tests/integration tests/e2e
+	rm -rf build/test-host-logs
+	P2V_TEST_HOST_LOGS=$(CURDIR)/build/test-host-logs \
+		$(PY) -m pytest -v --durations=10 tests/unit tests/integration tests/e2e
 
 test-unit: setup
 	$(PY) -m pytest tests/unit

@@ -74,6 +74,10 @@ class TestHost:
         return f"{self.name} {self.uri} {self.address}"
 
 
+# A directory: each host removed leaves its libvirt logs there.
+KEEP_LOGS_ENV = "P2V_TEST_HOST_LOGS"
+
+
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(args, capture_output=True, text=True)
     if check and done.returncode != 0:
@@ -301,6 +305,12 @@ def _remove(host: TestHost) -> None:
     if not CAPS_CACHE.is_dir() and any(probed.glob("*.xml")):
         CAPS_CACHE.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(probed, CAPS_CACHE)
+    if (keep := os.environ.get(KEEP_LOGS_ENV)) and (host.root / "var/log/libvirt").is_dir():
+        # libvirtd's and its guests' logs, for a failure seen only later (in CI).
+        kept = Path(keep) / f"{host.name}-{time.strftime('%H%M%S')}"
+        shutil.copytree(host.root / "var/log/libvirt", kept, dirs_exist_ok=True)
+        with contextlib.suppress(OSError):
+            shutil.copy2(host.root / "libvirtd.out", kept / "libvirtd.out")
     shutil.rmtree(host.root, ignore_errors=True)
 
 
