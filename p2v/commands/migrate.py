@@ -156,7 +156,10 @@ def _outputs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from p2v.transfer.progress import BarReporter, JsonReporter, QuietReporter
 
     def say(message: str) -> None:
-        print(f"p2v: {message}", file=sys.stderr, flush=True)
+        from tqdm import tqdm
+
+        # Above a progress bar, when one is drawn, not through it.
+        tqdm.write(f"p2v: {message}", file=sys.stderr)
 
     if args.json:
         return say, lambda job_id, _vm: JsonLines(job_id), JsonReporter()

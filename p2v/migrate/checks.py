@@ -15,6 +15,8 @@ from p2v.host.virt import domains, migration, storage
 from p2v.host.virt.domainxml import DomainXml
 from p2v.units import format_size
 
+RECORD_VERSION = 1  # of the request and plan a migration job records
+
 
 @dataclass(frozen=True)
 class Request:
@@ -37,11 +39,11 @@ class Request:
     io_timeout: float = 60.0
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"version": RECORD_VERSION, **dataclasses.asdict(self)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Request:
-        return cls(**data)
+        return cls(**_current(data))
 
 
 @dataclass
@@ -75,12 +77,21 @@ class Plan:
         return [d for d in self.disks if d.copy]
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"version": RECORD_VERSION, **dataclasses.asdict(self)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
-        disks = [DiskMove(**d) for d in data.get("disks", [])]
-        return cls(**{**data, "disks": disks})
+        fields = _current(data)
+        return cls(**{**fields, "disks": [DiskMove(**d) for d in fields.get("disks", [])]})
+
+
+def _current(data: dict[str, Any]) -> dict[str, Any]:
+    """A request or plan as the journal holds it, without its version; InputError for
+    one recorded by another version of this program."""
+    if data.get("version") != RECORD_VERSION:
+        raise InputError(f"a migration recorded as version {data.get('version')}; this p2v "
+                         f"reads version {RECORD_VERSION}: start the migration again")  # fmt: skip
+    return {k: v for k, v in data.items() if k != "version"}
 
 
 def make_plan(src: Any, dst: Any, request: Request) -> Plan:
