@@ -63,14 +63,28 @@ def guest(pair: tuple[hosts.TestHost, hosts.TestHost]) -> Iterator[Callable[...,
     started: list[str] = []
 
     def start(name: str, workload: str = "idle", boot: bool = True) -> str:
-        settings = guests.settings_for(workload, IP[name] if boot else None, None)
-        guests.start(pair[0].uri, name, settings, boot=boot)
         started.append(name)
+        if not boot:
+            guests.start(pair[0].uri, name, guests.settings_for(workload, None, None), boot=False)
+            return name
+        # Through the command line a person would use (`python -m tests.guests`).
+        made = guests_cli("start", "--host", pair[0].uri, "--name", name, "--workload", workload,
+                          "--ip", IP[name])  # fmt: skip
+        assert made.stdout.strip() == name
         return name
 
     yield start
     for name in started:
-        guests.stop_anywhere(uris(pair), name)
+        if (where := guests.where(uris(pair), name)) is not None:
+            guests_cli("stop", "--host", where, "--name", name)
+        guests.stop_anywhere(uris(pair), name)  # a volume left on the other host
+
+
+def guests_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-m", "tests.guests", *args], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done
 
 
 def migrate(*args: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess[str], Any]:
@@ -226,8 +240,8 @@ def test_cold_move_killed_half_way_resumes_then_a_schedule_brings_it_back_live(
     name = guest("p2vt-cold", boot=False)  # no NIC: the live move back needs no address
     with virt.connection(a.uri) as conn:
         domains.set_autostart(virt.find(conn, name), True)
-    # 2 MiB/s: the copy of its data (about 13 MiB) is still going when it is killed.
-    first = _start_migrate(name, "-c", a.uri, "--to", b.uri, "--bandwidth", "2")
+    # 3 MiB/s: the copy of its data (about 13 MiB) is still going when it is killed.
+    first = _start_migrate(name, "-c", a.uri, "--to", b.uri, "--bandwidth", "3")
     job = _wait_for_step("copy vda")
     time.sleep(2)
     first.send_signal(signal.SIGKILL)
@@ -248,7 +262,9 @@ def test_cold_move_killed_half_way_resumes_then_a_schedule_brings_it_back_live(
     ]  # fmt: skip
     assert digests[0] == digests[1] == disk["digest"]
     assert running_on(b.uri, name)  # it was set to start with its host
-    assert guests.counter(b.uri, name, timeout=60) >= 0
+    assert (
+        int(guests_cli("counter", "--host", b.uri, "--name", name, "--timeout", "60").stdout) >= 0
+    )
     assert guests.where([a.uri], name) is None
     steps = {s["name"]: s for s in json.loads(p2v("show", job, "--json").stdout)["steps"]}
     assert steps["start"]["finished"] <= steps["release source"]["started"]

@@ -24,7 +24,7 @@ SLIRP = Settings(ip="10.0.2.15/24", gw="10.0.2.2")  # QEMU user networking's gue
 
 
 @pytest.mark.timeout(300)
-# Each workload runs on a test host too (test_on_test_hosts.py); here, without
+# Each workload runs on a test host too (tests/e2e/test_migrate.py); here, without
 # libvirt, the busiest one, which most tests the counter's pace.
 @pytest.mark.parametrize("workload", ["hot"])
 def test_counts_streams_and_records(
