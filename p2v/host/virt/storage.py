@@ -9,7 +9,7 @@ import errno
 import os
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from p2v.errors import ComponentError, InputError
@@ -59,9 +59,14 @@ def free_bytes(storage_pool: Any) -> int:
 
 def volume(storage_pool: Any, name: str) -> Any:
     """The volume `name` of the pool, or None."""
+    return _unless_missing(lambda: storage_pool.storageVolLookupByName(name))
+
+
+def _unless_missing(lookup: Callable[[], Any]) -> Any:
+    """What a volume lookup finds, or None when libvirt says there is no such volume."""
     libvirt = libvirt_module()
     try:
-        return storage_pool.storageVolLookupByName(name)
+        return lookup()
     except libvirt.libvirtError as error:
         if error.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
             raise ComponentError(f"libvirt: {error.get_error_message()}") from error
@@ -157,13 +162,7 @@ def directory_pool(conn: Any, directory: str) -> Iterator[Any]:
 def volume_at(conn: Any, where: str) -> Any:
     """The volume at the path `where` on the connection's host, or None (no pool there
     holds that path)."""
-    libvirt = libvirt_module()
-    try:
-        return conn.storageVolLookupByPath(where)
-    except libvirt.libvirtError as error:
-        if error.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
-            raise ComponentError(f"libvirt: {error.get_error_message()}") from error
-    return None
+    return _unless_missing(lambda: conn.storageVolLookupByPath(where))
 
 
 def pool_of(vol: Any) -> Any:
