@@ -23,7 +23,9 @@ DEFAULT_URI = "qemu:///session"
 # unprivileged session is autostarted: it exits by itself after IDLE_EXIT_S idle.
 LOCAL_URIS = ("qemu:///session", "qemu:///system")
 IDLE_EXIT_S = 600
-DAEMON_START_S = 15
+# One that was exiting (idle) when we looked holds its PID file for up to ~30 s more
+# (libvirtd's forced shutdown), and a new one then takes seconds to start.
+DAEMON_START_S = 60
 # A host that stops answering mid-call (its network gone) would hold the call for
 # ever: libvirt's keepalive closes the connection after KEEPALIVE_S * (COUNT + 1) s
 # without a reply, and the call fails.
