@@ -427,7 +427,10 @@ def _copy(
             if before:
                 remember(before)
             detail.update(_known_zeros(opened, disk.name, overlay, say))
-            copied = _resume_copy(before, journal, reporter, options)
+            copied = jobs.go_on(
+                before, journal, reporter, options.bwlimit,
+                connect_timeout=options.connect_timeout, io_timeout=options.io_timeout,
+            )  # fmt: skip
             if copied is None:
                 request = jobs.CopyRequest(
                     source=str(overlay), target=target, input_format="qcow2",
@@ -463,25 +466,6 @@ def _known_zeros(
         f"(it has looked at {share:.0f}% of the disk), not copied"
     )
     return {"zeros_found": found.zero_bytes, "zeros_marked": marked, "scanned": found.scanned}
-
-
-def _resume_copy(
-    copy_job: str | None, journal: Journal, reporter: Any, options: ConvertOptions
-) -> Any:
-    """The result of an earlier copy of this disk: finished, or resumed now; None when
-    there is none to go on from."""
-    if not copy_job:
-        return None
-    job = journal.get(copy_job)
-    if job.state == "done" and job.result:
-        return jobs.CopyResult(**job.result)
-    try:
-        return jobs.resume(
-            copy_job, journal, reporter, options.bwlimit,
-            connect_timeout=options.connect_timeout, io_timeout=options.io_timeout,
-        )  # fmt: skip
-    except InputError:
-        return None  # the target or the overlay changed: copy again
 
 
 def _define_and_boot(

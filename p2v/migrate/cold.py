@@ -40,17 +40,12 @@ def copy_disk(
 ) -> jobs.CopyResult:
     """Copy one disk's volume, resuming the copy an interrupted run began; the target
     is read back and must have the source's digest."""
-    if earlier_copy:
-        done = journal.get(earlier_copy)
-        if done.state == "done" and done.result:
-            return jobs.CopyResult(**done.result)
-        try:
-            return jobs.resume(
-                earlier_copy, journal, reporter, _bwlimit(request),
-                connect_timeout=request.connect_timeout, io_timeout=request.io_timeout,
-            )  # fmt: skip
-        except InputError:
-            pass  # the target or the source changed meanwhile: copy it again
+    earlier = jobs.go_on(
+        earlier_copy, journal, reporter, _bwlimit(request),
+        connect_timeout=request.connect_timeout, io_timeout=request.io_timeout,
+    )  # fmt: skip
+    if earlier is not None:
+        return earlier
     copy = jobs.CopyRequest(
         source=source_spec(disk, request), target=target_spec(disk, request),
         overwrite=earlier_copy is not None, verify=True, bwlimit=_bwlimit(request),

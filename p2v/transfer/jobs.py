@@ -191,6 +191,32 @@ def resume(
         source.close()
 
 
+def go_on(
+    job_id: str | None,
+    journal: Journal,
+    reporter: Reporter | None = None,
+    bwlimit: int | None = None,
+    *,
+    connect_timeout: float | None = None,
+    io_timeout: float | None = None,
+) -> CopyResult | None:
+    """The result of an earlier copy a multi-step job recorded: finished, or resumed
+    now; None when there is none to go on from (no job, or its source or target
+    changed since), and the caller copies again."""
+    if not job_id:
+        return None
+    job = journal.get(job_id)
+    if job.state == "done" and job.result:
+        return CopyResult(**job.result)
+    try:
+        return resume(
+            job_id, journal, reporter, bwlimit, connect_timeout=connect_timeout,
+            io_timeout=io_timeout,
+        )  # fmt: skip
+    except InputError:
+        return None
+
+
 @contextlib.contextmanager
 def _failure_recorded(journal: Journal, job_id: str) -> Iterator[None]:
     """A job taken over fails, saying why, when it cannot start again: it stays
