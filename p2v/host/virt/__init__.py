@@ -1,7 +1,7 @@
 """The libvirt layer: the one place that imports `libvirt`.
 
 connection: reaching hosts, and libvirt's errors as P2VError; domains: lookup,
-define-or-replace, lifecycle, job progress; domainxml: a typed, rewritable view of a
+define-or-replace, lifecycle; domainxml: a typed, rewritable view of a
 domain's XML; storage: pools, volumes and their contents through streams; console:
 a domain's serial console through the connection.
 """
@@ -20,12 +20,10 @@ from p2v.host.virt.connection import (
 )
 from p2v.host.virt.console import Console
 from p2v.host.virt.domains import (
-    JobProgress,
     define,
     define_or_replace,
     destroy,
     find,
-    job_progress,
     lookup,
     lookup_uuid,
     resume,
@@ -38,9 +36,9 @@ from p2v.host.virt.domains import (
 from p2v.host.virt.storage import create_volume, ensure_dir_pool, free_bytes, pool, volume
 
 __all__ = [
-    "DEFAULT_URI", "LOCAL_URIS", "Console", "HostIdentity", "JobProgress", "connect",
+    "DEFAULT_URI", "LOCAL_URIS", "Console", "HostIdentity", "connect",
     "connection", "create_volume", "define", "define_or_replace", "destroy",
     "domain_types", "ensure_dir_pool", "failing_as", "find", "free_bytes", "identity",
-    "job_progress", "lookup", "lookup_uuid", "pool", "resume", "start", "start_transient", "state",
+    "lookup", "lookup_uuid", "pool", "resume", "start", "start_transient", "state",
     "undefine", "version", "version_string", "volume", "wait_for_state",
 ]  # fmt: skip

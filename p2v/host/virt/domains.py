@@ -1,11 +1,10 @@
-"""Domains: lookup by name or UUID, define-or-replace, lifecycle and its waits, and
-the progress of a domain's job (migration, backup)."""
+"""Domains: lookup by name or UUID, define-or-replace, lifecycle and its waits, what
+a host keeps of them. A domain's job (a migration) is read in `migration`."""
 
 from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from p2v.errors import ComponentError, InputError
@@ -26,11 +25,9 @@ def lookup(conn: Any, name: str) -> Any:
 
 def find(conn: Any, name_or_uuid: str) -> Any:
     """The domain named `name_or_uuid`, or with that UUID; InputError when there is none."""
-    libvirt = libvirt_module()
     domain = lookup(conn, name_or_uuid)
     if domain is None and len(name_or_uuid) == 36:
-        with contextlib.suppress(libvirt.libvirtError):
-            domain = conn.lookupByUUIDString(name_or_uuid)
+        domain = lookup_uuid(conn, name_or_uuid)
     if domain is None:
         raise InputError(f"{conn.getURI()}: no virtual machine named {name_or_uuid!r}")
     return domain
@@ -172,35 +169,3 @@ def wait_for_state(domain: Any, wanted: str, timeout: float, poll: float = 0.2) 
         if time.monotonic() > deadline:
             raise ComponentError(f"{domain.name()} is {now}, not {wanted}, after {timeout:g} s")
         time.sleep(poll)
-
-
-@dataclass
-class JobProgress:
-    """A domain job's progress (a migration, a backup), as libvirt reports it."""
-
-    kind: str  # none, bounded, unbounded, completed, failed, cancelled
-    processed: int = 0  # bytes
-    remaining: int = 0
-    total: int = 0
-    rate: int = 0  # bytes/s, when libvirt knows it
-    elapsed_ms: int = 0
-    stats: dict[str, Any] | None = None  # everything libvirt said
-
-
-_JOB_KINDS = {0: "none", 1: "bounded", 2: "unbounded", 3: "completed", 4: "failed",
-              5: "cancelled"}  # fmt: skip
-
-
-def job_progress(domain: Any) -> JobProgress:
-    """The progress of the job the domain runs now (kind "none" when it runs none)."""
-    with failing_as(f", reading the job of {domain.name()}"):
-        stats = domain.jobStats()
-    return JobProgress(
-        kind=_JOB_KINDS.get(stats.get("type", 0), "none"),
-        processed=stats.get("data_processed", 0),
-        remaining=stats.get("data_remaining", 0),
-        total=stats.get("data_total", 0),
-        rate=stats.get("memory_bps", 0) or stats.get("disk_bps", 0),
-        elapsed_ms=stats.get("time_elapsed", 0),
-        stats=stats,
-    )

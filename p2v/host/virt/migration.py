@@ -155,13 +155,7 @@ class Migration:
         return self._done.wait(timeout)
 
     def stats(self) -> MigrationStats:
-        """The job now; not running once libvirt has no job for the domain."""
-        libvirt = libvirt_module()
-        try:
-            raw = self.domain.jobStats()
-        except libvirt.libvirtError:
-            return MigrationStats(running=False)  # the source has let the domain go
-        return stats_from(raw, raw.get("type", 0) in (1, 2))
+        return job_stats(self.domain)
 
     def set_max_downtime(self, ms: int) -> None:
         with failing_as(f", setting {self.name}'s downtime limit"):
@@ -198,13 +192,21 @@ class Migration:
             self._callback = None
 
 
-def job_running(domain: Any) -> bool:
-    """Whether the domain has a job under way (a migration libvirt still runs)."""
+def job_stats(domain: Any) -> MigrationStats:
+    """The domain's job now; not running once libvirt has no job for the domain (or
+    no longer the domain: a source that has let it go)."""
     libvirt = libvirt_module()
     try:
-        return domain.jobStats().get("type", 0) in (1, 2)
+        raw = domain.jobStats()
     except libvirt.libvirtError:
-        return False
+        return MigrationStats(running=False)
+    under_way = (libvirt.VIR_DOMAIN_JOB_BOUNDED, libvirt.VIR_DOMAIN_JOB_UNBOUNDED)
+    return stats_from(raw, raw.get("type", libvirt.VIR_DOMAIN_JOB_NONE) in under_way)
+
+
+def job_running(domain: Any) -> bool:
+    """Whether the domain has a job under way (a migration libvirt still runs)."""
+    return job_stats(domain).running
 
 
 def abort_job(domain: Any) -> None:
@@ -221,7 +223,7 @@ def completed_stats(domain: Any, timeout: float = 5.0) -> dict[str, Any]:
     while True:
         with contextlib.suppress(libvirt.libvirtError):
             stats = domain.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
-            if stats.get("type") == 3:
+            if stats.get("type") == libvirt.VIR_DOMAIN_JOB_COMPLETED:
                 return dict(stats)
         if time.monotonic() > deadline:
             return {}

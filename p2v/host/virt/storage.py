@@ -42,13 +42,19 @@ def ensure_dir_pool(conn: Any, name: str, path: str) -> Any:
         try:
             found = conn.storagePoolLookupByName(name)
         except libvirt.libvirtError:
-            xml = f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
-            found = conn.storagePoolDefineXML(xml, 0)
+            found = conn.storagePoolDefineXML(_dir_pool_xml(name, path), 0)
             found.build(0)
             found.setAutostart(True)
         if not found.isActive():
             found.create(0)
         return found
+
+
+def _dir_pool_xml(name: str, path: str) -> str:
+    pool_node = ET.Element("pool", type="dir")
+    ET.SubElement(pool_node, "name").text = name
+    ET.SubElement(ET.SubElement(pool_node, "target"), "path").text = path
+    return ET.tostring(pool_node, encoding="unicode")
 
 
 def free_bytes(storage_pool: Any) -> int:
@@ -148,9 +154,8 @@ def directory_pool(conn: Any, directory: str) -> Iterator[Any]:
         yield found
         return
     name = f"p2v-{os.getpid()}-{time.monotonic_ns()}"
-    xml = f"<pool type='dir'><name>{name}</name><target><path>{directory}</path></target></pool>"
     with failing_as(f", opening {directory} as a storage pool"):
-        made = conn.storagePoolCreateXML(xml, 0)
+        made = conn.storagePoolCreateXML(_dir_pool_xml(name, directory), 0)
     try:
         yield made
     finally:
