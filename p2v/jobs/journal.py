@@ -174,16 +174,22 @@ class Journal:
         whose job has ended, or whose process is gone, is free again; one that a running
         job holds is refused with BusyError, naming that job."""
         with schema.transaction(self.db):  # no other writer between the check and the take
-            holder = self.holder(resource)
-            if holder is not None and holder.id != job_id:
-                assert holder.owner is not None  # a running job has its process
-                raise BusyError(
-                    f"{resource} is locked by job {holder.id} (a {holder.kind} job), still "
-                    f"running in {holder.owner.describe()}; try again once it ends"
-                )
+            self.refuse_held(resource, job_id)
             self.db.execute(
                 "INSERT OR REPLACE INTO locks (resource, job, taken) VALUES (?, ?, ?)",
                 (resource, job_id, time.time()),
+            )
+
+    def refuse_held(self, resource: str, job_id: str | None = None) -> None:
+        """BusyError, naming the job, when a running job other than `job_id` holds
+        `resource` locked: what `lock` checks, and what a job not yet recorded checks
+        before it starts."""
+        holder = self.holder(resource)
+        if holder is not None and holder.id != job_id:
+            assert holder.owner is not None  # a running job has its process
+            raise BusyError(
+                f"{resource} is locked by job {holder.id} (a {holder.kind} job), still "
+                f"running in {holder.owner.describe()}; try again once it ends"
             )
 
     def holder(self, resource: str) -> JobRecord | None:

@@ -9,7 +9,7 @@ import posixpath
 from collections.abc import Callable
 from typing import Any
 
-from p2v.errors import InputError
+from p2v.errors import InputError, MigrationError
 from p2v.host import virt
 from p2v.host.virt import domains, storage
 from p2v.host.virt.domainxml import DomainXml
@@ -92,17 +92,20 @@ def define(dst: Any, plan: Plan, xml: str) -> None:
     for vdisk in described.disks:
         if vdisk.target in moved:
             vdisk.source = moved[vdisk.target].dest_path
-    for disk in plan.copied:
+    for name in {disk.dest_pool for disk in plan.copied}:
         # Made as raw bytes: libvirt learns the format (qcow2, ...) when it looks again.
-        storage.refresh(storage.pool(dst, disk.dest_pool))
+        storage.refresh(storage.pool(dst, name))
     # One defined by an interrupted run has the same name and UUID: redefined in place,
     # its (copied) NVRAM kept.
     virt.define(dst, described.to_xml())
 
 
-def start_if_autostart(dst: Any, plan: Plan) -> bool:
-    """Start the VM there when it was set to start with its host; whether it was."""
-    domain = virt.find(dst, plan.vm)
+def start_if_autostart(dst: Any, plan: Plan, uri: str) -> bool:
+    """The VM defined at `uri`, started when it was set to start with its host;
+    whether it was."""
+    domain = virt.lookup_uuid(dst, plan.uuid)
+    if domain is None:
+        raise MigrationError(f"{uri} lost {plan.vm}'s definition")
     if not plan.autostart:
         return False
     domains.set_autostart(domain, True)

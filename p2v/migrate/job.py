@@ -34,12 +34,14 @@ def migrate(
     request: Request, journal: Journal, say: Say, progress: MakeProgress, reporter: Any
 ) -> tuple[str, dict[str, Any]]:
     """Check, record and run a migration: (job id, its record)."""
-    _not_locked(journal, [vm_resource(request.source, request.vm)])
+    # Before the VM is looked at: a job that holds it (moving, converting) changes it.
+    journal.refuse_held(vm_resource(request.source, request.vm))
     with virt.connection(request.source, request.connect_timeout) as src, \
             virt.connection(request.destination, request.connect_timeout) as dst:  # fmt: skip
         plan = make_plan(src, dst, request)
     resources = [vm_resource(request.source, plan.vm), vm_resource(request.destination, plan.vm)]
-    _not_locked(journal, resources)  # refused before a job is recorded; taken below
+    for resource in resources:  # refused before a job is recorded; taken below
+        journal.refuse_held(resource)
     job = journal.create(KIND, {"request": request.to_json(), "live": plan.running})
     say(f"job {job.id} (`p2v show {job.id}` shows its steps)")
     step = Step(journal, job.id, say)
@@ -48,15 +50,6 @@ def migrate(
             journal.lock(resource, job.id)
         detail["plan"] = plan.to_json()
     return job.id, _run(job.id, request, plan, journal, step, say, progress, reporter, {})
-
-
-def _not_locked(journal: Journal, resources: list[str]) -> None:
-    """BusyError when a running job holds one of them (its VM is being moved, or
-    converted, ...): checked before the VM is looked at, which that job is changing."""
-    for resource in resources:
-        if holder := journal.holder(resource):
-            raise BusyError(f"{resource} is locked by job {holder.id} (a {holder.kind} job); "
-                            "try again once it ends")  # fmt: skip
 
 
 def resume(
@@ -241,7 +234,8 @@ def _cold(
     reporter: Any, previous: dict[str, Any],
 ) -> dict[str, Any]:  # fmt: skip
     record: dict[str, Any] = {"mode": "cold", "disks": []}
-    _still_shut_off(request, plan)
+    with virt.connection(request.source, request.connect_timeout) as src:
+        _still_shut_off(src, request, plan)
     for disk in plan.copied:
         name = f"copy {disk.target}"
         if earlier := _done(previous, name):
@@ -276,29 +270,26 @@ def _cold(
             with step("copy nvram") as detail:
                 copied = cold.copy_nvram(src, dst, nvram, request, journal, job_id, reporter)
                 detail.update(path=nvram, digest=copied.digest, verified=copied.verified)
-        _still_shut_off(request, plan)  # nothing started it while its disks were copied
+        _still_shut_off(src, request, plan)  # nothing started it while its disks were copied
         with step("define") as detail:
             cold.define(dst, plan, xml)
             detail["uri"] = request.destination
         with step("start" if plan.autostart else "verify") as detail:
-            detail["started"] = cold.start_if_autostart(dst, plan)
-            if virt.lookup_uuid(dst, plan.uuid) is None:
-                raise MigrationError(f"{request.destination} lost {plan.vm}'s definition")
+            detail["started"] = cold.start_if_autostart(dst, plan, request.destination)
     record["outcome"] = "done"
     return record
 
 
-def _still_shut_off(request: Request, plan: Plan) -> None:
+def _still_shut_off(src: Any, request: Request, plan: Plan) -> None:
     """A cold migration copies disks nothing writes: refused once the VM runs again."""
-    with virt.connection(request.source, request.connect_timeout) as src:
-        domain = virt.lookup_uuid(src, plan.uuid)
-        if domain is None:
-            raise MigrationError(f"{plan.vm} is gone from {request.source}")
-        if (now := virt.state(domain)) != "shut off":
-            raise MigrationError(
-                f"{plan.vm} is {now} on {request.source} again: its disks are changing, so "
-                "the cold migration stops; shut it down and resume, or migrate it live"
-            )
+    domain = virt.lookup_uuid(src, plan.uuid)
+    if domain is None:
+        raise MigrationError(f"{plan.vm} is gone from {request.source}")
+    if (now := virt.state(domain)) != "shut off":
+        raise MigrationError(
+            f"{plan.vm} is {now} on {request.source} again: its disks are changing, so "
+            "the cold migration stops; shut it down and resume, or migrate it live"
+        )
 
 
 def _release(

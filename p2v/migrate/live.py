@@ -75,12 +75,7 @@ def run(
     """Migrate the running guest; the record of it, whose "outcome" is done,
     cancelled, timed out, failed or post-copy failed."""
     rules = limits(request)
-    settings = migration.MigrationSettings(
-        dest_uri=request.destination, live=True,
-        copy_disks=tuple(d.target for d in plan.copied),
-        persist_xml=domains.definition(domain), postcopy=rules.postcopy,
-        auto_converge=rules.auto_converge, bandwidth_mib=request.bandwidth_mib,
-    )  # fmt: skip
+    settings = _settings(plan, request, rules.postcopy, domains.definition(domain))
     record, job = _attempt(domain, plan, request, settings, rules, progress, say)
     if job.error and rules.postcopy and not record["passes"] and _no_postcopy_there(job.error):
         # The destination's QEMU cannot take post-copy (no userfaultfd there): again
@@ -99,11 +94,7 @@ def settle(domain: Any, plan: Plan, request: Request, say: Callable[[str], None]
     is resumed."""
     if migration.paused_reason(domain) == "post-copy failed":
         say(f"{plan.vm}'s post-copy broke off: resuming it")
-        settings = migration.MigrationSettings(
-            dest_uri=request.destination, live=True,
-            copy_disks=tuple(d.target for d in plan.copied), postcopy=True,
-            auto_converge=limits(request).auto_converge, bandwidth_mib=request.bandwidth_mib,
-        )  # fmt: skip
+        settings = _settings(plan, request, postcopy=True)
         if not migration.Migration(domain, settings).recover(RECOVER_WAIT_S):
             raise MigrationError(
                 f"{plan.vm}'s post-copy could not be resumed; its memory is split between "
@@ -120,6 +111,18 @@ def settle(domain: Any, plan: Plan, request: Request, say: Callable[[str], None]
             if not migration.in_postcopy(domain):
                 migration.abort_job(domain)
             raise
+
+
+def _settings(
+    plan: Plan, request: Request, postcopy: bool, persist_xml: str | None = None
+) -> migration.MigrationSettings:
+    """How libvirt is asked to move the guest, from the request and the plan."""
+    return migration.MigrationSettings(
+        dest_uri=request.destination, live=True,
+        copy_disks=tuple(d.target for d in plan.copied), persist_xml=persist_xml,
+        postcopy=postcopy, auto_converge=limits(request).auto_converge,
+        bandwidth_mib=request.bandwidth_mib,
+    )  # fmt: skip
 
 
 def _no_postcopy_there(error: str) -> bool:
@@ -247,7 +250,7 @@ def _failure(
     """The record of a migration that did not finish: where the guest runs, recovered
     first where post-copy broke off. Its "message" says it for the user."""
     reason = job.error or "the migration did not end"
-    if policy.postcopy and migration.paused_reason(job.domain) in ("post-copy", "post-copy failed"):
+    if policy.postcopy and migration.in_postcopy(job.domain):
         say(f"post-copy broke off ({reason}); resuming it")
         if job.recover(RECOVER_WAIT_S):
             return {**record, "outcome": "done", "recovered_from": reason}

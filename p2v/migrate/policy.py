@@ -47,6 +47,14 @@ class Limits:
             return self.max_downtime_ms
         return min(INITIAL_DOWNTIME_MS, self.max_downtime_ms)
 
+    @property
+    def downtime_ceiling_ms(self) -> int:
+        """How far the downtime may rise: --max-downtime, or with post-copy to take
+        over, what a post-copy switch costs the guest (a longer pause is in vain)."""
+        if not self.postcopy:
+            return self.max_downtime_ms
+        return min(self.max_downtime_ms, max(POSTCOPY_PAUSE_MS, self.initial_downtime_ms))
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -120,9 +128,7 @@ def predict(
 
 def _ladder(limits: Limits) -> list[int]:
     """The downtime limits after the first, doubling up to the ceiling."""
-    ceiling = limits.max_downtime_ms
-    if limits.postcopy:
-        ceiling = min(ceiling, max(POSTCOPY_PAUSE_MS, limits.initial_downtime_ms))
+    ceiling = limits.downtime_ceiling_ms
     steps, now = [], limits.initial_downtime_ms
     while limits.escalate and now < ceiling:
         now = min(now * 2, ceiling)
@@ -199,11 +205,7 @@ class Policy:
         return self._escalate(sample)
 
     def _escalate(self, sample: Sample) -> list[Action]:
-        elapsed = sample.elapsed
-        # With post-copy to take over, a longer pause than it costs the guest is in vain.
-        ceiling = self.limits.max_downtime_ms
-        if self.limits.postcopy:
-            ceiling = min(ceiling, max(POSTCOPY_PAUSE_MS, self.limits.initial_downtime_ms))
+        elapsed, ceiling = sample.elapsed, self.limits.downtime_ceiling_ms
         if not self.downtime_done and self.downtime_ms < ceiling:
             needed = 1000 * sample.remaining / sample.bandwidth if sample.bandwidth else 0
             if self.limits.postcopy and needed > ceiling:

@@ -3,7 +3,8 @@
 connection: reaching hosts, and libvirt's errors as P2VError; domains: lookup,
 define-or-replace, lifecycle; domainxml: a typed, rewritable view of a
 domain's XML; storage: pools, volumes and their contents through streams; console:
-a domain's serial console through the connection.
+a domain's serial console through the connection; migration: a live migration peer
+to peer, read and steered, and the CPU comparison before it.
 """
 
 from p2v.host.virt.connection import (
