@@ -37,7 +37,7 @@ from typing import Any
 from p2v.host import virt
 from p2v.host.virt import migration, storage
 from tests import guests, hosts
-from tests.fixtures.vmguest import WORKLOADS, console
+from tests.fixtures.vmguest import WORKLOADS
 
 HOSTS = ["p2vb-a", "p2vb-b"]
 IP = {"idle": "10.253.0.230", "warm": "10.253.0.231", "hot": "10.253.0.232"}
@@ -118,11 +118,8 @@ def _one(tool: str, workload: str, name: str, uris: list[str], env: dict[str, st
         moved, note = (_p2v if tool == "p2v migrate" else _virsh)(name, here, there, env, cap)
         wall = time.monotonic() - began
         watch.wait_for_more(10, 15)  # one second of counting after the move
-        window = [(at, value) for at, value in watch.seen if at >= began - 0.5]
-        times = [at for at, _ in window]
-        gap = max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
-        run = Run(workload, tool, wall, moved, gap_ms=gap * 1000,
-                  lost=len(console.gaps([v for _, v in window])), stream_open=not watch.closed,
+        run = Run(workload, tool, wall, moved, gap_ms=watch.gap_since(began - 0.5) * 1000,
+                  lost=len(watch.lost_since(began - 0.5)), stream_open=not watch.closed,
                   note=note)  # fmt: skip
     if moved:
         _completed(run, there, name)

@@ -250,14 +250,21 @@ class CounterWatch:
 
     @property
     def longest_gap(self) -> float:
-        """Seconds: the longest wait between two values."""
-        times = [at for at, _ in self.seen]
-        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+        return self.gap_since()
 
     @property
     def lost(self) -> list[str]:
-        """Where values went backwards or skipped."""
-        return console.gaps(self.values)
+        return self.lost_since()
+
+    def gap_since(self, since: float = 0.0) -> float:
+        """Seconds: the longest wait between two values that came from `since` (a
+        time.monotonic() value) on."""
+        times = [at for at, _ in self.seen if at >= since]
+        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+
+    def lost_since(self, since: float = 0.0) -> list[str]:
+        """Where the values that came from `since` on went backwards or skipped."""
+        return console.gaps([value for at, value in self.seen if at >= since])
 
     def close(self) -> None:
         self._stop.set()
