@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from p2v import __version__
 from p2v.commands import agents, convert, history, inventory, migrate, schedule, transfer
+from p2v.commands.options import HelpLayout
 from p2v.errors import EXIT_CODES, INTERRUPTED, P2VError, system_error
 from p2v.host.virt import DEFAULT_URI  # libvirt itself loads only on connect
 
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="p2v",
         description="Turn physical Linux servers into KVM virtual machines.",
         epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpLayout,
     )
     parser.add_argument("--version", action="version", version=f"p2v {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")

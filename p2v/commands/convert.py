@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from p2v.commands.options import (
+    HelpLayout,
     add_checkpoint_option,
     add_schedule_options,
     add_timeout_options,
@@ -35,7 +36,7 @@ def register(verbs: Any) -> None:
         "define the domain. Each step is recorded in the journal (`p2v history`); a conversion "
         "that stops (crash, kill, full disk) goes on with --resume JOB.",
         epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpLayout,
     )
     source = p.add_argument_group("source (one of)")
     source.add_argument(

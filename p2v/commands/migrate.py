@@ -8,7 +8,13 @@ import json
 import sys
 from typing import Any
 
-from p2v.commands.options import add_connect_timeout_option, add_schedule_options, count, seconds
+from p2v.commands.options import (
+    HelpLayout,
+    add_connect_timeout_option,
+    add_schedule_options,
+    count,
+    seconds,
+)
 from p2v.errors import EXIT_CODES, InputError, MigrationError
 from p2v.host.virt import DEFAULT_URI
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT
@@ -30,7 +36,7 @@ def register(verbs: Any) -> None:
         "escalated (downtime limit up to --max-downtime, auto-converge, post-copy) so "
         "the migration finishes. Each phase is a step in the journal (`p2v show JOB`).",
         epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpLayout,
     )
     p.add_argument("vm", nargs="?", metavar="VM", help="the virtual machine's name or UUID")
     p.add_argument("--to", metavar="URI", help="the destination host's libvirt URI")

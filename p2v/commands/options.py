@@ -10,6 +10,16 @@ from p2v.transfer import DEFAULT_CHECKPOINT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO
 from p2v.units import parse_size
 
 
+class HelpLayout(argparse.HelpFormatter):
+    """Help whose paragraphs are wrapped to the terminal, and whose text laid out by
+    hand (with line breaks: the table of exit codes) is kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def seconds(text: str) -> float:
     try:
         value = float(text)

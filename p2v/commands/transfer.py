@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from p2v.commands.options import (
+    HelpLayout,
     add_checkpoint_option,
     add_schedule_options,
     add_timeout_options,
@@ -55,7 +56,7 @@ def register(verbs: Any) -> None:
         "journal once the target is flushed, so an interrupted copy resumes where it "
         "stopped. Prints the digest of what was copied.",
         epilog=_ENDPOINTS + "\n" + _DIGEST,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpLayout,
     )
     p.add_argument("source", nargs="?", metavar="SRC", help="disk to read (never written)")
     p.add_argument("target", nargs="?", metavar="DST", help="disk or image to write")
@@ -112,7 +113,7 @@ def register(verbs: Any) -> None:
         help="print the block-hash digest of a disk",
         description="Compute the digest of SRC, the same one `p2v copy` prints.",
         epilog=_ENDPOINTS + "\n" + _DIGEST,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpLayout,
     )
     p.add_argument("source", metavar="SRC")
     p.add_argument("--input-format", metavar="FMT", help="format of SRC (default: probed)")
