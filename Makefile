@@ -7,10 +7,16 @@ PACKAGES := p2v agent imagebuilder
 ISO := build/p2v-agent.iso
 JOB_ISO ?= build/p2v-agent-job.iso
 
-.PHONY: setup lint typecheck test test-unit test-integration test-e2e demo fixtures iso job-iso bench clean
+.PHONY: setup fresh-check lint typecheck test test-unit test-integration test-e2e demo fixtures iso job-iso bench clean
 
 setup:
 	@scripts/setup-host.sh
+
+# `make setup` on a brand-new Debian 12 chroot, with the committed tree (REV=HEAD):
+# a machine that ran the set-up before cannot show a missing or conflicting step.
+REV ?= HEAD
+fresh-check:
+	@scripts/fresh-check.sh $(REV)
 
 lint: setup
 	$(VENV)/bin/ruff check $(PACKAGES) boot-iso tests bench scripts
