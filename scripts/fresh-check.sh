@@ -15,6 +15,7 @@
 #
 #   scripts/fresh-check.sh [REV]      REV defaults to HEAD
 #   FRESH_CHECK_KEEP=1                keep the chroot (build/fresh-check/root)
+#   FRESH_CHECK_APT_CACHE=DIR         share DIR as the apt cache instead of this machine's
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -74,7 +75,9 @@ hook() {
     export PIP_CERT=/etc/fresh-check/pip-ca.crt
   fi
   # Downloads are shared with this machine's apt cache; the chroot stays new.
-  mount --bind /var/cache/apt/archives "$chroot/var/cache/apt/archives"
+  local cache=${FRESH_CHECK_APT_CACHE:-/var/cache/apt/archives}
+  mkdir -p "$cache/partial"
+  mount --bind "$cache" "$chroot/var/cache/apt/archives"
 
   local t=$SECONDS
   log "make setup (first run, as on a new machine)"
