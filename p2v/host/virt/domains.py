@@ -103,13 +103,15 @@ def define_or_replace(conn: Any, name: str, xml: str, replace: bool) -> Any:
     return define(conn, xml, replace=old)
 
 
-def release(domain: Any) -> None:
+def release(domain: Any, keep_nvram: bool = False) -> None:
     """Undefine a stopped domain whose disks, NVRAM and state live on elsewhere now
-    (moved to another host): its NVRAM is removed, its disks are not. ComponentError
-    when libvirt refuses, so that nothing is believed released that is not."""
+    (moved to another host): its disks stay, and its NVRAM file too with `keep_nvram`.
+    ComponentError when libvirt refuses, so that nothing is believed released that
+    is not."""
     libvirt = libvirt_module()
+    flag = "VIR_DOMAIN_UNDEFINE_KEEP_NVRAM" if keep_nvram else "VIR_DOMAIN_UNDEFINE_NVRAM"
     with failing_as(f", undefining {domain.name()}"):
-        domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        domain.undefineFlags(getattr(libvirt, flag))
 
 
 def undefine(domain: Any) -> None:

@@ -117,6 +117,42 @@ def allocation(vol: Any) -> int:
         return int(vol.info()[2])
 
 
+def identity(vol: Any) -> dict[str, Any]:
+    """What tells whether a volume's data changed since it was last looked at: its
+    sizes and its file's modification time (libvirt stats a file volume afresh each
+    time it is asked; mtime is None where the pool keeps no file)."""
+    with failing_as(f", reading the volume {vol.name()}"):
+        root = ET.fromstring(vol.XMLDesc(0))
+    return {
+        "capacity": int(root.findtext("capacity") or 0),
+        "allocation": int(root.findtext("allocation") or 0),
+        "mtime": root.findtext("target/timestamps/mtime"),
+    }
+
+
+def format_of(vol: Any) -> str:
+    """The volume's format as its host sees it (raw, qcow2, ...)."""
+    with failing_as(f", reading the volume {vol.name()}"):
+        found = ET.fromstring(vol.XMLDesc(0)).find("target/format")
+    return found.get("type", "raw") if found is not None else "raw"
+
+
+def durable_clone(vol: Any, name: str) -> Any:
+    """A copy of `vol` named `name` in its pool, made by the volume's host and synced
+    to its disk: libvirt writes the clone of a raw volume byte for byte, then
+    fdatasyncs and fsyncs it; another format goes through qemu-img convert, which
+    flushes the new image when it closes it. No other libvirt call syncs a volume's
+    data; streams (uploads) leave it in the host's page cache."""
+    storage_pool = pool_of(vol)
+    xml = ET.Element("volume")
+    ET.SubElement(xml, "name").text = name
+    ET.SubElement(xml, "capacity", unit="bytes").text = str(capacity(vol))
+    ET.SubElement(xml, "allocation", unit="bytes").text = "0"
+    ET.SubElement(ET.SubElement(xml, "target"), "format", type=format_of(vol))
+    with failing_as(f", making a synced copy of {vol.name()} as {name}"):
+        return storage_pool.createXMLFrom(ET.tostring(xml, encoding="unicode"), vol, 0)
+
+
 def backing(vol: Any) -> str | None:
     """The file a copy-on-write volume (a qcow2 overlay) reads through to, if any."""
     with failing_as(f", reading the volume {vol.name()}"):
@@ -138,6 +174,11 @@ def refresh_all(conn: Any) -> None:
 def refresh(storage_pool: Any) -> None:
     with failing_as(f", refreshing the storage pool {storage_pool.name()}"):
         storage_pool.refresh(0)
+
+
+def pool_uuid(storage_pool: Any) -> str:
+    with failing_as(", reading a storage pool"):
+        return str(storage_pool.UUIDString())
 
 
 def pool_name(storage_pool: Any) -> str:
