@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from p2v.jobs.journal import JobRecord, Journal
 
 # What a step's record says that a reader of `p2v show` wants to see.
-_STEP_DETAILS = ("error", "digest", "copy_job", "xml", "uri", "line", "booted", "trimmed")
+_STEP_DETAILS = ("error", "digest", "child", "xml", "uri", "line", "booted", "trimmed")
 
 
 def register(verbs: Any) -> None:
@@ -88,13 +88,14 @@ def _cmd_show(args: argparse.Namespace) -> int:
     print(f"  started   {format_time(job.created)}, {_took(job)}")
     if job.status == "running" and job.owner:
         print(f"  run by    {job.owner.describe()}")
+    if job.settling:
+        print(f"  settling  libvirt may still run its step {job.settling!r}")
+    if job.status == "running" or (job.interrupted and job.settling):
         for resource in shown["locks"]:
             print(f"  locks     {resource}")
     print(f"  outcome   {outcome(job)}")
-    if job.kind == "migrate" and job.result and job.status != "done":
-        from p2v.migrate.job import summary
-
-        print(f"  measured  {summary(job.result, head=False)}")
+    if job.outcome and job.status != "done":
+        print(f"  record    {job.outcome}")
     if moved := _bytes(job.result):
         print(f"  bytes     {moved}")
     if shown["steps"]:
@@ -134,48 +135,14 @@ def outcome(job: JobRecord) -> str:
     if status == "interrupted":
         if job.parent:
             return f"interrupted, as part of {job.parent}"
-        return f"interrupted; go on with `p2v {job.kind} --resume {job.id}`"
+        return f"interrupted; go on with `{job.resume}`" if job.resume else "interrupted"
     if status != "done":
         return f"{status}: {job.error}"
-    result = job.result or {}
-    if job.kind == "migrate":
-        from p2v.migrate.job import summary
-
-        return summary(result, head=False)
-    if result.get("dry_run"):
-        return "planned (dry run)"
-    if result.get("defined"):
-        return f"defined in {result['defined']}"
-    if result.get("xml"):
-        return f"written: {result['xml']}"
-    if result.get("digest"):
-        return str(result["digest"])
-    return "done"
+    return job.outcome or "done"
 
 
 def _what(job: JobRecord) -> str:
-    params = job.params
-    if job.kind == "convert":
-        from p2v.convert.sources import describe
-
-        if "source" not in params:  # recorded by an earlier version, or by hand
-            disks = ", ".join(str(d.get("name", "?")) for d in params.get("disks", []))
-            return f"{params.get('name', '?')} ({disks})"
-        name = (job.result or {}).get("plan", {}).get("profile", {}).get("name")
-        name = name or params.get("options", {}).get("name") or "?"
-        return f"{name} from {describe(params['source'])}"
-    if job.kind == "copy":
-        request = params.get("request", {})
-        return f"{request.get('source')} -> {request.get('target')}"
-    if job.kind == "migrate":
-        request = params.get("request", {})
-        mode = "live" if params.get("live") else "cold"
-        return (
-            f"{request.get('vm')}: {request.get('source')} -> {request.get('destination')} ({mode})"
-        )
-    if job.kind == "run":
-        return f"{params.get('command', '?')} (schedule {params.get('schedule', '?')})"
-    return job.kind
+    return job.what or job.kind
 
 
 def _bytes(result: dict[str, Any] | None) -> str:

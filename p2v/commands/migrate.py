@@ -28,8 +28,10 @@ def register(verbs: Any) -> None:
         help="move a virtual machine to another libvirt host, shut off or running",
         description="Move VM from the -c host to the --to host. Shut off (cold): its disks "
         "are copied volume to volume through libvirt, read back there and compared by "
-        "digest, the same definition (UUID, MACs) is defined there and started if it was "
-        "set to autostart, and only then is it undefined here. Running (--live): libvirt "
+        "digest; the move stops if the VM is started, or its disks change, meanwhile; the "
+        "same definition (UUID, MACs) is defined there, the source sets it not to "
+        "autostart and undefines it, and only then is it started there if it was set to "
+        "autostart. Running (--live): libvirt "
         "and QEMU copy its memory while it runs (and its disks, its writes mirrored, when "
         "the destination lacks them), pause it for the last piece, resume it there and "
         "release the source; a guest that dirties memory too fast for pre-copy is "
@@ -87,7 +89,7 @@ def register(verbs: Any) -> None:
     p.add_argument(
         "--delete-source", action="store_true",
         help="delete the source's copies of the disks at the end: once the destination runs "
-        "the guest (live), or holds copies read back equal (cold)",
+        "the guest (live), or holds copies synced to its disk and read back equal (cold)",
     )  # fmt: skip
     add_connect_timeout_option(p, DEFAULT_CONNECT_TIMEOUT)
     p.add_argument(

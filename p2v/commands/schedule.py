@@ -112,7 +112,7 @@ def record(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list
     journal = Journal()
     try:
         schedule = schedules.add(journal, args.verb, verb_argv, os.getcwd(), trigger, now)
-        scheduler = journal.holder(schedules.SCHEDULER_LOCK)
+        scheduler = journal.holder(schedules.SCHEDULER_LOCK.key)
     finally:
         journal.close()
     if getattr(args, "json", False):

@@ -7,6 +7,7 @@ digests) -> domain XML, written or defined -> boot check.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from p2v.destination import Destination, is_remote
 from p2v.errors import (
     AgentError,
     BootCheckError,
+    BusyError,
     ComponentError,
     InputError,
     P2VError,
@@ -41,8 +43,8 @@ from p2v.errors import (
 )
 from p2v.host import virt
 from p2v.host.virt.domainxml import DomainXml
-from p2v.jobs.journal import Journal, vm_resource
-from p2v.jobs.steps import Step
+from p2v.jobs.journal import Journal, vm_lock, vm_name_lock
+from p2v.jobs.runner import Kind, Run, Step
 from p2v.paths import state_dir
 from p2v.transfer import DEFAULT_CHECKPOINT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, jobs
 from p2v.units import format_size
@@ -127,6 +129,23 @@ class ConvertResult:
     resumed: bool = False
 
 
+def _describe(params: dict[str, Any], result: dict[str, Any]) -> str:
+    name = result.get("plan", {}).get("profile", {}).get("name")
+    name = name or params["options"].get("name") or "?"
+    return f"{name} from {sources.describe(params['source'])}"
+
+
+def _outcome(result: dict[str, Any]) -> str | None:
+    if result.get("dry_run"):
+        return "planned (dry run)"
+    if result.get("defined"):
+        return f"defined in {result['defined']}"
+    return f"written: {result['xml']}" if result.get("xml") else None
+
+
+KIND = Kind("convert", _describe, _outcome)
+
+
 def convert(
     source: dict[str, Any],
     options: ConvertOptions,
@@ -137,9 +156,9 @@ def convert(
     """Run a new conversion of `source` (see p2v.convert.sources). What can be refused
     without inspecting the guest is refused before the job is recorded."""
     _preflight(source, options)
-    job = journal.create("convert", {"source": source, "options": options.to_json()})
-    say(f"job {job.id} (`p2v history {job.id}` shows its steps)")
-    return _run(job.id, source, options, journal, say, reporter, {})
+    run = Run.start(KIND, {"source": source, "options": options.to_json()}, journal, say)
+    say(f"job {run.job_id} (`p2v history {run.job_id}` shows its steps)")
+    return _Conversion(run, source, options, reporter).execute()
 
 
 def _preflight(source: dict[str, Any], options: ConvertOptions) -> None:
@@ -165,71 +184,254 @@ def resume(
     fixed in its overlays is not fixed again, a disk copied is not copied again, a
     disk half copied resumes from what its target durably holds; once every disk is
     copied the source is not read again). `changes` sets p2v.convert.RESUME_CHANGES anew."""
-    job = journal.resumable(job_id, "convert")
+    job = journal.resumable(job_id, KIND.name)
     if "source" not in job.params:
         raise InputError(f"job {job_id} was recorded by an older p2v and cannot be resumed")
-    previous = {step["name"]: step for step in journal.steps(job_id)}
     options = ConvertOptions.from_json(job.params["options"])
     options = dataclasses.replace(options, **(changes or {}))
-    journal.claim(job_id)
+    run = Run.resume(KIND, job_id, journal, say)
     say(f"resuming {job_id}")
-    result = _run(job_id, job.params["source"], options, journal, say, reporter, previous)
+    result = _Conversion(run, job.params["source"], options, reporter).execute()
     result.resumed = True
     return result
 
 
-def _run(
-    job_id: str,
-    source: dict[str, Any],
-    options: ConvertOptions,
-    journal: Journal,
-    say: Callable[[str], None],
-    reporter: Any,
-    previous: dict[str, dict[str, Any]],
-) -> ConvertResult:
-    step = Step(journal, job_id, say)
-    done = {name: s["detail"] or {} for name, s in previous.items() if s["state"] == "done"}
-    # The overlays hold the fixed guest until every disk is copied: kept when the job
-    # dies after the fix-ups, so that --resume goes on from there. A dry run keeps
-    # nothing, and makes nothing beside the targets.
-    work = (state_dir() / "work" if options.dry_run else options.target_dir) / f".p2v-{job_id}"
-    relay = state_dir() / "relay" / job_id  # the same path on resume: overlays name it
-    # Overlays an earlier run fixed are kept even when this one fails before it
-    # reaches them: made again, they would not match what was copied from them.
-    stage, prepared = _PREPARING, "free space" in done
-    result = _copied_before(job_id, done, options)
-    try:
-        checks.qemu_can_reach(options)
-        if result is not None:
-            say("every disk was copied before the interruption; the source is not read again")
+class _Conversion:
+    """One run of a conversion job: its steps, in the order of the data flow."""
+
+    def __init__(
+        self, run: Run, source: dict[str, Any], options: ConvertOptions, reporter: Any
+    ) -> None:
+        self.run, self.source, self.options, self.reporter = run, source, options, reporter
+        self.say = run.say
+        # The overlays hold the fixed guest until every disk is copied: kept when the
+        # job dies after the fix-ups, so that --resume goes on from there. A dry run
+        # keeps nothing, and makes nothing beside the targets.
+        base = state_dir() / "work" if options.dry_run else options.target_dir
+        self.work = base / f".p2v-{run.job_id}"
+        self.relay = state_dir() / "relay" / run.job_id  # the same on resume: overlays name it
+        self.stage = _PREPARING
+        # Overlays an earlier run fixed are kept even when this one fails before it
+        # reaches them: made again, they would not match what was copied from them.
+        self.prepared = self._done_before("free space") is not None
+        self.result: ConvertResult | None = None
+        self.held: Any = None  # the connection to the host whose domain is locked
+
+    def execute(self) -> ConvertResult:
+        try:
+            self.run.execute(self._drive)
+        except BaseException as e:
+            raise _explained(e, self.stage, self.run.job_id, self.result, self.options,
+                             self.say) from None  # fmt: skip
+        finally:
+            if self.held is not None:
+                with contextlib.suppress(Exception):  # a host that went away
+                    self.held.close()
+            shutil.rmtree(self.relay, ignore_errors=True)
+            if not self.prepared or self.run.journal.get(self.run.job_id).state == "done":
+                shutil.rmtree(self.work, ignore_errors=True)
+        assert self.result is not None
+        return self.result
+
+    def _drive(self) -> dict[str, Any]:
+        checks.qemu_can_reach(self.options)
+        self.result = self._copied_before()
+        if self.result is not None:
+            self.say("every disk was copied before the interruption; the source is not read again")
+            self._lock(self.result.plan)
         else:
-            with sources.opened(source, relay, options.connect_timeout) as opened:
+            with sources.opened(self.source, self.relay, self.options.connect_timeout) as opened:
                 try:
-                    result, fresh = _inventory_and_fixups(
-                        job_id, step, opened, work, options, say, previous, done
-                    )
-                    if options.dry_run:
-                        journal.finish(job_id, {"dry_run": True, "plan": result.plan.to_json()})
-                        return result
-                    stage, prepared = _COPYING, True
-                    overlays = _overlays(work, result.plan.disks)
-                    _copy(job_id, step, result, overlays, opened, options, journal, reporter,
-                          say, previous, fresh)  # fmt: skip
+                    self.result = self._inventory_and_fixups(opened)
+                    if self.options.dry_run:
+                        return {"dry_run": True, "plan": self.result.plan.to_json()}
+                    self._lock(self.result.plan)
+                    self.stage, self.prepared = _COPYING, True
+                    self._copy(opened)
                 except Exception as e:
                     if lost := opened.lost():
                         raise AgentError(lost) from e
                     raise
-        stage = _DEFINING
-        _define_and_boot(step, result, options, job_id)
-        journal.finish(job_id, summary(result))
-    except BaseException as e:
-        journal.fail(job_id, str(e) or type(e).__name__)
-        raise _explained(e, stage, job_id, result, options, say) from None
-    finally:
-        shutil.rmtree(relay, ignore_errors=True)
-        if not prepared or journal.get(job_id).state == "done":
-            shutil.rmtree(work, ignore_errors=True)
-    return result
+        self.stage = _DEFINING
+        self._define_and_boot(self.result)
+        return summary(self.result)
+
+    def _done_before(self, name: str) -> dict[str, Any] | None:
+        before = self.run.previous.get(name)
+        return (before["detail"] or {}) if before and before["state"] == "done" else None
+
+    def _lock(self, plan: Plan) -> None:
+        """The domain this job defines, locked before its disks are copied: by its
+        UUID and by its name on the host (the name decides what a define replaces)."""
+        if self.options.output_dir is not None:
+            return  # files only: each copy locks its target file
+        name, uri = plan.profile.name, self.options.uri
+        # Held until the job ends: a daemon that idles out may come back with another
+        # host UUID (where it finds no SMBIOS one), and the lock would name no host.
+        self.held = virt.connect(uri, self.options.connect_timeout)
+        host = virt.identity(self.held).uuid
+        label = f"{name} on {uri}"
+        self.run.lock(vm_name_lock(host, name, label))
+        if plan.uuid:
+            self.run.lock(vm_lock(host, plan.uuid, label))
+
+    def _copied_before(self) -> ConvertResult | None:
+        """What an earlier run copied, when it copied every disk and the copies are
+        still there: then the source need not be opened again."""
+        planned, fixed = self._done_before("plan"), self._done_before("fix-ups")
+        if planned is None or fixed is None:
+            return None
+        plan = Plan.from_json(planned)
+        steps = [self._copy_step(plan, i, None) for i in range(len(plan.disks))]
+        if any(self.run.pending(step) for step in steps):
+            return None
+        result = ConvertResult(self.run.job_id, plan, fixups=fixed["fixups"])
+        for step, target, vdisk in zip(steps, _targets(plan, self.options), plan.profile.disks,
+                                       strict=True):  # fmt: skip
+            result.copies.append(self.run.earlier(step.name)["result"])
+            vdisk.file = target
+        return result
+
+    def _inventory_and_fixups(self, opened: sources.Opened) -> ConvertResult:
+        """The inventory step, then the plan and the fix-ups in the overlays, unless an
+        earlier run of the job made them."""
+        run, disks = self.run, opened.disks
+        run(Step("inventory", lambda: {
+            "source": opened.description, "disks": [d.to_json() for d in disks],
+            "nics": [n.mac for n in opened.inventory.nics],
+        }, again=True))  # fmt: skip
+        overlays = _overlays(self.work, disks)
+        kept = self._done_before("free space") is not None and all(o.exists() for o in overlays)
+        g: Any = None
+        found: list[Plan] = []
+
+        def plan() -> dict[str, Any]:
+            found.append(_plan(g, opened.inventory, disks, self.options))
+            self.say(found[0].describe())
+            _check_targets(found[0], self.options, run.previous)
+            return found[0].to_json()
+
+        def fixups() -> dict[str, Any]:
+            reports = _appliance(
+                lambda: fix_linux_guest(g, [d.name for d in disks], found[0].nics),
+                "fixing the guest",
+            )
+            for r in reports:
+                for change in r.changes:
+                    self.say(f"  {r.name}: {change}")
+            return {"fixups": [r.to_json() for r in reports]}
+
+        def trim() -> dict[str, Any]:
+            trimmed = _trim(g)
+            _appliance(g.shutdown, "writing the fixed guest")
+            return {"trimmed": trimmed}
+
+        steps = (
+            Step("plan", plan, still=lambda _: kept),
+            Step("fix-ups", fixups, needs=("plan",)),
+            Step("free space", trim, needs=("fix-ups",)),
+        )
+        if not run.pending(steps[0]):
+            planned = Plan.from_json(run(steps[0]))
+            _check_same_disks(planned, disks)
+            self.say(f"the guest was fixed before the interruption; copying from {self.work}")
+            _check_targets(planned, self.options, run.previous)
+            return ConvertResult(run.job_id, planned, fixups=run(steps[1])["fixups"])
+        g = _launch(disks, overlays)
+        try:
+            run(steps[0])
+            result = ConvertResult(run.job_id, found[0])
+            if not self.options.dry_run:
+                result.fixups = run(steps[1])["fixups"]
+                run(steps[2])
+        finally:
+            g.close()
+        return result
+
+    def _copy_step(self, plan: Plan, index: int, opened: sources.Opened | None) -> Step:
+        """Step `copy DISK`: the disk's overlay copied to its target by a child copy
+        job; done before and its target still there, it is not copied again. Made
+        again after the fix-ups (new overlays), its target is replaced."""
+        disk, target = plan.disks[index], _targets(plan, self.options)[index]
+        name = f"copy {disk.name}"
+
+        def copy() -> dict[str, Any]:
+            assert opened is not None
+            run, options = self.run, self.options
+            overlay = _overlays(self.work, plan.disks)[index]
+            zeros = _known_zeros(opened, disk.name, overlay, self.say)
+            copied = jobs.go_on(
+                run.child(), run.journal, self.reporter, options.bwlimit,
+                connect_timeout=options.connect_timeout, io_timeout=options.io_timeout,
+            )  # fmt: skip
+            if copied is None:
+                request = jobs.CopyRequest(
+                    source=str(overlay), target=target, input_format="qcow2",
+                    output_format=targets.image_format(target),
+                    overwrite=options.overwrite or name in run.previous,
+                    bwlimit=options.bwlimit, checkpoint=options.checkpoint,
+                    connect_timeout=options.connect_timeout, io_timeout=options.io_timeout,
+                )  # fmt: skip
+                copied = jobs.copy(request, run.journal, self.reporter, on_job=run.adopt,
+                                   parent=run.job_id)  # fmt: skip
+            self.say(
+                f"  {disk.name}: {format_size(copied.copied)} of {format_size(copied.size)}"
+                f" moved, digest {copied.digest}"
+            )
+            return {**zeros, "child": copied.job_id, "digest": copied.digest,
+                    "result": copied.to_json()}  # fmt: skip
+
+        timeout = self.options.connect_timeout
+        return Step(name, copy, needs=("free space",),
+                    still=lambda _: targets.exists(target, timeout))  # fmt: skip
+
+    def _copy(self, opened: sources.Opened) -> None:
+        """Copy each disk from its overlay."""
+        assert self.result is not None
+        plan = self.result.plan
+        for index, (disk, target, vdisk) in enumerate(
+            zip(plan.disks, _targets(plan, self.options), plan.profile.disks, strict=True)
+        ):
+            vdisk.file = target
+            step = self._copy_step(plan, index, opened)
+            if not self.run.pending(step):
+                self.say(f"  {disk.name}: copied before the interruption")
+            self.result.copies.append(self.run(step)["result"])
+
+    def _define_and_boot(self, result: ConvertResult) -> None:
+        options, name = self.options, result.plan.profile.name
+        console_log = options.target_dir / f"{name}.console.log"
+        xml: list[str] = []
+
+        def define() -> dict[str, Any]:
+            # A pool's host may be another: QEMU there cannot write a file of this host,
+            # so the boot check reads the console through libvirt and keeps it here.
+            placement = Placement(
+                _domain_type(options),
+                options.destination.network,
+                None if options.in_pool else str(console_log),
+            )
+            xml.append(_with_volumes(domain_xml(result.plan.profile, placement), options,
+                                     result.plan.uuid))  # fmt: skip
+            result.xml_path = str(options.target_dir / f"{name}.xml")
+            Path(result.xml_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(result.xml_path).write_text(xml[0])
+            if options.output_dir is not None:
+                return {"xml": result.xml_path}
+            _define(options, name, xml[0])
+            result.defined = options.uri
+            return {"xml": result.xml_path, "uri": options.uri}
+
+        def boot() -> dict[str, Any]:
+            result.boot = _boot(options, name, xml[0], console_log)
+            if options.verify_boot and not result.boot["booted"]:
+                self.run.remember(**result.boot)
+                raise _did_not_boot(result, options, console_log, self.run.job_id)
+            return result.boot
+
+        self.run(Step("define", define, again=True))
+        if options.verify_boot or options.start:
+            self.run(Step("verify boot" if options.verify_boot else "start", boot, again=True))
 
 
 def _explained(
@@ -245,7 +447,7 @@ def _explained(
     if isinstance(error, KeyboardInterrupt):
         say(f"interrupted; the job can go on where it stopped: {go_on}")
         return error
-    if isinstance(error, BootCheckError | PlanError | InputError):
+    if isinstance(error, BootCheckError | PlanError | InputError | BusyError):
         return error  # says itself what exists; a resume would not change it
     if isinstance(error, OSError):
         error = system_error(error)
@@ -258,57 +460,26 @@ def _explained(
     return error
 
 
-def _copied_before(
-    job_id: str, done: dict[str, Any], options: ConvertOptions
-) -> ConvertResult | None:
-    """What an earlier run copied, when it copied every disk and the copies are still
-    there: then the source need not be opened again."""
-    if "plan" not in done or "fix-ups" not in done:
-        return None
-    plan = Plan.from_json(done["plan"])
-    disks = _targets(plan, options)
-    steps = [done.get(f"copy {d.name}") for d in plan.disks]
-    if not all(steps) or not all(targets.exists(t, options.connect_timeout) for t in disks):
-        return None
-    result = ConvertResult(job_id, plan, fixups=done["fix-ups"]["fixups"])
-    for step, target, vdisk in zip(steps, disks, plan.profile.disks, strict=True):
-        assert step is not None
-        result.copies.append(step["result"])
-        vdisk.file = target
-    return result
-
-
 def _overlays(work: Path, disks: list[SourceDisk]) -> list[Path]:
     return [work / f"{d.name}.overlay.qcow2" for d in disks]
 
 
-def _inventory_and_fixups(
-    job_id: str,
-    step: Step,
-    opened: sources.Opened,
-    work: Path,
-    options: ConvertOptions,
-    say: Callable[[str], None],
-    previous: dict[str, dict[str, Any]],
-    done: dict[str, Any],
-) -> tuple[ConvertResult, bool]:
-    """The inventory step, then the plan and the fix-ups in the overlays, unless an
-    earlier run of the job made them; True when this run made the overlays."""
-    inventory, disks = opened.inventory, opened.disks
-    with step("inventory") as detail:
-        detail.update(
-            source=opened.description,
-            disks=[d.to_json() for d in disks],
-            nics=[n.mac for n in inventory.nics],
-        )
-    overlays = _overlays(work, disks)
-    if "free space" in done and all(o.exists() for o in overlays):
-        plan = Plan.from_json(done["plan"])
-        _check_same_disks(plan, disks)
-        say(f"the guest was fixed before the interruption; copying from {work}")
-        _check_targets(plan, options, previous)
-        return ConvertResult(job_id, plan, fixups=done["fix-ups"]["fixups"]), False
-    return _prepare(job_id, step, inventory, disks, overlays, options, say, previous), True
+def _launch(disks: list[SourceDisk], overlays: list[Path]) -> Any:
+    """A libguestfs appliance on new overlays of the source disks: what the plan
+    inspects and the fix-ups change, never the source."""
+    overlays[0].parent.mkdir(parents=True, exist_ok=True)
+    for disk, overlay in zip(disks, overlays, strict=True):
+        overlay.unlink(missing_ok=True)
+        make_overlay(disk, overlay)
+    g = appliance.new_handle()
+    try:
+        for overlay in overlays:
+            g.add_drive_opts(str(overlay), format="qcow2", discard="besteffort")
+        _appliance(g.launch, "starting the libguestfs appliance")
+    except BaseException:
+        g.close()
+        raise
+    return g
 
 
 def _check_same_disks(plan: Plan, disks: list[SourceDisk]) -> None:
@@ -334,118 +505,12 @@ def _target_paths(name: str, disks: list[str], options: ConvertOptions) -> list[
     return [str(options.target_dir / f"{name}-{disk}.qcow2") for disk in disks]
 
 
-def _prepare(
-    job_id: str,
-    step: Step,
-    inventory: Inventory,
-    disks: list[SourceDisk],
-    overlays: list[Path],
-    options: ConvertOptions,
-    say: Callable[[str], None],
-    previous: dict[str, dict[str, Any]],
-) -> ConvertResult:
-    """Inspect the guest through overlays, plan, refuse early, fix the guest and trim
-    its free space, all in the overlays."""
-    overlays[0].parent.mkdir(parents=True, exist_ok=True)
-    for disk, overlay in zip(disks, overlays, strict=True):
-        overlay.unlink(missing_ok=True)
-        make_overlay(disk, overlay)
-    g = appliance.new_handle()
-    try:
-        for overlay in overlays:
-            g.add_drive_opts(str(overlay), format="qcow2", discard="besteffort")
-        _appliance(g.launch, "starting the libguestfs appliance")
-        with step("plan") as detail:
-            plan = _plan(g, inventory, disks, options)
-            detail.update(plan.to_json())
-            say(plan.describe())
-            _check_targets(plan, options, previous)
-        result = ConvertResult(job_id, plan)
-        if options.dry_run:
-            return result
-        with step("fix-ups") as detail:
-            reports = _appliance(
-                lambda: fix_linux_guest(g, [d.name for d in disks], plan.nics), "fixing the guest"
-            )
-            result.fixups = [r.to_json() for r in reports]
-            for r in reports:
-                for change in r.changes:
-                    say(f"  {r.name}: {change}")
-            detail["fixups"] = result.fixups
-        with step("free space") as detail:
-            detail["trimmed"] = _trim(g)
-        _appliance(g.shutdown, "writing the fixed guest")
-    finally:
-        g.close()
-    return result
-
-
 def _appliance(call: Callable[[], _T], what: str) -> _T:
     """A libguestfs call; its failures (RuntimeError) become ComponentError."""
     try:
         return call()
     except RuntimeError as e:
         raise ComponentError(f"libguestfs, {what}: {str(e).splitlines()[0]}") from e
-
-
-def _copy(
-    job_id: str,
-    step: Step,
-    result: ConvertResult,
-    overlays: list[Path],
-    opened: sources.Opened,
-    options: ConvertOptions,
-    journal: Journal,
-    reporter: Any,
-    say: Callable[[str], None],
-    previous: dict[str, dict[str, Any]],
-    fresh: bool,
-) -> None:
-    """Copy each disk from its overlay. `fresh`: the overlays were made by this run,
-    so nothing an earlier run copied from other ones is kept (its targets, this
-    job's own, are replaced)."""
-    plan = result.plan
-    for disk, overlay, target, vdisk in zip(
-        plan.disks, overlays, _targets(plan, options), plan.profile.disks, strict=True
-    ):
-        name = f"copy {disk.name}"
-        vdisk.file = target
-        earlier = {} if fresh else previous.get(name, {})
-        if earlier.get("state") == "done" and targets.exists(target, options.connect_timeout):
-            result.copies.append(earlier["detail"]["result"])
-            say(f"  {disk.name}: copied before the interruption")
-            continue
-        with step(name) as detail:
-
-            def remember(copy_job: str, name: str = name, detail: dict[str, Any] = detail) -> None:
-                # In the step's record even when it fails: --resume goes on with this
-                # copy instead of starting it again.
-                detail["copy_job"] = copy_job
-                journal.step_detail(job_id, name, detail)
-
-            before = (earlier.get("detail") or {}).get("copy_job")
-            if before:
-                remember(before)
-            detail.update(_known_zeros(opened, disk.name, overlay, say))
-            copied = jobs.go_on(
-                before, journal, reporter, options.bwlimit,
-                connect_timeout=options.connect_timeout, io_timeout=options.io_timeout,
-            )  # fmt: skip
-            if copied is None:
-                request = jobs.CopyRequest(
-                    source=str(overlay), target=target, input_format="qcow2",
-                    output_format=targets.image_format(target),
-                    overwrite=options.overwrite or name in previous,
-                    bwlimit=options.bwlimit, checkpoint=options.checkpoint,
-                    connect_timeout=options.connect_timeout, io_timeout=options.io_timeout,
-                )  # fmt: skip
-                copied = jobs.copy(request, journal, reporter, on_job=remember, parent=job_id)
-            result.copies.append(copied.to_json())
-            detail.update(copy_job=copied.job_id, digest=copied.digest, result=copied.to_json())
-            say(
-                f"  {disk.name}: {format_size(copied.copied)} of {format_size(copied.size)}"
-                f" moved, digest {copied.digest}"
-            )
 
 
 def _known_zeros(
@@ -468,38 +533,6 @@ def _known_zeros(
     return {"zeros_found": found.zero_bytes, "zeros_marked": marked, "scanned": found.scanned}
 
 
-def _define_and_boot(
-    step: Step, result: ConvertResult, options: ConvertOptions, job_id: str
-) -> None:
-    name = result.plan.profile.name
-    with step("define") as detail:
-        if options.output_dir is None:  # one job at a time on a domain; free when it ends
-            step.journal.lock(vm_resource(options.uri, name), job_id)
-        console_log = options.target_dir / f"{name}.console.log"
-        # A pool's host may be another: QEMU there cannot write a file of this host,
-        # so the boot check reads the console through libvirt and keeps it here.
-        placement = Placement(
-            _domain_type(options),
-            options.destination.network,
-            None if options.in_pool else str(console_log),
-        )
-        xml = _with_volumes(domain_xml(result.plan.profile, placement), options)
-        result.xml_path = str(options.target_dir / f"{name}.xml")
-        Path(result.xml_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(result.xml_path).write_text(xml)
-        detail["xml"] = result.xml_path
-        if options.output_dir is None:
-            _define(options, name, xml)
-            result.defined = options.uri
-            detail["uri"] = options.uri
-    if options.verify_boot or options.start:
-        with step("verify boot" if options.verify_boot else "start") as detail:
-            result.boot = _boot(options, name, xml, console_log)
-            detail.update(result.boot)
-            if options.verify_boot and not result.boot["booted"]:
-                raise _did_not_boot(result, options, console_log, job_id)
-
-
 def _domain_type(options: ConvertOptions) -> str:
     """kvm or qemu: the probe's choice on this host; on another, what it offers (the
     probe cannot run there), unless P2V_ACCEL names one."""
@@ -510,14 +543,15 @@ def _domain_type(options: ConvertOptions) -> str:
     return (chosen or accel.detect()).libvirt_domain_type
 
 
-def _with_volumes(xml: str, options: ConvertOptions) -> str:
-    """The domain's disks that are volumes named by their paths on their host, raw."""
-    if not options.in_pool:
-        return xml
+def _with_volumes(xml: str, options: ConvertOptions, uuid: str) -> str:
+    """The domain with the UUID the plan chose (what its lock names), its disks that
+    are volumes named by their paths on their host, raw."""
     domain = DomainXml.parse(xml)
-    for disk in domain.writable_disks():
-        disk.source = targets.location(disk.source, options.connect_timeout)
-        disk.format = "raw"
+    domain.uuid = uuid or None
+    if options.in_pool:
+        for disk in domain.writable_disks():
+            disk.source = targets.location(disk.source, options.connect_timeout)
+            disk.format = "raw"
     return domain.to_xml()
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import re
 import secrets
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,9 @@ class Plan:
     disks: list[SourceDisk]
     nics: list[tuple[str, str]]  # (MAC, the name the guest's configuration uses)
     used_bytes: int
+    # The new domain's UUID, chosen here so that the job can lock the domain before
+    # it exists; "" in plans recorded before it was (their domain gets libvirt's).
+    uuid: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -42,6 +46,7 @@ class Plan:
             "disks": [d.to_json() for d in self.disks],
             "nics": [list(n) for n in self.nics],
             "used_bytes": self.used_bytes,
+            "uuid": self.uuid,
         }
 
     @classmethod
@@ -52,6 +57,7 @@ class Plan:
             disks=[SourceDisk.from_json(d) for d in data["disks"]],
             nics=[(mac, name) for mac, name in data["nics"]],
             used_bytes=data["used_bytes"],
+            uuid=data.get("uuid", ""),
         )
 
     def describe(self) -> str:
@@ -115,7 +121,7 @@ def make_plan(
         "hostname": guest.hostname,
         "root": guest.root,
     }
-    return Plan(guest_facts, profile, disks, nics, used_bytes)
+    return Plan(guest_facts, profile, disks, nics, used_bytes, str(uuid.uuid4()))
 
 
 def guest_name(hostname: str) -> str:

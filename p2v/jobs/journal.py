@@ -26,7 +26,7 @@ from p2v.paths import state_dir
 
 _COLUMNS = (
     "id, kind, state, created, updated, owner_boot, pid, owner_start, parent, schedule, "
-    "params, result, error"
+    "params, result, error, what, outcome, resume, settling"
 )
 # The job that a process's own jobs are part of: `p2v scheduler` names the run it
 # starts a command for, so that the job the command records is a child of that run.
@@ -46,6 +46,10 @@ class JobRecord:
     params: dict[str, Any]
     result: dict[str, Any] | None
     error: str | None
+    what: str | None = None  # the job in a line, in its kind's words
+    outcome: str | None = None  # what came of it, in its kind's words
+    resume: str | None = None  # the command that goes on with it
+    settling: str | None = None  # its step whose libvirt operation may outlive it
 
     @property
     def interrupted(self) -> bool:
@@ -69,6 +73,10 @@ class JobRecord:
             "params": self.params,
             "result": self.result,
             "error": self.error,
+            "what": self.what,
+            "outcome": self.outcome,
+            "resume": self.resume,
+            "settling": self.settling,
         }
 
 
@@ -90,16 +98,22 @@ class Journal:
         params: dict[str, Any],
         parent: str | None = None,
         schedule: str | None = None,
+        *,
+        what: str | None = None,
+        resumable: bool = False,
     ) -> JobRecord:
         """A new job, running in this process. `parent`: the job it is part of (by
-        default the one PARENT_ENV names); `schedule`: the schedule it runs for."""
+        default the one PARENT_ENV names); `schedule`: the schedule it runs for;
+        `what`: the job in a line; `resumable`: `p2v KIND --resume JOB` goes on with it."""
         job_id = f"{kind}-{secrets.token_hex(4)}"
         now, me = time.time(), this_process()
         self.db.execute(
             "INSERT INTO jobs (id, kind, state, created, updated, owner_boot, pid, owner_start, "
-            "parent, schedule, params) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
+            "parent, schedule, params, what, resume) "
+            "VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (job_id, kind, now, now, me.boot, me.pid, me.start,
-             parent or os.environ.get(PARENT_ENV), schedule, json.dumps(params)),
+             parent or os.environ.get(PARENT_ENV), schedule, json.dumps(params), what or kind,
+             f"p2v {kind} --resume {job_id}" if resumable else None),
         )  # fmt: skip
         return self.get(job_id)
 
@@ -145,78 +159,115 @@ class Journal:
         ).fetchall()
         return [_record(row) for row in rows]
 
-    def finish(self, job_id: str, result: dict[str, Any]) -> None:
-        """The job is done; the locks it held are free."""
-        self._end(job_id, "done", None, result)
+    def finish(
+        self,
+        job_id: str,
+        result: dict[str, Any],
+        outcome: str | None = None,
+        what: str | None = None,
+    ) -> None:
+        """The job is done (`outcome` says what came of it; `what`, when the job now
+        knows itself better); the locks it held are free."""
+        self._end(job_id, "done", None, result, outcome, what)
 
-    def fail(self, job_id: str, error: str, result: dict[str, Any] | None = None) -> None:
-        """The job failed, saying why; the locks it held are free."""
-        self._end(job_id, "failed", error, result)
+    def fail(
+        self,
+        job_id: str,
+        error: str,
+        result: dict[str, Any] | None = None,
+        outcome: str | None = None,
+    ) -> None:
+        """The job failed, saying why, with what it had recorded; its locks are free."""
+        self._end(job_id, "failed", error, result, outcome)
 
     def missed(self, job_id: str, reason: str) -> None:
         """A scheduled run that was not made in time, saying why."""
         self._end(job_id, "missed", reason, None)
 
     def _end(
-        self, job_id: str, state: str, error: str | None, result: dict[str, Any] | None
+        self,
+        job_id: str,
+        state: str,
+        error: str | None,
+        result: dict[str, Any] | None,
+        outcome: str | None = None,
+        what: str | None = None,
     ) -> None:
         with schema.transaction(self.db):
             self.db.execute(
-                "UPDATE jobs SET state = ?, error = ?, result = ?, updated = ? WHERE id = ?",
-                (state, error, json.dumps(result) if result else None, time.time(), job_id),
-            )
+                "UPDATE jobs SET state = ?, error = ?, result = ?, outcome = ?, "
+                "what = coalesce(?, what), settling = NULL, updated = ? WHERE id = ?",
+                (state, error, json.dumps(result) if result else None, outcome, what,
+                 time.time(), job_id),
+            )  # fmt: skip
             self.db.execute("DELETE FROM locks WHERE job = ?", (job_id,))
+
+    def settling(self, job_id: str, step: str | None) -> None:
+        """`step` starts a libvirt operation that goes on if this process dies (a live
+        migration): until it is settled (None: by this process, a resume or a cancel),
+        the job keeps its locks even once interrupted."""
+        self.db.execute("UPDATE jobs SET settling = ? WHERE id = ?", (step, job_id))
 
     # -- locks ----------------------------------------------------------------
 
-    def lock(self, resource: str, job_id: str) -> None:
-        """Let job `job_id` alone act on `resource` (a vm_resource) until it ends. A lock
-        whose job has ended, or whose process is gone, is free again; one that a running
-        job holds is refused with BusyError, naming that job."""
+    def lock(self, lock: Lock, job_id: str) -> None:
+        """Let job `job_id` alone act on what `lock` names until it ends. A lock whose
+        job has ended, or whose process is gone (unless a libvirt operation of it may
+        still run), is free again; one that another job holds is refused with
+        BusyError, naming that job."""
         with schema.transaction(self.db):  # no other writer between the check and the take
-            self.refuse_held(resource, job_id)
+            self.refuse_held(lock, job_id)
             self.db.execute(
-                "INSERT OR REPLACE INTO locks (resource, job, taken) VALUES (?, ?, ?)",
-                (resource, job_id, time.time()),
+                "INSERT OR REPLACE INTO locks (resource, job, taken, label) VALUES (?, ?, ?, ?)",
+                (lock.key, job_id, time.time(), lock.label),
             )
 
-    def refuse_held(self, resource: str, job_id: str | None = None) -> None:
-        """BusyError, naming the job, when a running job other than `job_id` holds
-        `resource` locked: what `lock` checks, and what a job not yet recorded checks
-        before it starts."""
-        holder = self.holder(resource)
-        if holder is not None and holder.id != job_id:
+    def refuse_held(self, lock: Lock, job_id: str | None = None) -> None:
+        """BusyError, naming the job, when a job other than `job_id` holds `lock`: what
+        `lock` checks, and what a job not yet recorded checks before it starts."""
+        holder = self.holder(lock.key)
+        if holder is None or holder.id == job_id:
+            return
+        if holder.status == "running":
             assert holder.owner is not None  # a running job has its process
             raise BusyError(
-                f"{resource} is locked by job {holder.id} (a {holder.kind} job), still "
+                f"{lock.label} is locked by job {holder.id} (a {holder.kind} job), still "
                 f"running in {holder.owner.describe()}; try again once it ends"
             )
+        raise BusyError(
+            f"{lock.label} is locked by job {holder.id} (a {holder.kind} job), interrupted "
+            f"while libvirt may still run its step {holder.settling!r}: "
+            f"`{holder.resume or 'p2v ' + holder.kind + ' --resume ' + holder.id}` settles it"
+        )
 
-    def holder(self, resource: str) -> JobRecord | None:
-        """The running job that holds `resource` locked, if one does."""
-        row = self.db.execute("SELECT job FROM locks WHERE resource = ?", (resource,)).fetchone()
+    def holder(self, key: str) -> JobRecord | None:
+        """The job that holds the lock `key`, if one does: a running job, or one
+        interrupted while a libvirt operation of it may still run."""
+        row = self.db.execute("SELECT job FROM locks WHERE resource = ?", (key,)).fetchone()
         job = self.get(row[0]) if row else None
-        return job if job is not None and job.status == "running" else None
-
-    def release(self, resource: str, job_id: str) -> None:
-        """Free a lock before its job ends (finish and fail free them all)."""
-        self.db.execute("DELETE FROM locks WHERE resource = ? AND job = ?", (resource, job_id))
+        if job is None or not (job.status == "running" or (job.interrupted and job.settling)):
+            return None
+        return job
 
     def locks(self, job_id: str) -> list[str]:
-        """The resources the job holds locked."""
+        """What the job holds locked, in words."""
         rows = self.db.execute(
-            "SELECT resource FROM locks WHERE job = ? ORDER BY resource", (job_id,)
+            "SELECT coalesce(label, resource) FROM locks WHERE job = ? ORDER BY resource",
+            (job_id,),
         )
-        return [resource for (resource,) in rows]
+        return [label for (label,) in rows]
 
     # -- blocks of a copy ---------------------------------------------------
 
-    def step_started(self, job_id: str, name: str) -> None:
-        """A step of a multi-step job (a conversion) begins, or begins again on resume."""
+    def step_started(
+        self, job_id: str, name: str, seq: int, detail: dict[str, Any] | None = None
+    ) -> None:
+        """Step `name`, the `seq`th of its job, begins, or begins again on resume (with
+        `detail`: what it keeps of its earlier run)."""
         self.db.execute(
-            "INSERT OR REPLACE INTO job_steps (job, name, state, started) "
-            "VALUES (?, ?, 'running', ?)",
-            (job_id, name, time.time()),
+            "INSERT OR REPLACE INTO job_steps (job, name, state, started, seq, detail) "
+            "VALUES (?, ?, 'running', ?, ?, ?)",
+            (job_id, name, time.time(), seq, json.dumps(detail) if detail else None),
         )
 
     def step_ended(
@@ -238,7 +289,7 @@ class Journal:
     def steps(self, job_id: str) -> list[dict[str, Any]]:
         rows = self.db.execute(
             "SELECT name, state, started, finished, detail FROM job_steps "
-            "WHERE job = ? ORDER BY started",
+            "WHERE job = ? ORDER BY seq, started",
             (job_id,),
         ).fetchall()
         return [
@@ -275,14 +326,30 @@ class Journal:
         return [(start, length) for start, length in rows]
 
 
-def vm_resource(uri: str, name: str) -> str:
-    """The lock's name for the virtual machine `name` on the libvirt host at `uri`."""
-    return f"vm:{uri.rstrip('/')}/{name}"
+@dataclass(frozen=True)
+class Lock:
+    """What one job at a time may act on: `key` names the thing itself, however it is
+    reached; `label` says it in words."""
+
+    key: str
+    label: str
+
+
+def vm_lock(host_uuid: str, domain_uuid: str, label: str) -> Lock:
+    """A virtual machine, by its host's UUID and its own: `qemu:///system`,
+    `qemu:///session` as root and `qemu+ssh://root@HOST/system` reach one host."""
+    return Lock(f"vm:{host_uuid}/{domain_uuid}", label)
+
+
+def vm_name_lock(host_uuid: str, name: str, label: str) -> Lock:
+    """A domain name on a host, for a job that defines it there (a conversion) before
+    the domain, and so its UUID, exists there."""
+    return Lock(f"vm-name:{host_uuid}/{name}", label)
 
 
 def _record(row: tuple[Any, ...]) -> JobRecord:
     (job_id, kind, state, created, updated, boot, pid, start, parent, schedule, params, result,
-     error) = row  # fmt: skip
+     error, what, outcome, resume, settling) = row  # fmt: skip
     return JobRecord(
         id=job_id,
         kind=kind,
@@ -295,6 +362,10 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
         params=json.loads(params),
         result=json.loads(result) if result else None,
         error=error,
+        what=what,
+        outcome=outcome,
+        resume=resume,
+        settling=settling,
     )
 
 

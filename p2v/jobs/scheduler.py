@@ -80,13 +80,14 @@ class Scheduler:
         """Take the journal's scheduler lock (one scheduler per journal), then make or
         record as missed the runs due while none ran, and place the others."""
         with _journal() as journal:
-            holder = journal.holder(schedules.SCHEDULER_LOCK)
+            holder = journal.holder(schedules.SCHEDULER_LOCK.key)
             if holder is not None and holder.owner is not None:
                 raise BusyError(
                     f"a scheduler already runs on {journal.path}: job {holder.id}, "
                     f"{holder.owner.describe()}"
                 )
-            job = journal.create("scheduler", {"policy": dataclasses.asdict(self.policy)})
+            job = journal.create("scheduler", {"policy": dataclasses.asdict(self.policy)},
+                                 what="the scheduler")  # fmt: skip
             try:
                 journal.lock(schedules.SCHEDULER_LOCK, job.id)
             except BusyError as e:  # another one started at the same moment
@@ -138,7 +139,8 @@ class Scheduler:
             )  # fmt: skip
 
     def _missed(self, journal: Journal, schedule: Schedule, due: float, now: float) -> Schedule:
-        run = journal.create("run", _run_params(schedule, due), self.job_id, schedule.id)
+        run = journal.create("run", _run_params(schedule, due), self.job_id, schedule.id,
+                             what=_run_what(schedule))  # fmt: skip
         outcome = (
             f"missed at {format_time(due)} ({run.id}): {now - due:.0f} s late, more than the "
             f"scheduler's --grace {self.policy.grace:g} s"
@@ -182,7 +184,8 @@ class Scheduler:
                     or schedule_id in self.running or self.stopping):  # fmt: skip
                 return None  # changed since it was placed, or placed twice
             now = time.time()
-            job = journal.create("run", _run_params(schedule, due), self.job_id, schedule.id)
+            job = journal.create("run", _run_params(schedule, due), self.job_id, schedule.id,
+                                 what=_run_what(schedule))  # fmt: skip
             run = _Run(schedule, job.id, due, now, schedule.trigger.next_run(max(now, due)),
                        Path(job.params["log"]))  # fmt: skip
             schedules.started(journal, schedule, run.job, now, run.following)
@@ -232,6 +235,10 @@ class _Run:
     proc: subprocess.Popen[bytes] | None = None
     exit: int | None = None
     error: str | None = None  # None: it went well
+
+
+def _run_what(schedule: Schedule) -> str:
+    return f"{schedule.command} (schedule {schedule.id})"
 
 
 def _run_params(schedule: Schedule, due: float) -> dict[str, object]:

@@ -19,12 +19,12 @@ from typing import Any
 
 from p2v.errors import InputError
 from p2v.jobs import schema
-from p2v.jobs.journal import Journal
+from p2v.jobs.journal import Journal, Lock
 from p2v.jobs.triggers import Trigger
 from p2v.units import format_time
 
 # The lock a running `p2v scheduler` holds: one scheduler per journal.
-SCHEDULER_LOCK = "scheduler"
+SCHEDULER_LOCK = Lock("scheduler", "the journal's scheduler")
 
 _COLUMNS = (
     "id, verb, argv, cwd, trigger, next_run, state, failures, reason, created, last_run, "

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from p2v.errors import ComponentError, InputError
+from p2v.jobs import legacy
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Version 1, as the first p2v made it; migrations start from it, so it never changes.
 _VERSION_1 = [
@@ -53,8 +54,9 @@ _VERSION_1 = [
 )""",
 ]
 
-# The statements that bring a journal from version N-1 to N, by N.
-_MIGRATIONS: dict[int, list[str]] = {
+# What brings a journal from version N-1 to N, by N: SQL statements, or a function of
+# the connection for what SQL alone cannot do.
+_MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
     2: [
         # The process that runs a job is known by its host's boot, its pid and its
         # start time (clock ticks after boot), not by a pid that a reboot reuses.
@@ -92,6 +94,23 @@ _MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE jobs ADD COLUMN schedule TEXT REFERENCES schedules(id) ON DELETE SET NULL",
         "CREATE INDEX jobs_schedule ON jobs (schedule)",
     ],
+    4: [
+        # What the job is and what came of it, in the words of its kind, written when
+        # it is made and when it ends: `p2v history` prints any kind from the record.
+        "ALTER TABLE jobs ADD COLUMN what TEXT",
+        "ALTER TABLE jobs ADD COLUMN outcome TEXT",
+        # The command that goes on with it after a failure or an interruption.
+        "ALTER TABLE jobs ADD COLUMN resume TEXT",
+        # The step whose libvirt operation may go on without this job's process (a
+        # live migration): while it is set, the job's locks outlive its process.
+        "ALTER TABLE jobs ADD COLUMN settling TEXT",
+        # Steps in the order the job runs them (a step run again keeps its place).
+        "ALTER TABLE job_steps ADD COLUMN seq INTEGER",
+        # A lock is keyed by what it locks (a host's and a domain's UUIDs); its label
+        # says it in words.
+        "ALTER TABLE locks ADD COLUMN label TEXT",
+        legacy.describe_jobs,
+    ],
 }
 
 
@@ -110,8 +129,11 @@ def upgrade(db: sqlite3.Connection, path: Path) -> None:
                 db.execute(statement)
         for target in range(max(found, 1) + 1, SCHEMA_VERSION + 1):
             try:
-                for statement in _MIGRATIONS[target]:
-                    db.execute(statement)
+                for step in _MIGRATIONS[target]:
+                    if isinstance(step, str):
+                        db.execute(step)
+                    else:
+                        step(db)
             except sqlite3.Error as e:
                 raise ComponentError(
                     f"journal {path}: the migration from schema {found} to {SCHEMA_VERSION} "

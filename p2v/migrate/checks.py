@@ -135,7 +135,8 @@ def make_plan(src: Any, dst: Any, request: Request) -> Plan:
     disks, disk_problems = _disks(src, dst, described, request)
     problems += disk_problems
     if not disk_problems:
-        problems += _room(dst, disks, request.destination)
+        copies = 2 if request.delete_source and not request.live else 1
+        problems += _room(dst, disks, request.destination, copies)
     if problems:
         raise InputError("; ".join(problems))
     return Plan(
@@ -260,11 +261,13 @@ def _destination(
     return (storage.pool_name(pool), target, True), None
 
 
-def _room(dst: Any, disks: list[DiskMove], uri: str) -> list[str]:
+def _room(dst: Any, disks: list[DiskMove], uri: str, copies: int) -> list[str]:
+    """Whether the destination's pools hold the disks, `copies` times over (with
+    --delete-source, a staged copy lives beside its durable clone for a while)."""
     need: dict[str, int] = {}
     for disk in disks:
         if disk.copy:
-            need[disk.dest_pool] = need.get(disk.dest_pool, 0) + disk.allocation
+            need[disk.dest_pool] = need.get(disk.dest_pool, 0) + disk.allocation * copies
     problems = []
     for name, wanted in need.items():
         free = storage.free_bytes(storage.pool(dst, name))

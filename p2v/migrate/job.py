@@ -6,169 +6,184 @@ destination runs (or, cold, holds verified copies). A job that stops goes on wit
 from __future__ import annotations
 
 import os
+import posixpath
 import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
-from p2v.errors import BusyError, InputError, MigrationError, P2VError
+from p2v.errors import InputError, MigrationError, P2VError
 from p2v.host import virt
 from p2v.host.virt import domains, migration, storage
 from p2v.host.virt.domainxml import DomainXml
-from p2v.jobs.journal import Journal, vm_resource
+from p2v.jobs.journal import Journal, Lock, vm_lock
 from p2v.jobs.owner import this_process
-from p2v.jobs.steps import Step
+from p2v.jobs.runner import Kind, Run, Step
 from p2v.migrate import cold, live
-from p2v.migrate.checks import Plan, Request, make_plan
+from p2v.migrate.checks import DiskMove, Plan, Request, make_plan
 from p2v.migrate.progress import Progress
 from p2v.units import format_size
 
-KIND = "migrate"
 MIRROR_GONE_S = 30.0  # for the destination to drop a guest whose migration failed
 
 Say = Callable[[str], None]
 MakeProgress = Callable[[str, str], Progress]  # (job id, VM) -> progress
 
 
+def _describe(params: dict[str, Any], result: dict[str, Any]) -> str:
+    request = params.get("request", {})
+    mode = "live" if params.get("live") else "cold"
+    return f"{request.get('vm')}: {request.get('source')} -> {request.get('destination')} ({mode})"
+
+
+def _outcome(record: dict[str, Any]) -> str:
+    return summary(record, head=False)
+
+
+KIND = Kind("migrate", _describe, _outcome)
+
+
 def migrate(
     request: Request, journal: Journal, say: Say, progress: MakeProgress, reporter: Any
 ) -> tuple[str, dict[str, Any]]:
     """Check, record and run a migration: (job id, its record)."""
-    # Before the VM is looked at: a job that holds it (moving, converting) changes it.
-    journal.refuse_held(vm_resource(request.source, request.vm))
     with virt.connection(request.source, request.connect_timeout) as src, \
             virt.connection(request.destination, request.connect_timeout) as dst:  # fmt: skip
+        # Before the VM is looked at: a job that holds it (moving, converting) changes it.
+        domain = virt.find(src, request.vm)
+        journal.refuse_held(_lock(src, request.source, domain.UUIDString(), request.vm))
+        del domain
         plan = make_plan(src, dst, request)
-    resources = [vm_resource(request.source, plan.vm), vm_resource(request.destination, plan.vm)]
-    for resource in resources:  # refused before a job is recorded; taken below
-        journal.refuse_held(resource)
-    job = journal.create(KIND, {"request": request.to_json(), "live": plan.running})
-    say(f"job {job.id} (`p2v show {job.id}` shows its steps)")
-    step = Step(journal, job.id, say)
-    with step("check") as detail:
-        for resource in resources:
-            journal.lock(resource, job.id)
-        detail["plan"] = plan.to_json()
-    return job.id, _run(job.id, request, plan, journal, step, say, progress, reporter, {})
+        locks = _locks(src, dst, request, plan)
+    for lock in locks:  # refused before a job is recorded; taken below
+        journal.refuse_held(lock)
+    run = Run.start(KIND, {"request": request.to_json(), "live": plan.running}, journal, say)
+    say(f"job {run.job_id} (`p2v show {run.job_id}` shows its steps)")
+
+    def drive() -> dict[str, Any]:
+        def check() -> dict[str, Any]:
+            for lock in locks:
+                run.lock(lock)
+            return {"plan": plan.to_json()}
+
+        run(Step("check", check))
+        return _steps(run, request, plan, progress, reporter)
+
+    return run.job_id, run.execute(drive)
 
 
 def resume(
     job_id: str, journal: Journal, say: Say, progress: MakeProgress, reporter: Any
 ) -> tuple[str, dict[str, Any]]:
     """Go on with a migration that stopped: the steps done stay done."""
-    job = journal.claim(job_id, KIND)
-    request = Request.from_json(job.params["request"])
-    previous = {s["name"]: s for s in journal.steps(job_id)}
-    checked = previous.get("check", {})
+    run = Run.resume(KIND, job_id, journal, say)
     say(f"job {job_id}: going on")
-    step = Step(journal, job_id, say)
-    if checked.get("state") != "done":
-        journal.fail(job_id, "stopped before its checks were done: start it again")
-        raise InputError(f"job {job_id} stopped before its checks: start the migration again")
-    plan = Plan.from_json(checked["detail"]["plan"])
-    try:
-        for resource in (vm_resource(request.source, plan.vm),
-                         vm_resource(request.destination, plan.vm)):  # fmt: skip
-            journal.lock(resource, job_id)
-    except BusyError as error:
-        journal.fail(job_id, str(error))
-        raise
-    return job_id, _run(job_id, request, plan, journal, step, say, progress, reporter, previous)
+
+    def drive() -> dict[str, Any]:
+        request = Request.from_json(run.params["request"])
+        if run.previous.get("check", {}).get("state") != "done":
+            raise InputError(f"job {job_id} stopped before its checks: start the migration again")
+        plan = Plan.from_json(run.earlier("check")["plan"])
+        with virt.connection(request.source, request.connect_timeout) as src, \
+                virt.connection(request.destination, request.connect_timeout) as dst:  # fmt: skip
+            locks = _locks(src, dst, request, plan)
+        for lock in locks:
+            run.lock(lock)
+        return _steps(run, request, plan, progress, reporter)
+
+    return job_id, run.execute(drive)
 
 
-def _run(
-    job_id: str,
-    request: Request,
-    plan: Plan,
-    journal: Journal,
-    step: Step,
-    say: Say,
-    progress: MakeProgress,
-    reporter: Any,
-    previous: dict[str, Any],
+def _lock(conn: Any, uri: str, uuid: str, vm: str) -> Lock:
+    return vm_lock(virt.identity(conn).uuid, uuid, f"{vm} on {uri}")
+
+
+def _locks(src: Any, dst: Any, request: Request, plan: Plan) -> list[Lock]:
+    """The VM on both hosts, by the hosts' and its own UUID."""
+    return [_lock(src, request.source, plan.uuid, plan.vm),
+            _lock(dst, request.destination, plan.uuid, plan.vm)]  # fmt: skip
+
+
+def _steps(
+    run: Run, request: Request, plan: Plan, progress: MakeProgress, reporter: Any
 ) -> dict[str, Any]:
     began = time.time()
-    record: dict[str, Any] = {
+    run.record = {
         "vm": plan.vm, "uuid": plan.uuid, "source": request.source,
         "destination": request.destination, "source_host": plan.source_host,
         "destination_host": plan.destination_host, "mode": "live" if plan.running else "cold",
     }  # fmt: skip
     try:
         if plan.running:
-            record.update(_live(job_id, request, plan, journal, step, say, progress, previous))
+            run.record.update(_live(run, request, plan, progress))
+            _release_live(run, request, plan)
         else:
-            record.update(_cold(job_id, request, plan, journal, step, say, reporter, previous))
-        _release(request, plan, step, previous, record)
+            run.record.update(_cold(run, request, plan, reporter))
     except BaseException as error:
         if isinstance(error, MigrationError):
-            record.update(error.record)
-        record.setdefault("outcome", "cancelled" if isinstance(error, KeyboardInterrupt)
-                          else "failed")  # fmt: skip
-        record["elapsed_s"] = round(time.time() - began, 2)
-        journal.fail(job_id, str(error) or type(error).__name__, record)
+            run.record.update(error.record)
+        run.record.setdefault("outcome", "cancelled" if isinstance(error, KeyboardInterrupt)
+                              else "failed")  # fmt: skip
+        run.record["elapsed_s"] = round(time.time() - began, 2)
         raise
-    record["elapsed_s"] = round(time.time() - began, 2)
-    journal.finish(job_id, record)
-    return record
+    run.record["elapsed_s"] = round(time.time() - began, 2)
+    return run.record
 
 
-def _done(previous: dict[str, Any], name: str) -> dict[str, Any] | None:
-    found = previous.get(name)
-    return found["detail"] if found and found["state"] == "done" else None
-
-
-def _live(
-    job_id: str, request: Request, plan: Plan, journal: Journal, step: Step, say: Say,
-    progress: MakeProgress, previous: dict[str, Any],
-) -> dict[str, Any]:  # fmt: skip
-    earlier = _done(previous, "migrate")
-    record = dict(earlier["record"]) if earlier else None
-    if record is None:
+def _live(run: Run, request: Request, plan: Plan, progress: MakeProgress) -> dict[str, Any]:
+    moved: list[dict[str, Any]] = []
+    move = Step("migrate", lambda: {"live": True, "record": moved[0]}, settles=True)
+    if not run.pending(move):
+        record = dict(run(move)["record"])
+    else:
         with virt.connection(request.source, request.connect_timeout) as src:
             domain = virt.lookup_uuid(src, plan.uuid)
-            if domain is not None and previous:
-                live.settle(domain, plan, request, say)  # what the last run left going
+            if domain is not None and run.resumed:
+                live.settle(domain, plan, request, run.say)  # what the last run left going
             if domain is None or virt.state(domain) != "running":
                 # Gone from the source: the handover finished while we were away.
-                record = _finished_meanwhile(request, plan)
+                moved.append(_finished_meanwhile(request, plan))
             else:
-                record = _measure_and_migrate(
-                    job_id, domain, request, plan, journal, step, say, progress
-                )
+                move = _measure_and_migrate(run, domain, request, plan, progress)
+            record = dict(run(move)["record"])
             del domain  # freed while the source still answers
-    with step("verify") as detail:
-        detail["running_on"] = _running_there(request, plan)
+    run(Step("verify", lambda: {"running_on": _running_there(request, plan)}, again=True))
     return record
 
 
 def _measure_and_migrate(
-    job_id: str, domain: Any, request: Request, plan: Plan, journal: Journal, step: Step,
-    say: Say, progress: MakeProgress,
-) -> dict[str, Any]:  # fmt: skip
-    with step("measure") as detail:
-        prediction = live.expect(domain, plan, request, _bandwidth(journal, plan))
-        detail["prediction"] = prediction.to_json()
-        say(live.describe(prediction))
+    run: Run, domain: Any, request: Request, plan: Plan, progress: MakeProgress
+) -> Step:
+    """Step `measure`: what the guest's memory will take; then step `migrate` to run."""
+
+    def measure() -> dict[str, Any]:
+        prediction = live.expect(domain, plan, request, _bandwidth(run.journal, plan))
+        run.say(live.describe(prediction))
         if not (prediction.converges or request.escalate or request.timeout):
             if prediction.bandwidth_measured:
                 raise InputError("pre-copy alone will not converge and --no-escalate forbids "
                                  "more: give --timeout SECONDS, or allow escalation")  # fmt: skip
-            say("warning: pre-copy alone may not converge, and --no-escalate forbids more; "
-                "without --timeout it may run until cancelled")  # fmt: skip
-    shown = progress(job_id, plan.vm)
-    try:
-        with step("migrate") as detail:
-            detail["live"] = True
-            record = live.run(domain, plan, request, shown, say)
-            record["prediction"] = prediction.to_json()
-            detail["record"] = record
-            if record["outcome"] != "done":
-                if record["outcome"] != "post-copy failed":
-                    detail["removed"] = _forget_mirrors(request, plan, say)
-                raise MigrationError(record["message"], record)
-    finally:
-        shown.close()
-    return record
+            run.say("warning: pre-copy alone may not converge, and --no-escalate forbids "
+                    "more; without --timeout it may run until cancelled")  # fmt: skip
+        return {"prediction": prediction.to_json()}
+
+    prediction = run(Step("measure", measure, again=True))["prediction"]
+
+    def migrate() -> dict[str, Any]:
+        shown = progress(run.job_id, plan.vm)
+        try:
+            record = live.run(domain, plan, request, shown, run.say)
+        finally:
+            shown.close()
+        record["prediction"] = prediction
+        if record["outcome"] != "done":
+            run.remember(record=record)
+            if record["outcome"] != "post-copy failed":
+                run.remember(removed=_forget_mirrors(request, plan, run.say))
+            raise MigrationError(record["message"], record)
+        return {"live": True, "record": record}
+
+    return Step("migrate", migrate, settles=True)
 
 
 def _forget_mirrors(request: Request, plan: Plan, say: Say) -> list[str]:
@@ -229,103 +244,149 @@ def _running_there(request: Request, plan: Plan) -> str:
         return str(request.destination)
 
 
-def _cold(
-    job_id: str, request: Request, plan: Plan, journal: Journal, step: Step, say: Say,
-    reporter: Any, previous: dict[str, Any],
-) -> dict[str, Any]:  # fmt: skip
-    record: dict[str, Any] = {"mode": "cold", "disks": []}
-    with virt.connection(request.source, request.connect_timeout) as src:
-        _still_shut_off(src, request, plan)
-    for disk in plan.copied:
-        name = f"copy {disk.target}"
-        if earlier := _done(previous, name):
-            record["disks"].append(earlier["result"])
-            continue
-        before = ((previous.get(name) or {}).get("detail") or {}).get("copy_job")
-        with step(name) as detail:
-
-            def remember(copy_job: str, name: str = name, detail: dict[str, Any] = detail) -> None:
-                detail["copy_job"] = copy_job
-                journal.step_detail(job_id, name, detail)
-
-            if before:  # kept in this run's record too: a second stop resumes it again
-                remember(before)
-            copied = cold.copy_disk(disk, request, journal, job_id, reporter, before, remember)
-            cold.check_copied(copied, disk)
-            detail.update(copy_job=copied.job_id, digest=copied.digest, result={
-                "target": disk.target, "digest": copied.digest, "size": copied.size,
-                "copied": copied.copied, "verified": copied.verified,
-            })  # fmt: skip
-            record["disks"].append(detail["result"])
-            say(f"  {disk.target}: {format_size(copied.copied)} moved, digest {copied.digest}, "
-                "read back equal on the destination")  # fmt: skip
-    record["bytes"] = sum(d["copied"] for d in record["disks"])
+def _cold(run: Run, request: Request, plan: Plan, reporter: Any) -> dict[str, Any]:
+    """Copy, make durable (with --delete-source), define there, let the source go,
+    delete its disks (with --delete-source), start there: in this order, each step
+    once, the data compared with what was copied before anything is defined or
+    released."""
+    record: dict[str, Any] = {"mode": "cold"}
     with virt.connection(request.source, request.connect_timeout) as src, \
             virt.connection(request.destination, request.connect_timeout) as dst:  # fmt: skip
-        domain = virt.find(src, plan.uuid)
-        xml = domains.definition(domain)  # read now: the journal never holds it
-        del domain
-        nvram = DomainXml.parse(xml).nvram
-        if nvram and not _done(previous, "copy nvram"):
-            with step("copy nvram") as detail:
-                copied = cold.copy_nvram(src, dst, nvram, request, journal, job_id, reporter)
-                detail.update(path=nvram, digest=copied.digest, verified=copied.verified)
-        _still_shut_off(src, request, plan)  # nothing started it while its disks were copied
-        with step("define") as detail:
-            cold.define(dst, plan, xml)
-            detail["uri"] = request.destination
-        with step("start" if plan.autostart else "verify") as detail:
-            detail["started"] = cold.start_if_autostart(dst, plan, request.destination)
+        release = Step("release source", lambda: _release(src, run, request, plan))
+        if run.pending(release):
+            cold.check_shut_off(src, plan, request, "nothing more was copied")
+            _copy(run, src, dst, request, plan, reporter)
+
+            def define() -> dict[str, Any]:
+                cold.check_unchanged(src, plan, run, request, "it was not defined there")
+                domain = virt.find(src, plan.uuid)
+                xml = domains.definition(domain)  # read now: the journal never holds it
+                del domain
+                cold.define(dst, plan, xml)
+                return {"uri": request.destination}
+
+            run(Step("define", define))
+            run(release)
+        disks = [run.found(f"copy {d.target}")["result"] for d in plan.copied]
+        record.update(disks=disks, bytes=sum(d["copied"] for d in disks))
+        if request.delete_source:
+            deleted = run(Step("delete source", lambda: _delete_source(src, plan)))["deleted"]
+            record["source_deleted"] = deleted
+        run(
+            Step(
+                "start" if plan.autostart else "verify",
+                lambda: {"started": cold.start_if_autostart(dst, plan, request.destination)},
+                again=True,
+            )
+        )
     record["outcome"] = "done"
     return record
 
 
-def _still_shut_off(src: Any, request: Request, plan: Plan) -> None:
-    """A cold migration copies disks nothing writes: refused once the VM runs again."""
-    domain = virt.lookup_uuid(src, plan.uuid)
-    if domain is None:
-        raise MigrationError(f"{plan.vm} is gone from {request.source}")
-    if (now := virt.state(domain)) != "shut off":
-        raise MigrationError(
-            f"{plan.vm} is {now} on {request.source} again: its disks are changing, so "
-            "the cold migration stops; shut it down and resume, or migrate it live"
+def _copy(run: Run, src: Any, dst: Any, request: Request, plan: Plan, reporter: Any) -> None:
+    """Each disk's copy, the NVRAM's, and with --delete-source each made durable."""
+    for disk in plan.copied:
+        run(_copy_step(run, src, disk, request, reporter))
+    nvram = run.earlier("copy nvram").get("path")
+    if nvram is None:
+        domain = virt.find(src, plan.uuid)
+        nvram = DomainXml.parse(domains.definition(domain)).nvram
+        del domain
+    if nvram:
+        path = nvram
+        run(
+            Step(
+                "copy nvram",
+                lambda: cold.copy_nvram(run, src, dst, path, request, reporter),
+                still=lambda done: done.get("identity") == cold.nvram_identity(src, path),
+            )
         )
-
-
-def _release(
-    request: Request, plan: Plan, step: Step, previous: dict[str, Any], record: dict[str, Any]
-) -> None:
-    """The source lets the VM go: undefined (cold; live, libvirt did it), its disks
-    deleted with --delete-source when they were copied."""
-    if _done(previous, "release source"):
+    if not request.delete_source:
         return
-    with step("release source") as detail, \
-            virt.connection(request.source, request.connect_timeout) as src:  # fmt: skip
-        domain = virt.lookup_uuid(src, plan.uuid)
-        if domain is not None:
-            if virt.state(domain) != "shut off":
-                raise MigrationError(f"{plan.vm} runs on {request.source} again; left there")
-            domains.release(domain)
-            del domain
-            if virt.lookup_uuid(src, plan.uuid) is not None:
-                raise MigrationError(f"{request.source} still has {plan.vm} defined")
-        detail["undefined"] = True
-        deleted = []
-        if request.delete_source:
-            for disk in plan.copied:
-                vol = storage.volume(storage.pool(src, disk.source_pool), disk.volume)
-                if vol is not None:
-                    storage.delete_volume(vol)
-                    deleted.append(disk.path)
-        detail["deleted"] = deleted
-        record["source_deleted"] = deleted
+    for disk in plan.copied:
+        run(_durable_step(run, dst, disk, request))
+    if nvram:
+        directory, name = posixpath.split(nvram)
+
+        def durable_nvram() -> dict[str, Any]:
+            with storage.directory_pool(dst, directory) as there:
+                return cold.make_durable(
+                    dst,
+                    storage.pool_name(there),
+                    name,
+                    run.results["copy nvram"]["digest"],
+                    request,
+                )
+
+        run(Step("durable nvram", durable_nvram, needs=("copy nvram",)))
+
+
+def _copy_step(run: Run, src: Any, disk: DiskMove, request: Request, reporter: Any) -> Step:
+    def copy() -> dict[str, Any]:
+        detail = cold.copy_disk(run, src, disk, request, reporter)
+        run.say(f"  {disk.target}: {format_size(detail['result']['copied'])} moved, digest "
+                f"{detail['digest']}, read back equal on the destination")  # fmt: skip
+        return detail
+
+    def unchanged(done: dict[str, Any]) -> bool:
+        return done.get("identity") == storage.identity(cold.source_volume(src, disk))
+
+    return Step(f"copy {disk.target}", copy, still=unchanged)
+
+
+def _durable_step(run: Run, dst: Any, disk: DiskMove, request: Request) -> Step:
+    copied = f"copy {disk.target}"
+
+    def durable() -> dict[str, Any]:
+        name = posixpath.basename(disk.dest_path)
+        return cold.make_durable(dst, disk.dest_pool, name, run.results[copied]["digest"], request)
+
+    return Step(f"durable {disk.target}", durable, needs=(copied,))
+
+
+def _release(src: Any, run: Run, request: Request, plan: Plan) -> dict[str, Any]:
+    cold.check_unchanged(src, plan, run, request, f"{request.source} keeps it")
+    return cold.release(src, plan, request)
+
+
+def _delete_source(src: Any, plan: Plan) -> dict[str, Any]:
+    """The source's disks, once their copies are durable there and the VM is defined
+    there and undefined here."""
+    deleted = []
+    for disk in plan.copied:
+        vol = storage.volume(storage.pool(src, disk.source_pool), disk.volume)
+        if vol is not None:
+            storage.delete_volume(vol)
+            deleted.append(disk.path)
+    return {"deleted": deleted}
+
+
+def _release_live(run: Run, request: Request, plan: Plan) -> None:
+    """After a live move the source has undefined the VM (libvirt did it); with
+    --delete-source its copied disks go too, now that the guest runs there."""
+
+    def release() -> dict[str, Any]:
+        with virt.connection(request.source, request.connect_timeout) as src:
+            domain = virt.lookup_uuid(src, plan.uuid)
+            if domain is not None:  # libvirt keeps a definition it was left with
+                if virt.state(domain) != "shut off":
+                    raise MigrationError(f"{plan.vm} runs on {request.source} again; left there")
+                domains.release(domain)
+                del domain
+                if virt.lookup_uuid(src, plan.uuid) is not None:
+                    raise MigrationError(f"{request.source} still has {plan.vm} defined")
+            deleted = _delete_source(src, plan)["deleted"] if request.delete_source else []
+        run.record["source_deleted"] = deleted
+        return {"undefined": True, "deleted": deleted}
+
+    run(Step("release source", release))
 
 
 def _bandwidth(journal: Journal, plan: Plan) -> int | None:
     """The memory bandwidth the last live migration between these two hosts reached."""
     for job in journal.jobs(200):
         result = job.result or {}
-        if job.kind == KIND and job.state == "done" and result.get("bandwidth") and \
+        if job.kind == KIND.name and job.state == "done" and result.get("bandwidth") and \
                 result.get("source_host") == plan.source_host and \
                 result.get("destination_host") == plan.destination_host:  # fmt: skip
             return int(result["bandwidth"])
@@ -337,7 +398,7 @@ def cancel(job_id: str, journal: Journal) -> str:
     stop (it stops the migration and records the outcome); a live migration left
     running by a process that is gone is stopped at the source."""
     job = journal.get(job_id)
-    if job.kind != KIND:
+    if job.kind != KIND.name:
         raise InputError(f"job {job_id} is a {job.kind} job, not a migration")
     if job.status not in ("running", "interrupted"):
         raise InputError(f"job {job_id} is {job.status}: nothing to cancel")
@@ -359,10 +420,12 @@ def cancel(job_id: str, journal: Journal) -> str:
             return (f"asked process {owner.pid} to stop job {job_id}; the guest stays on "
                     f"{request.source}")  # fmt: skip
         if domain is None or not job.params.get("live") or not migration.job_running(domain):
+            journal.settling(job_id, None)  # nothing of it runs: its locks are free
             raise InputError(f"job {job_id} is interrupted and nothing of it runs: nothing "
                              "to cancel")  # fmt: skip
         migration.abort_job(domain)
         del domain
+    journal.settling(job_id, None)
     return f"stopped the migration of {request.vm} at {request.source}; the guest stays there"
 
 

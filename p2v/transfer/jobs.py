@@ -6,17 +6,17 @@ This is what `p2v copy` and `p2v checksum` call, and what the other pipelines
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from p2v.errors import InputError, TransferError
-from p2v.jobs.journal import Journal
+from p2v.jobs.journal import Journal, Lock
+from p2v.jobs.runner import Kind, Run, Step
 from p2v.transfer import DEFAULT_CHECKPOINT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, blockhash
-from p2v.transfer.endpoints import Endpoint, open_source, open_target
+from p2v.transfer.endpoints import Endpoint, open_source, open_target, target_key
 from p2v.transfer.endpoints.null import NullEndpoint
 from p2v.transfer.engine import (
     DEFAULT_REQUESTS,
@@ -102,6 +102,22 @@ class CopyResult:
         return dataclasses.asdict(self)
 
 
+def _describe(params: dict[str, Any], result: dict[str, Any]) -> str:
+    request = params.get("request", {})
+    return f"{request.get('source')} -> {request.get('target')}"
+
+
+def _outcome(result: dict[str, Any]) -> str | None:
+    return str(result["digest"]) if result.get("digest") else None
+
+
+KIND = Kind("copy", _describe, _outcome)
+
+
+def _quiet(_: str) -> None:
+    """A copy's steps are not announced: its progress bar says it."""
+
+
 def copy(
     request: CopyRequest,
     journal: Journal,
@@ -111,7 +127,11 @@ def copy(
 ) -> CopyResult:
     """Copy as asked; `on_job` learns the job's id before any byte moves (a caller
     that records it can resume this copy after a crash); `parent`: the job this copy
-    is part of (a conversion)."""
+    is part of (a conversion). The target is locked for the job: refused, before
+    anything is opened, while another job writes it."""
+    lock = _target_lock(request)
+    if lock is not None:
+        journal.refuse_held(lock)
     source = _open_source(request)
     try:
         incremental = request.dirty_bitmap is not None
@@ -124,15 +144,19 @@ def copy(
             connect_timeout=request.connect_timeout,
         )
         try:
-            job = journal.create(
-                "copy",
-                {"request": request.to_json(), "size": source.size, "digest": blockhash.PREFIX},
-                parent,
-            )
+            params = {"request": request.to_json(), "size": source.size,
+                      "digest": blockhash.PREFIX}  # fmt: skip
+            run = Run.start(KIND, params, journal, _quiet, parent)
             if on_job:
-                on_job(job.id)
+                on_job(run.job_id)
             target_zero = not incremental and target.known_zero()
-            return _run(job.id, request, source, target, journal, reporter, {}, target_zero)
+
+            def drive() -> dict[str, Any]:
+                if lock is not None:
+                    run.lock(lock)
+                return _steps(run, request, source, target, reporter, {}, target_zero)
+
+            return CopyResult(**run.execute(drive))
         finally:
             target.close()
     finally:
@@ -149,46 +173,43 @@ def resume(
     io_timeout: float | None = None,
 ) -> CopyResult:
     """Finish a failed or interrupted copy; `bwlimit` and the time limits
-    (`connect_timeout`, `io_timeout`) may be set anew, the rest is the job's own."""
-    job = journal.claim(job_id, "copy")
-    with _failure_recorded(journal, job_id):
-        request = CopyRequest.from_json(job.params["request"])
-        if bwlimit is not None:
-            request.bwlimit = bwlimit
-        if connect_timeout is not None:
-            request.connect_timeout = connect_timeout
-        if io_timeout is not None:
-            request.io_timeout = io_timeout
-        source = _open_source(request)
-    try:
-        with _failure_recorded(journal, job_id):
-            if source.size != job.params["size"]:
-                raise InputError(
-                    f"source {source.name} is now {source.size} bytes, not "
-                    f"{job.params['size']} as when the job started; start a new copy"
-                )
-            target = open_target(
-                request.target,
-                source.size,
-                output_format=request.output_format,
-                existing=True,
-                connect_timeout=request.connect_timeout,
+    (`connect_timeout`, `io_timeout`) may be set anew, the rest is the job's own. A
+    copy that cannot start again fails, saying why, and stays to be resumed once the
+    cause is gone."""
+    run = Run.resume(KIND, job_id, journal, _quiet)
+    request = CopyRequest.from_json(run.params["request"])
+    if bwlimit is not None:
+        request.bwlimit = bwlimit
+    if connect_timeout is not None:
+        request.connect_timeout = connect_timeout
+    if io_timeout is not None:
+        request.io_timeout = io_timeout
+    return CopyResult(**run.execute(lambda: _resumed(run, request, reporter)))
+
+
+def _resumed(run: Run, request: CopyRequest, reporter: Reporter | None) -> dict[str, Any]:
+    if (lock := _target_lock(request)) is not None:
+        run.lock(lock)
+    with _open_source(request) as source:
+        if source.size != run.params["size"]:
+            raise InputError(
+                f"source {source.name} is now {source.size} bytes, not "
+                f"{run.params['size']} as when the job started; start a new copy"
             )
-        try:
-            done = journal.blocks(job_id)
-            if job.params.get("digest", _FIRST_DIGEST) != blockhash.PREFIX:
+        with open_target(
+            request.target, source.size, output_format=request.output_format, existing=True,
+            connect_timeout=request.connect_timeout,
+        ) as target:  # fmt: skip
+            done = run.journal.blocks(run.job_id)
+            if run.params.get("digest", _FIRST_DIGEST) != blockhash.PREFIX:
                 # Its finished blocks carry digests of another algorithm, which cannot
                 # be combined with this one's: copy them again.
                 log.warning(
                     "%s was started by a p2v with another digest; copying all of it again",
-                    job_id,
+                    run.job_id,
                 )
                 done = {}
-            return _run(job_id, request, source, target, journal, reporter, done, False)
-        finally:
-            target.close()
-    finally:
-        source.close()
+            return _steps(run, request, source, target, reporter, done, False)
 
 
 def go_on(
@@ -200,9 +221,9 @@ def go_on(
     connect_timeout: float | None = None,
     io_timeout: float | None = None,
 ) -> CopyResult | None:
-    """The result of an earlier copy a multi-step job recorded: finished, or resumed
-    now; None when there is none to go on from (no job, or its source or target
-    changed since), and the caller copies again."""
+    """The result of an earlier copy a multi-step job recorded (its child): finished,
+    or resumed now; None when there is none to go on from (no job, or its source or
+    target changed since), and the caller copies again."""
     if not job_id:
         return None
     job = journal.get(job_id)
@@ -217,33 +238,63 @@ def go_on(
         return None
 
 
-@contextlib.contextmanager
-def _failure_recorded(journal: Journal, job_id: str) -> Iterator[None]:
-    """A job taken over fails, saying why, when it cannot start again: it stays
-    there to be resumed once the cause is gone."""
-    try:
-        yield
-    except BaseException as e:
-        journal.fail(job_id, str(e) or type(e).__name__)
-        raise
+def _target_lock(request: CopyRequest) -> Lock | None:
+    key = target_key(request.target, request.connect_timeout)
+    return Lock(key, f"target {request.target}") if key else None
 
 
-def _run(
-    job_id: str,
+def _steps(
+    run: Run,
     request: CopyRequest,
     source: Endpoint,
     target: Endpoint,
-    journal: Journal,
     reporter: Reporter | None,
     done: dict[int, bytes | None],
     target_zero: bool,
-) -> CopyResult:
+) -> dict[str, Any]:
+    """The copy, going on from the blocks `done` (every run: the journal keeps its
+    progress block by block), then the read-back with --verify."""
     reporter = reporter or QuietReporter()
-    reporter.start(job_id, f"{source.name} -> {target.name}", source.size)
+    outcome: list[Outcome] = []
+
+    def blocks() -> dict[str, Any]:
+        outcome.append(_transfer(run, request, source, target, reporter, done, target_zero))
+        return {"digest": outcome[0].digest}
+
+    run(Step("copy", blocks, again=True))
+    result = _result(run.job_id, source, target, outcome[0], run.journal.bad_ranges(run.job_id))
+    if request.verify:
+
+        def read_back() -> dict[str, Any]:
+            expected = outcome[0].digest
+            if expected is None:  # incremental: the whole source, not just what was dirty
+                with _open_source(request, whole=True) as whole:
+                    expected = endpoint_digest(whole)
+            result.verified = verify(target, expected, source.size, request.io_timeout)
+            if not result.verified:
+                run.record = result.to_json()
+                raise TransferError(f"verification failed: {target.name} does not hold "
+                                    "what was read")  # fmt: skip
+            return {"digest": expected}
+
+        run(Step("verify", read_back, again=True))
+    return result.to_json()
+
+
+def _transfer(
+    run: Run,
+    request: CopyRequest,
+    source: Endpoint,
+    target: Endpoint,
+    reporter: Reporter,
+    done: dict[int, bytes | None],
+    target_zero: bool,
+) -> Outcome:
+    reporter.start(run.job_id, f"{source.name} -> {target.name}", source.size)
 
     def record(batch: list[Completion]) -> None:
-        journal.record_blocks(
-            job_id,
+        run.journal.record_blocks(
+            run.job_id,
             ((c.index, c.digest) for c in batch),
             ((lo, hi - lo) for c in batch for lo, hi in c.bad),
         )
@@ -259,29 +310,11 @@ def _run(
         reporter=reporter,
     )
     try:
-        outcome = transfer.run()
+        return transfer.run()
     except (SourceReadError, TargetWriteError, PeerTimeout, PeerLost, OSError) as e:
-        journal.fail(job_id, str(e))
-        raise TransferError(str(e), job_id) from e
+        raise TransferError(str(e), run.job_id) from e
     except KeyboardInterrupt:
-        journal.fail(job_id, "interrupted")
-        raise TransferError("interrupted", job_id) from None
-    except BaseException as e:
-        journal.fail(job_id, str(e) or type(e).__name__)
-        raise
-    result = _result(job_id, source, target, outcome, journal.bad_ranges(job_id))
-    if request.verify:
-        expected = outcome.digest
-        if expected is None:  # incremental: the whole source, not just what was dirty
-            with _open_source(request, whole=True) as whole:
-                expected = endpoint_digest(whole)
-        result.verified = verify(target, expected, source.size, request.io_timeout)
-        if not result.verified:
-            message = f"verification failed: {target.name} does not hold what was read"
-            journal.fail(job_id, message, result.to_json())
-            raise TransferError(message)
-    journal.finish(job_id, result.to_json())
-    return result
+        raise TransferError("interrupted", run.job_id) from None
 
 
 def _open_source(request: CopyRequest, whole: bool = False) -> Endpoint:

@@ -42,8 +42,8 @@ def durable_blocks(job: str, step: str) -> int:
     journal = Journal()
     try:
         detail = next((s["detail"] for s in journal.steps(job) if s["name"] == step), None)
-        copy_job = (detail or {}).get("copy_job")
-        return data_blocks(copy_job) if copy_job else 0
+        child = (detail or {}).get("child")
+        return data_blocks(child) if child else 0
     finally:
         journal.close()
 
@@ -256,7 +256,7 @@ def test_an_agent_stopping_mid_conversion_onto_another_host_is_named_and_the_job
 def copy_job_of(job: str, step: str) -> str:
     detail = next(s["detail"] for s in json.loads(p2v("history", job, "--json").stdout)["steps"]
                   if s["name"] == step)  # fmt: skip
-    return str(detail["copy_job"])
+    return str(detail["child"])
 
 
 def stop_the_agent_mid_copy(
@@ -283,6 +283,10 @@ def stop_the_agent_mid_copy(
     while durable_blocks(job, step) < blocks:
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.2)
+    # Copying, it holds its domain locked already: by UUID, and by name on the host.
+    name = argv[argv.index("--name") + 1] if "--name" in argv else None
+    locks = json.loads(p2v("show", job, "--json").stdout)["locks"]
+    assert name is None or len(locks) == 2 and all(lock.startswith(f"{name} on ") for lock in locks)
     nbdkit.send_signal(signal.SIGSTOP)
     try:
         text += proc.stderr.read()

@@ -28,7 +28,7 @@ from p2v.transfer.endpoints.handshake import connect_within
 from p2v.transfer.endpoints.nbd import NbdEndpoint
 from p2v.transfer.endpoints.null import NullEndpoint
 from p2v.transfer.endpoints.qemunbd import QemuNbdServer, create_image, image_format
-from p2v.transfer.endpoints.volume import VolumeEndpoint, is_volume
+from p2v.transfer.endpoints.volume import VolumeEndpoint, is_volume, volume_key
 from p2v.units import parse_size
 
 __all__ = ["Endpoint", "open_source", "open_target", "target_format"]
@@ -71,6 +71,19 @@ def open_source(
         except PermissionError as e:
             raise InputError(f"source {spec} is not readable: {e.strerror}") from e
     return _served(spec, fmt, read_only=True, bitmap=bitmap)
+
+
+def target_key(spec: str, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> str | None:
+    """What names the target `spec` for a lock, however it is spelt: a file by its
+    real path, a volume by its host's UUID, its pool's UUID and its name, an NBD
+    export by its URI; None for what nothing else can write (null:)."""
+    if spec.startswith("null:"):
+        return None
+    if is_nbd_uri(spec):
+        return f"nbd:{spec}"
+    if is_volume(spec):
+        return volume_key(spec, connect_timeout)
+    return f"file:{os.path.realpath(spec)}"
 
 
 def target_format(spec: str, output_format: str | None) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from p2v.errors import InputError
 from p2v.host.virt import storage
-from p2v.host.virt.connection import connect
+from p2v.host.virt.connection import connect, connection, identity
 from p2v.transfer.endpoints.base import Done, Endpoint, run_now
 
 PREFIX = "volume:"
@@ -42,6 +42,14 @@ class VolumeSpec:
 
 def is_volume(spec: str) -> bool:
     return spec.startswith(PREFIX)
+
+
+def volume_key(spec: str, timeout: float) -> str:
+    """The volume `spec` names, by its host's UUID, its pool's UUID and its name."""
+    where = VolumeSpec.parse(spec)
+    with connection(where.uri, timeout) as conn:
+        host = identity(conn).uuid
+        return f"volume:{host}/{storage.pool_uuid(storage.pool(conn, where.pool))}/{where.name}"
 
 
 class VolumeEndpoint(Endpoint):

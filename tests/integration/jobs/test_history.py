@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from p2v.convert.pipeline import KIND as CONVERT
 from p2v.jobs.journal import Journal
+from p2v.jobs.runner import Run
+from p2v.transfer.jobs import KIND as COPY
 from tests.integration.transfer.disks import MiB, copy_json, digest, make_disk, p2v
 
 
@@ -24,11 +27,12 @@ def test_history_lists_jobs_of_every_kind_and_show_tells_one_in_full(home: Path)
     failed = p2v("copy", str(home / "gone.raw"), str(home / "x.raw"), check=False)
     assert failed.returncode == 2  # refused before it started: not a job
     journal = Journal()
-    try:  # a conversion and the copy it is made of, as the conversion records them
-        conversion = journal.create("convert", {"source": {"disks": [str(source)]},
-                                                "options": {"name": "web1"}})  # fmt: skip
-        part = journal.create("copy", {"request": {"source": "a", "target": "b"}},
-                              parent=conversion.id)  # fmt: skip
+    try:  # a conversion and the copy it is made of, as their kinds record them
+        made = Run.start(CONVERT, {"source": {"disks": [str(source)]},
+                                   "options": {"name": "web1"}}, journal, print)  # fmt: skip
+        conversion = journal.get(made.job_id)
+        part = journal.get(Run.start(COPY, {"request": {"source": "a", "target": "b"}},
+                                     journal, print, conversion.id).job_id)  # fmt: skip
         journal.fail(part.id, "No space left on device")
         journal.fail(conversion.id, "No space left on device")
     finally:
@@ -49,7 +53,8 @@ def test_history_lists_jobs_of_every_kind_and_show_tells_one_in_full(home: Path)
     shown = json.loads(p2v("show", copied["job_id"], "--json").stdout)
     assert shown["result"]["digest"] == copied["digest"] == digest(source)
     assert shown["result"]["copied"] == 3 * MiB
-    assert (shown["outcome"], shown["steps"], shown["children"]) == (copied["digest"], [], [])
+    assert (shown["outcome"], shown["children"]) == (copied["digest"], [])
+    assert [(s["name"], s["state"]) for s in shown["steps"]] == [("copy", "done")]
     text = p2v("show", copied["job_id"]).stdout
     assert f"outcome   {copied['digest']}" in text
     assert "bytes     16.0 MiB disk, copied 3.0 MiB, zeros 13.0 MiB, read 3.0 MiB" in text

@@ -154,6 +154,31 @@ def test_of_two_resumes_at_once_one_copies_and_the_other_is_refused(tmp_path: Pa
     assert digest(tmp_path / "target.raw") == before
 
 
+def test_a_target_being_written_is_locked_against_another_copy(tmp_path: Path) -> None:
+    source = tmp_path / "source.raw"
+    make_disk(source, 64 * MiB, scattered(64 * MiB, 16, 2 * MiB))
+    before = digest(source)
+    target = tmp_path / "target.raw"
+    copy, job = slow_copy(source, target)
+    try:
+        other = tmp_path / "other.raw"
+        make_disk(other, 64 * MiB, [(0, MiB)], seed=9)
+        # The same file by another spelling: refused before it is opened (an
+        # --overwrite would have made it anew under the running copy).
+        again = p2v("copy", str(other), f"{tmp_path}/./target.raw", "--overwrite", check=False)
+        assert again.returncode == BusyError.exit_code, again.stderr
+        assert f"target {tmp_path}/./target.raw is locked by job {job} (a copy job)" in (
+            again.stderr
+        )
+        done = json.loads(copy.communicate(timeout=120)[0].splitlines()[-1])
+        assert done["digest"] == before == digest(target)
+    finally:
+        copy.kill()
+        copy.wait()
+    # Its job ended: the target is free again.
+    assert copy_json(str(source), str(target), "--overwrite")["digest"] == before
+
+
 @dataclass
 class FullDisk:
     """A copy that failed on a full 20 MiB tmpfs: its source, job and target."""

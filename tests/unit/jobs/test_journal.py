@@ -3,7 +3,7 @@ import subprocess
 import pytest
 
 from p2v.errors import BusyError, InputError
-from p2v.jobs.journal import Journal, vm_resource
+from p2v.jobs.journal import Journal, vm_lock
 from p2v.jobs.owner import boot_id, start_ticks, this_process
 
 
@@ -109,29 +109,28 @@ def test_a_job_made_for_another_names_it_as_its_parent(journal):
     assert journal.get(second.id).to_json()["parent"] == conversion.id
 
 
-WEB1 = vm_resource("qemu+tcp://10.0.0.2/system/", "web1")
+HOST_A, HOST_B = "8f0c3e4a-0000-4000-8000-00000000000a", "8f0c3e4a-0000-4000-8000-00000000000b"
+WEB1_UUID = "5d2a1f6e-1111-4111-8111-000000000001"
+WEB1 = vm_lock(HOST_A, WEB1_UUID, "web1 on qemu+tcp://10.0.0.2/system")
 
 
-def test_a_virtual_machine_is_named_by_its_host_and_name():
-    assert WEB1 == "vm:qemu+tcp://10.0.0.2/system/web1"
-    assert vm_resource("qemu:///session", "web1") == "vm:qemu:///session/web1"
+def test_a_virtual_machine_is_named_by_its_hosts_uuid_and_its_own():
+    assert WEB1.key == f"vm:{HOST_A}/{WEB1_UUID}"
+    # However the host is reached, the same machine is the same lock.
+    assert vm_lock(HOST_A, WEB1_UUID, "web1 on qemu:///system").key == WEB1.key
 
 
 def test_a_lock_is_its_jobs_until_the_job_ends(journal):
     job = journal.create("convert", {})
     journal.lock(WEB1, job.id)
     journal.lock(WEB1, job.id)  # again, as a resumed job does
-    assert journal.locks(job.id) == [WEB1]
+    assert journal.locks(job.id) == [WEB1.label]
     journal.fail(job.id, "boom")
     assert journal.locks(job.id) == []
     journal.claim(job.id)
     journal.lock(WEB1, job.id)
     journal.finish(job.id, {})
     assert journal.locks(job.id) == []
-    other = journal.create("convert", {})
-    journal.lock(WEB1, other.id)
-    journal.release(WEB1, other.id)
-    assert journal.locks(other.id) == []
 
 
 def test_a_lock_held_by_a_running_job_is_refused_naming_it(journal, other_process):
@@ -142,12 +141,13 @@ def test_a_lock_held_by_a_running_job_is_refused_naming_it(journal, other_proces
     with pytest.raises(BusyError) as refused:
         journal.lock(WEB1, second.id)
     assert str(refused.value).startswith(
-        f"{WEB1} is locked by job {first.id} (a convert job), still running in process "
+        f"{WEB1.label} is locked by job {first.id} (a convert job), still running in process "
         f"{other_process.pid} (running since "
     )
-    journal.lock(vm_resource("qemu+tcp://10.0.0.2/system", "web2"), second.id)  # another VM
-    journal.lock(vm_resource("qemu+tcp://10.0.0.3/system", "web1"), second.id)  # another host
-    assert journal.locks(first.id) == [WEB1]
+    # Another VM on that host, and one with that UUID on another host.
+    journal.lock(vm_lock(HOST_A, "5d2a1f6e-1111-4111-8111-000000000002", "web2"), second.id)
+    journal.lock(vm_lock(HOST_B, WEB1_UUID, "web1 on b"), second.id)
+    assert journal.locks(first.id) == [WEB1.label]
 
 
 def test_a_lock_whose_job_lost_its_process_is_free(journal, other_process):
@@ -156,4 +156,22 @@ def test_a_lock_whose_job_lost_its_process_is_free(journal, other_process):
     held_by(journal, first.id, other_process, boot="boot before the power cut")
     second = journal.create("convert", {})
     journal.lock(WEB1, second.id)
-    assert (journal.locks(first.id), journal.locks(second.id)) == ([], [WEB1])
+    assert (journal.locks(first.id), journal.locks(second.id)) == ([], [WEB1.label])
+
+
+def test_an_interrupted_job_whose_libvirt_operation_may_run_keeps_its_lock(journal, other_process):
+    first = journal.create("migrate", {}, resumable=True)
+    journal.lock(WEB1, first.id)
+    journal.settling(first.id, "migrate")
+    held_by(journal, first.id, other_process, boot="boot before the power cut")
+    assert journal.get(first.id).status == "interrupted"
+    second = journal.create("migrate", {})
+    with pytest.raises(BusyError) as refused:
+        journal.lock(WEB1, second.id)
+    assert str(refused.value) == (
+        f"{WEB1.label} is locked by job {first.id} (a migrate job), interrupted while "
+        f"libvirt may still run its step 'migrate': `p2v migrate --resume {first.id}` "
+        "settles it"
+    )
+    journal.settling(first.id, None)  # settled (a cancel): the lock is free
+    journal.lock(WEB1, second.id)

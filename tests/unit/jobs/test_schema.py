@@ -116,13 +116,18 @@ def test_a_version_1_journal_opens_migrated_with_its_jobs_intact(tmp_path: Path)
             ("copy sda", "running"),
         ]
         assert steps[1]["detail"] == {"copy_job": "copy-00000001"}
+        # What each job is and what came of it, written for the jobs of schema 4 on.
+        assert (copy.what, copy.outcome, copy.resume) == (
+            "/srv/a.raw -> /srv/b.qcow2", "blockhash-blake3:ab", "p2v copy --resume copy-00000001"
+        )  # fmt: skip
+        assert (convert.what, convert.outcome) == ("? from ", None)
         # New jobs go beside the old ones.
         journal.create("copy", {})
         assert len(journal.jobs()) == 3
     finally:
         journal.close()
     assert {"owner_boot", "owner_start", "parent", "schedule"} <= set(columns(path, "jobs"))
-    assert columns(path, "locks") == ["resource", "job", "taken"]
+    assert columns(path, "locks") == ["resource", "job", "taken", "label"]
     assert columns(path, "schedules")[:6] == ["id", "verb", "argv", "cwd", "trigger", "next_run"]
 
 
