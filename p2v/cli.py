@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     # `p2v history | head`: stop quietly when the reader goes away.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # SIGINT stops a job where it can go on from (`p2v migrate --cancel`, the
+    # scheduler's --run-timeout, Ctrl-C); one started in the background of a script
+    # inherits it ignored, and would run on.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

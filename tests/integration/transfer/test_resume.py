@@ -179,6 +179,28 @@ def test_a_target_being_written_is_locked_against_another_copy(tmp_path: Path) -
     assert copy_json(str(source), str(target), "--overwrite")["digest"] == before
 
 
+def test_a_copy_started_with_sigint_ignored_stops_on_sigint_resumably(tmp_path: Path) -> None:
+    """Started in the background of a script, a process inherits SIGINT ignored; p2v
+    takes it back, so a cancel or the scheduler's time limit still stops the job."""
+    source = tmp_path / "source.raw"
+    make_disk(source, 64 * MiB, scattered(64 * MiB, 16, 2 * MiB))
+    argv = ["copy", "--json", "--bwlimit", "4M", str(source), str(tmp_path / "target.raw")]
+    copy = subprocess.Popen(
+        [sys.executable, "-m", "p2v.cli", *argv], stdout=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # fmt: skip
+    try:
+        assert copy.stdout is not None
+        job = json.loads(copy.stdout.readline())["job"]
+        copy.send_signal(signal.SIGINT)
+        copy.wait(30)
+    finally:
+        copy.kill()
+        copy.wait()
+    shown = json.loads(p2v("show", job, "--json").stdout)
+    assert (shown["state"], shown["error"]) == ("failed", "interrupted")
+
+
 @dataclass
 class FullDisk:
     """A copy that failed on a full 20 MiB tmpfs: its source, job and target."""
