@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+from pathlib import Path
 from typing import Any
 
+from p2v.host import virt
+from p2v.host.virt import storage
+from p2v.host.virt.domainxml import DomainXml
+from tests import hosts
 from tests.fixtures import recipes
 from tests.integration.transfer.disks import p2v
 
@@ -38,3 +44,23 @@ def check_converted(name: str, result: dict[str, Any], stderr: str) -> None:
     shown = p2v("history", result["job_id"]).stdout
     for step in ("plan", "fix-ups", "free space", "copy sda", "define", "verify boot"):
         assert f"  {step} " in shown
+
+
+def on_the_host(
+    host: hosts.TestHost, name: str, disk: str, result: dict[str, Any], size: int
+) -> None:
+    """The domain is defined on the host, its disk a raw volume of the host's pool; no
+    file of this host holds the disk."""
+    assert result["defined"] == host.uri
+    assert result["copies"][0]["target"] == f"volume:default/{name}-{disk}.img@{host.uri}"
+    with virt.connection(host.uri) as conn:
+        domain = virt.find(conn, name)
+        assert virt.state(domain) == "shut off"
+        vdisk = DomainXml.parse(domain.XMLDesc()).writable_disks()[0]
+        volumes = {storage.path(v): v for v in virt.pool(conn, "default").listAllVolumes()}
+        assert vdisk.source in volumes and vdisk.format == "raw"
+        assert storage.capacity(volumes[vdisk.source]) == size
+    assert vdisk.source.startswith(hosts.POOL_DIR)  # a path of the host, not of ours
+    places = [Path(os.environ["P2V_HOME"]), Path("/var/lib/libvirt/images"), Path("/var/tmp")]
+    ours = [f for place in places if place.exists() for f in place.rglob(f"{name}-{disk}*")]
+    assert not ours, f"this host holds a copy of the disk: {ours}"

@@ -1,9 +1,10 @@
-"""`p2v convert --disk FIXTURE --output-dir DIR --verify-boot`: a SATA-only test
-server comes out as a guest that boots on virtio-blk and virtio-net, with the same
-hostname, the root found by UUID or LVM name, and the NIC keeping its name and
-configuration, even when the conversion was killed and resumed. The source image is
-never written. (bios-ext4 is converted through the agent ISO: test_agent_iso.py, and
-through an agent onto another libvirt host, a test host, here.)
+"""`p2v convert --disk FIXTURE --target kvm --verify-boot`: a SATA-only test server
+comes out as a guest that boots on virtio-blk and virtio-net, with the same hostname,
+the root found by UUID or LVM name, and the NIC keeping its name and configuration:
+bios-ext4 onto another libvirt host (a test host) even when the conversion was killed
+and resumed, uefi-lvm with Secure Boot into this host's libvirt. The source image is
+never written. (bios-ext4 is converted through the agent ISO to files:
+test_agent_iso.py, and through an agent onto a test host, here.)
 
 Slow: an appliance, a copy and a boot under QEMU (TCG here) per fixture.
 """
@@ -27,8 +28,7 @@ from imagebuilder.fixups.initramfs import DRACUT_CONF
 from p2v import accel, firmware
 from tests import hosts
 from tests.conftest import attach_loop, fixture_image, require_root
-from tests.e2e.converted import check_converted
-from tests.e2e.test_remote import on_the_host
+from tests.e2e.converted import check_converted, on_the_host
 from tests.integration.agent.test_serve import PORT, secret_file, serving
 from tests.integration.transfer.disks import data_blocks, digest, p2v
 
@@ -48,52 +48,58 @@ def durable_blocks(job: str, step: str) -> int:
         journal.close()
 
 
-def test_killed_conversion_resumes_and_boots_on_virtio(out: Path) -> None:
-    """uefi-lvm (UEFI, root on LVM, dracut initramfs): `kill -9` in the middle of the
-    copy, then `p2v convert --resume JOB` goes on from there: the guest is not fixed
-    again, what the target durably holds is not copied again, and the result boots."""
-    name = "uefi-lvm"
+def test_killed_conversion_onto_another_host_resumes_and_boots_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bios-ext4 converted onto another libvirt host (a test host), its disk a volume
+    of that host's pool filled through the libvirt connection: `kill -9` in the middle
+    of the copy, then `p2v convert --resume JOB` goes on from there: the guest is not
+    fixed again, what the volume durably holds is not copied again, the guest boots
+    there, and this host keeps no copy of the disk."""
+    require_root("test hosts are namespaces")
+    name = "bios-ext4"
     image = fixture_image(name)
     before = digest(image)
-    argv = [
-        "convert", "--disk", str(image), "--output-dir", str(out), "--name", name,
-        # Two vCPUs: the emulated boot uses both host cores. A slow copy: time to kill it.
-        "--vcpus", "2", "--verify-boot", "--bwlimit", "40M", "--checkpoint", "2", "--json",
-    ]  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "p2v.cli", *argv], stderr=subprocess.PIPE, text=True
-    )
-    assert proc.stderr is not None
-    job = ""
-    said = []
-    for line in proc.stderr:
-        said.append(line)
-        job = job or line.split()[2] if line.startswith("p2v: job ") else job
-        if line.startswith("p2v: copy sda"):
-            break
-    else:
-        raise AssertionError(f"the conversion ended before its copy: {proc.wait()}")
-    # The server's initramfs is dracut's (initramfs-tools' /etc is left over): the
-    # drivers go where dracut looks, and its next rebuild keeps them.
-    assert f"{DRACUT_CONF}: virtio drivers added" in "".join(said), "".join(said)
-    deadline = time.monotonic() + 120
-    while durable_blocks(job, "copy sda") < 4:
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.2)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert "interrupted" in p2v("history").stdout
+    # The test host shares this machine's processor: the accelerator that works here.
+    monkeypatch.setenv("P2V_ACCEL", accel.detect().accel)
+    with hosts.running(["p2vt-target"]) as [host]:
+        argv = [
+            "convert", "--disk", str(image), "--target", "kvm", "-c", host.uri,
+            "--name", name, "--verify-boot", "--json",
+            "--bwlimit", "40M", "--checkpoint", "2",  # a slow copy: time to kill it
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "p2v.cli", *argv], stderr=subprocess.PIPE, text=True
+        )
+        assert proc.stderr is not None
+        job = ""
+        said = []
+        for line in proc.stderr:
+            said.append(line)
+            job = job or line.split()[2] if line.startswith("p2v: job ") else job
+            if line.startswith("p2v: copy sda"):
+                break
+        else:
+            raise AssertionError(f"the conversion ended before its copy: {proc.wait()}")
+        deadline = time.monotonic() + 120
+        while durable_blocks(job, "copy sda") < 4:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert "interrupted" in p2v("history").stdout
 
-    done = p2v("convert", "--resume", job, "--bwlimit", "10G", "--json", timeout=1400)
-    assert "fix-ups ..." not in done.stderr, "the guest was fixed before: not again"
-    result = json.loads(done.stdout)
-    assert result["job_id"] == job
-    check_converted(name, result, done.stderr)
-    resumed = p2v("history", job, "--json").stdout
-    assert json.loads(resumed)["state"] == "done"
-    copy_job = json.loads(p2v("history", result["copies"][0]["job_id"], "--json").stdout)
-    assert copy_job["result"]["resumed"] > 0, "durable blocks are not copied again"
-    assert not list(out.glob(".p2v-*")), "the work directory goes once the job is done"
+        done = p2v("convert", "--resume", job, "--bwlimit", "10G", "--json", timeout=1400)
+        assert "fix-ups ..." not in done.stderr, "the guest was fixed before: not again"
+        result = json.loads(done.stdout)
+        assert result["job_id"] == job
+        check_converted(name, result, done.stderr)
+        on_the_host(host, name, "sda", result, image.stat().st_size)
+        assert json.loads(p2v("history", job, "--json").stdout)["state"] == "done"
+        copy_job = json.loads(p2v("history", result["copies"][0]["job_id"], "--json").stdout)
+        assert copy_job["result"]["resumed"] > 0, "durable blocks are not copied again"
+        work = Path(os.environ["P2V_HOME"]) / "guests"
+        assert not list(work.glob(".p2v-*")), "the work directory goes once the job is done"
     assert digest(image) == before, "the source image must not change"
 
 
@@ -163,6 +169,9 @@ def test_secure_boot_guest_in_libvirt_boots_checks_again_and_is_replaced_cleanly
     try:
         failed = p2v(*argv, "--boot-timeout", "2", check=False, timeout=1400)
         assert failed.returncode == 8, failed.stderr
+        # The server's initramfs is dracut's (initramfs-tools' /etc is left over): the
+        # drivers go where dracut looks, and its next rebuild keeps them.
+        assert f"{DRACUT_CONF}: virtio drivers added" in failed.stderr
         job = next(w for w in failed.stderr.split() if w.startswith("convert-"))
         disk = out / f"{name}-sda.qcow2"
         assert "the guest was converted but did not boot within 2 s" in failed.stderr
@@ -210,7 +219,7 @@ def test_an_agent_stopping_mid_conversion_onto_another_host_is_named_and_the_job
     copying only what is left into the volume. The domain is then defined on that host,
     its disk a volume of the host's pool, and this host holds no copy of the disk. No
     boot: the agent inventories this machine, whose NICs the fixture's guest does not
-    know; test_remote.py boots bios-ext4 on a test host."""
+    know; the killed conversion above boots bios-ext4 on a test host."""
     require_root("test hosts are namespaces")
     image = fixture_image("bios-ext4")
     device = attach_loop(image, "--read-only")
