@@ -24,6 +24,7 @@ from p2v.errors import ComponentError, InputError
 from p2v.host import virt
 from p2v.host.virt import console as virt_console
 from p2v.host.virt import storage
+from p2v.host.virt.domainxml import DomainXml
 from tests import hosts
 from tests.fixtures import builder
 from tests.fixtures.vmguest import PORT, Settings, console, records
@@ -63,6 +64,7 @@ def start(
     memory_mib: int | None = None,
     timeout: float = START_TIMEOUT,
     boot: bool = True,
+    uefi: bool = False,
 ) -> None:
     """Upload the image, define and start the guest, and return once it counts (or,
     `boot` False, leave it defined and shut off). A guest that does not get there is
@@ -78,8 +80,8 @@ def start(
         try:
             storage.upload_file(conn, vol, str(image))
             spec = GuestSpec(
-                name, settings, memory_mib or settings.memory_mib, storage.path(vol),
-                accel.detect().libvirt_domain_type,
+                name, settings, memory_mib or settings.memory_for(uefi), storage.path(vol),
+                accel.detect().libvirt_domain_type, uefi,
             )  # fmt: skip
             domain = virt.define(conn, spec.to_xml())
             try:
@@ -165,13 +167,24 @@ def disk_records(uri: str, name: str) -> str:
         domain = virt.lookup(conn, name)
         if domain is not None and (now := virt.state(domain)) != "shut off":
             raise InputError(f"{name} on {uri} is {now}; its disk can be read once it is shut off")
-        vol = virt.volume(virt.pool(conn, POOL), volume_name(name))
+        pool = virt.pool(conn, POOL)
+        storage.refresh(pool)
+        vol = virt.volume(pool, volume_name(name))
+        if domain is not None:  # the disk it writes now: an overlay, after a snapshot
+            vol = storage.volume_at(conn, DomainXml.parse(domain.XMLDesc()).disks[0].source)
         if vol is None:
             raise InputError(f"{uri}: no volume {volume_name(name)} in the pool {POOL}")
-        with tempfile.TemporaryDirectory(prefix="p2v-guest-disk-") as tmp:
-            copy = Path(tmp) / volume_name(name)
-            storage.download_file(conn, vol, str(copy))
-            return records.read_from_image(copy)
+        flat = None
+        if storage.backing(vol):  # one file, made by the host's libvirt (qemu-img convert)
+            flat = storage.durable_clone(vol, f".{name}.records.qcow2")
+        try:
+            with tempfile.TemporaryDirectory(prefix="p2v-guest-disk-") as tmp:
+                copy = Path(tmp) / volume_name(name)
+                storage.download_file(conn, flat or vol, str(copy))
+                return records.read_from_image(copy)
+        finally:
+            if flat is not None:
+                storage.delete_volume(flat)
 
 
 def read_counters(sock: socket.socket, seconds: float) -> list[int]:

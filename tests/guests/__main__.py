@@ -31,12 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     start.add_argument("--gw", metavar="ADDRESS", help="default: 10.253.0.1 on the test subnet")
     start.add_argument("--timeout", type=float, default=guests.START_TIMEOUT, metavar="S")
+    start.add_argument("--uefi", action="store_true", help="boot it with OVMF, not SeaBIOS")
     counter.add_argument("--timeout", type=float, default=guests.COUNTER_TIMEOUT, metavar="S")
     args = parser.parse_args(argv)
     try:
         if args.verb == "start":
             settings = guests.settings_for(args.workload, args.ip, args.gw)
-            guests.start(args.host, args.name, settings, args.memory, args.timeout)
+            guests.start(args.host, args.name, settings, args.memory, args.timeout,
+                         uefi=args.uefi)  # fmt: skip
             print(args.name)
         elif args.verb == "counter":
             print(guests.counter(args.host, args.name, args.timeout))

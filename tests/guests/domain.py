@@ -17,6 +17,7 @@ class GuestSpec:
     memory_mib: int
     disk_path: str  # the qcow2 volume's path on its host
     domain_type: str = "qemu"  # "kvm" where KVM really works
+    uefi: bool = False  # OVMF (no Secure Boot) with a variable store libvirt makes
 
     def to_xml(self) -> str:
         """The domain: one vCPU, the disk, a virtio NIC on the host's bridge when the
@@ -29,8 +30,16 @@ class GuestSpec:
         oem = ET.SubElement(sysinfo, "oemStrings")
         for entry in self.settings.oem_strings():
             ET.SubElement(oem, "entry").text = entry
-        os_node = ET.SubElement(domain, "os")
+        os_node = (
+            ET.SubElement(domain, "os", firmware="efi")
+            if self.uefi
+            else ET.SubElement(domain, "os")
+        )
         ET.SubElement(os_node, "type", arch="x86_64", machine="q35").text = "hvm"
+        if self.uefi:
+            chosen = ET.SubElement(os_node, "firmware")
+            for feature in ("secure-boot", "enrolled-keys"):
+                ET.SubElement(chosen, "feature", enabled="no", name=feature)
         ET.SubElement(os_node, "boot", dev="hd")
         ET.SubElement(os_node, "smbios", mode="sysinfo")
         ET.SubElement(ET.SubElement(domain, "features"), "acpi")
