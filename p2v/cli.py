@@ -10,7 +10,16 @@ import sys
 from collections.abc import Sequence
 
 from p2v import __version__
-from p2v.commands import agents, convert, history, inventory, migrate, schedule, transfer
+from p2v.commands import (
+    agents,
+    convert,
+    history,
+    inventory,
+    migrate,
+    schedule,
+    snapshot,
+    transfer,
+)
 from p2v.commands.options import HelpLayout
 from p2v.errors import EXIT_CODES, INTERRUPTED, P2VError, system_error
 from p2v.host.virt import DEFAULT_URI  # libvirt itself loads only on connect
@@ -102,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     agents.register(verbs)
     convert.register(verbs)
     migrate.register(verbs)
+    snapshot.register(verbs)
     history.register(verbs)
     schedule.register(verbs)
     for verb in verbs.choices.values():

@@ -50,6 +50,14 @@ def definition(domain: Any) -> str:
         return str(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE))
 
 
+def nvram(domain: Any) -> str | None:
+    """The path of a UEFI domain's variable store on its host; None for BIOS."""
+    from p2v.host.virt.domainxml import DomainXml
+
+    described = DomainXml.parse(definition(domain))
+    return described.nvram if described.firmware == "uefi" else None
+
+
 def live_xml(domain: Any) -> str:
     with failing_as(f", reading {domain.name()}"):
         return str(domain.XMLDesc(0))
