@@ -7,7 +7,12 @@ import json
 import sys
 from typing import Any
 
-from p2v.commands.options import HelpLayout, add_connect_timeout_option
+from p2v.commands.options import (
+    HelpLayout,
+    add_connect_timeout_option,
+    add_schedule_options,
+    count,
+)
 from p2v.errors import EXIT_CODES, InputError
 from p2v.host.virt import DEFAULT_URI
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT
@@ -45,11 +50,27 @@ def register(verbs: Any) -> None:
                    help="create: a few words kept with the snapshot")  # fmt: skip
     p.add_argument("--force", action="store_true",
                    help="revert: a running VM too, losing what it did since")  # fmt: skip
+    p.add_argument("--keep", type=count, metavar="N",
+                   help="create: a rotation; NAME (default snap) is a prefix, each snapshot "
+                   "NAME-YYYYmmdd-HHMMSS, and once it is taken the oldest of them beyond N "
+                   "are deleted (with --every: keeps exactly N)")  # fmt: skip
     p.add_argument("--tree", action="store_true", help="list: draw the snapshots as a tree")
     p.add_argument("--json", action="store_true", help="print the record, or the list, as JSON")
     p.add_argument("--resume", metavar="JOB", help="go on with a snapshot job that stopped")
     add_connect_timeout_option(p, DEFAULT_CONNECT_TIMEOUT)
     p.set_defaults(func=_cmd_snapshot)
+    add_schedule_options(p, _check_schedule)
+
+
+def _check_schedule(args: argparse.Namespace) -> None:
+    """A schedule takes snapshots again and again: `create`, and with a NAME only as a
+    rotation's prefix (--keep), since a name is taken once."""
+    if args.resume or args.action != "create":
+        raise InputError("--at, --every and --cron schedule `snapshot create`")
+    if args.name and not args.keep and (args.schedule_every or args.schedule_cron):
+        raise InputError(f"a snapshot named {args.name!r} can be taken once: give --keep N "
+                         "(NAME is then a prefix), or no NAME")  # fmt: skip
+    _request(args)
 
 
 def _request(args: argparse.Namespace) -> Any:
@@ -64,14 +85,20 @@ def _request(args: argparse.Namespace) -> Any:
                          f"(`p2v snapshot list {args.vm}` shows them)")  # fmt: skip
     misplaced = [flag for flag, given, action in (
         ("--disk-only", args.disk_only, "create"), ("--description", args.description, "create"),
-        ("--force", args.force, "revert"), ("--tree", args.tree, "list"),
+        ("--keep", args.keep, "create"), ("--force", args.force, "revert"),
+        ("--tree", args.tree, "list"),
     ) if given and args.action != action]  # fmt: skip
     if misplaced:
         raise InputError(f"{', '.join(misplaced)} does not go with snapshot {args.action}")
-    name = checked_name(args.name) if args.name else default_name()
+    rotation = checked_name(args.name or "snap") if args.keep else None
+    if rotation:
+        name = default_name(prefix=rotation)
+    else:
+        name = checked_name(args.name) if args.name else default_name()
     return Request(action=args.action, vm=args.vm, uri=args.connect, name=name,
                    disk_only=args.disk_only, force=args.force, description=args.description,
-                   connect_timeout=args.connect_timeout)  # fmt: skip
+                   connect_timeout=args.connect_timeout, rotation=rotation,
+                   keep=args.keep)  # fmt: skip
 
 
 def _cmd_snapshot(args: argparse.Namespace) -> int:
@@ -102,7 +129,7 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from p2v.snapshot import listing
 
-    if args.name or args.disk_only or args.force or args.description:
+    if args.name or args.disk_only or args.force or args.description or args.keep:
         raise InputError("snapshot list takes VM, -c URI, --tree and --json")
     if args.vm is None:
         raise InputError("snapshot list needs VM")

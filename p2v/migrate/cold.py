@@ -80,10 +80,7 @@ def _staged(name: str, request: Request) -> str:
 
 
 def nvram_identity(src: Any, nvram: str) -> dict[str, Any]:
-    directory, name = posixpath.split(nvram)
-    with storage.directory_pool(src, directory) as here:
-        storage.refresh(here)
-        vol = storage.volume(here, name)
+    with storage.file_volume(src, nvram) as vol:
         if vol is None:
             raise MigrationError(f"the UEFI variable store {nvram} is gone")
         return storage.identity(vol)

@@ -71,10 +71,8 @@ def _overlays(conn: Any, now: DomainXml, name: str) -> tuple[list[Overlay], list
 
 def _exists(conn: Any, path: str) -> bool:
     """Whether a file is at `path` on the host, as its storage pools see it."""
-    directory = posixpath.dirname(path)
-    with storage.directory_pool(conn, directory) as pool:
-        storage.refresh(pool)
-        return storage.volume(pool, posixpath.basename(path)) is not None
+    with storage.file_volume(conn, path) as vol:
+        return vol is not None
 
 
 def _room_for_memory(conn: Any, disk: str, memory_file: str, ram: int) -> list[str]:

@@ -23,7 +23,7 @@ from p2v.host.virt import domains, snapshots, storage
 from p2v.jobs.journal import Journal, Lock, vm_lock
 from p2v.jobs.runner import Kind, Run, Step
 from p2v.snapshot import checks
-from p2v.snapshot.plan import Plan, nvram_copy
+from p2v.snapshot.plan import Plan, nvram_copy, rotated
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT
 
 Say = Callable[[str], None]
@@ -39,6 +39,10 @@ class Request:
     force: bool = False  # revert a running VM
     description: str = ""
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    # create: a rotation: `name` is PREFIX-TIME, and after it is taken the oldest
+    # PREFIX-TIME snapshots beyond `keep` are deleted.
+    rotation: str | None = None
+    keep: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -159,6 +163,23 @@ def _create(job: Run, conn: Any, domain: Any, plan: Plan, request: Request) -> N
             return {"copy": copy}
 
         job(Step("nvram", copy_nvram, needs=("snapshot",)))
+    if request.rotation and request.keep:
+        prefix, keep = request.rotation, request.keep
+
+        def rotate() -> dict[str, Any]:
+            listed = [(s.name, s.created) for s in snapshots.listed(domain)]
+            gone = rotated(listed, prefix, keep)
+            for name in gone:
+                if (old := snapshots.lookup(domain, name)) is not None:
+                    snapshots.delete(old)
+                if plan.nvram:
+                    _drop_nvram_copy(conn, plan.nvram, name)
+            if gone:
+                job.say(f"rotation {prefix}: {len(gone)} deleted ({', '.join(gone)}), "
+                        f"{keep} kept")  # fmt: skip
+            return {"deleted": gone}
+
+        job.record["rotated_out"] = job(Step("rotate", rotate))["deleted"]
     job.record.update(
         memory=plan.memory_file is not None, memory_file=plan.memory_file,
         overlays={d.target: d.overlay for d in plan.disks},
@@ -168,10 +189,7 @@ def _create(job: Run, conn: Any, domain: Any, plan: Plan, request: Request) -> N
 
 
 def _nvram_identity(conn: Any, nvram: str) -> dict[str, Any]:
-    directory, name = posixpath.split(nvram)
-    with storage.directory_pool(conn, directory) as pool:
-        storage.refresh(pool)
-        vol = storage.volume(pool, name)
+    with storage.file_volume(conn, nvram) as vol:
         if vol is None:
             raise InputError(f"the UEFI variable store {nvram} is gone")
         return storage.identity(vol)
@@ -236,17 +254,16 @@ def _delete(job: Run, conn: Any, domain: Any, request: Request) -> None:
 
     job(Step("delete", delete, settles=True))
     if nvram := domains.nvram(domain):
+        job(Step("nvram", lambda: {"deleted": _drop_nvram_copy(conn, nvram, request.name)}))
 
-        def drop_copy() -> dict[str, Any]:
-            directory, _ = posixpath.split(nvram)
-            copy = posixpath.basename(nvram_copy(nvram, request.name))
-            with storage.directory_pool(conn, directory) as pool:
-                storage.refresh(pool)
-                if (vol := storage.volume(pool, copy)) is not None:
-                    storage.delete_volume(vol)
-            return {"deleted": copy}
 
-        job(Step("nvram", drop_copy))
+def _drop_nvram_copy(conn: Any, nvram: str, snapshot: str) -> str:
+    """The variable store's copy that went with `snapshot`, deleted (if there is one)."""
+    copy = nvram_copy(nvram, snapshot)
+    with storage.file_volume(conn, copy) as vol:
+        if vol is not None:
+            storage.delete_volume(vol)
+    return copy
 
 
 def summary(record: dict[str, Any]) -> str:

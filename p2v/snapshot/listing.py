@@ -4,7 +4,6 @@ is current."""
 
 from __future__ import annotations
 
-import posixpath
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -60,9 +59,7 @@ def _allocation(conn: Any, path: str) -> int | None:
     """The bytes the file at `path` takes on its host; None when there is none."""
     vol = storage.volume_at(conn, path)
     if vol is None:
-        with storage.directory_pool(conn, posixpath.dirname(path)) as pool:
-            storage.refresh(pool)
-            vol = storage.volume(pool, posixpath.basename(path))
+        with storage.file_volume(conn, path) as vol:
             return storage.allocation(vol) if vol is not None else None
     return storage.allocation(vol)
 

@@ -29,8 +29,16 @@ def checked_name(name: str) -> str:
     return name
 
 
-def default_name(now: float | None = None) -> str:
-    return time.strftime("snap-%Y%m%d-%H%M%S", time.localtime(now))
+def default_name(now: float | None = None, prefix: str = "snap") -> str:
+    return time.strftime(f"{prefix}-%Y%m%d-%H%M%S", time.localtime(now))
+
+
+def rotated(snapshots: list[tuple[str, float]], prefix: str, keep: int) -> list[str]:
+    """Of (name, taken) pairs, the snapshots a rotation of `prefix` deletes so that
+    `keep` of its own stay: the oldest first. Others' snapshots are never counted."""
+    own = re.compile(re.escape(prefix) + r"-\d{8}-\d{6}")
+    mine = sorted((taken, name) for name, taken in snapshots if own.fullmatch(name))
+    return [name for _, name in mine[: max(len(mine) - keep, 0)]]
 
 
 def overlay_path(disk: str, snapshot: str) -> str:

@@ -2,13 +2,15 @@
 (the pause recorded, and seen by a TCP client of its counter), refusals that change
 nothing, the tree, a revert that brings the counter back to the snapshot's value and
 the disk to that instant's records, a delete that merges a snapshot away while the
-other stays revertible, the UEFI variables of each snapshot back with it, and nothing
-left once all are deleted. One boot of the guest's UEFI form serves it all (TCG)."""
+other stays revertible, the UEFI variables of each snapshot back with it, nothing left
+once all are deleted, and a scheduled rotation keeping exactly N. One boot of the
+guest's UEFI form serves it all (TCG)."""
 
 from __future__ import annotations
 
 import json
 import posixpath
+import signal
 import subprocess
 import sys
 import time
@@ -108,10 +110,7 @@ def nvram_bytes(uri: str, vm: str, suffix: str = "") -> bytes:
     with virt.connection(uri) as conn:
         path = domains.nvram(virt.find(conn, vm))
         assert path, f"{vm} has no UEFI variable store"
-        directory, name = posixpath.split(path + suffix)
-        with storage.directory_pool(conn, directory) as pool:
-            storage.refresh(pool)
-            vol = storage.volume(pool, name)
+        with storage.file_volume(conn, path + suffix) as vol:
             assert vol is not None, f"no {path + suffix} on {uri}"
             return storage.read(conn, vol, 0, storage.length(vol))
 
@@ -183,6 +182,49 @@ def test_snapshots_taken_live_revert_to_their_instant_and_delete_merging(
     jobs = [j for j in json.loads(p2v("history", "--json").stdout) if j["kind"] == "snapshot"]
     assert [j["state"] for j in jobs] == ["done"] * 7  # the refusals recorded nothing
 
+    # A rotation on a schedule (disks only, the guest is shut off): after three runs,
+    # exactly the two newest of its snapshots are there.
+    made = snapshot("create", NAME, "rot", "--keep", "2", "--disk-only", "-c", host.uri,
+                    "--every", "3s", "--json")  # fmt: skip
+    schedule = json.loads(made.stdout)["id"]
+    runs = scheduled_runs(schedule, 3)
+    assert len(runs) >= 3 and all(run["state"] == "done" for run in runs), runs
+    kept = json.loads(snapshot("list", NAME, "-c", host.uri, "--json").stdout)
+    made_by = [child for run in runs for child in run["result"]["jobs"]]
+    names = [p2v_show(job)["result"]["name"] for job in made_by]
+    assert [s["name"] for s in kept] == names[-2:], (kept, names)
+
+
+def p2v_show(job: str) -> dict[str, Any]:
+    return dict(json.loads(p2v("show", job, "--json").stdout))
+
+
+def scheduled_runs(schedule: str, count: int) -> list[dict[str, Any]]:
+    """`p2v scheduler` running until `count` runs of the schedule have ended; then the
+    schedule is paused and the run under way, if any, ends on its own. Every run of
+    it, oldest first."""
+    scheduler = subprocess.Popen([sys.executable, "-m", "p2v.cli", "scheduler"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def runs() -> list[dict[str, Any]]:
+        listed = json.loads(p2v("history", "--json", "--limit", "200").stdout)
+        return [j for j in listed if j["kind"] == "run" and j["schedule"] == schedule][::-1]
+
+    try:
+        deadline = time.monotonic() + 120
+        while len([r for r in runs() if r["state"] != "running"]) < count:
+            assert time.monotonic() < deadline, f"not {count} runs of {schedule} in 120 s"
+            time.sleep(0.5)
+        p2v("schedule", "pause", schedule)
+        time.sleep(3)  # the scheduler reads the schedules every 2 s
+        while any(r["state"] == "running" for r in runs()):
+            assert time.monotonic() < deadline, f"a run of {schedule} does not end"
+            time.sleep(0.5)
+        return runs()
+    finally:
+        scheduler.send_signal(signal.SIGINT)
+        scheduler.wait(30)
+
 
 def change_nvram(uri: str) -> None:
     """Stop the guest and write over the start of its UEFI variable store."""
@@ -191,7 +233,5 @@ def change_nvram(uri: str) -> None:
         virt.destroy(domain)
         path = domains.nvram(domain)
         assert path
-        with storage.directory_pool(conn, posixpath.dirname(path)) as pool:
-            storage.refresh(pool)
-            vol = storage.volume(pool, posixpath.basename(path))
+        with storage.file_volume(conn, path) as vol:
             storage.write(conn, vol, 0, bytes(4096))

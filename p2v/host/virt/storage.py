@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import posixpath
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -203,6 +204,17 @@ def directory_pool(conn: Any, directory: str) -> Iterator[Any]:
         libvirt = libvirt_module()
         with contextlib.suppress(libvirt.libvirtError):
             made.destroy()
+
+
+@contextlib.contextmanager
+def file_volume(conn: Any, path: str) -> Iterator[Any]:
+    """The file at `path` on the connection's host as a volume, or None when there is
+    none, for the time of the block (through the pool over its directory, as
+    directory_pool makes it)."""
+    directory, name = posixpath.split(path)
+    with directory_pool(conn, directory) as pool:
+        refresh(pool)
+        yield volume(pool, name)
 
 
 def volume_at(conn: Any, where: str) -> Any:

@@ -61,3 +61,13 @@ def test_the_tree_puts_each_snapshot_under_its_parent() -> None:
     drawn = ["base", "├─ a", "│  └─ a2", "└─ b"]
     assert [line[: len(start)] for line, start in zip(lines, drawn, strict=True)] == drawn
     assert lines[-1].endswith("(current)") and "memory + disks" in lines[0]
+
+
+def test_a_rotation_deletes_its_own_oldest_beyond_what_it_keeps() -> None:
+    from p2v.snapshot.plan import default_name, rotated
+
+    taken = [(default_name(t, "hourly"), t) for t in (100.0, 4000.0, 8000.0, 12000.0)]
+    others = [("before-upgrade", 50.0), ("daily-2025", 60.0), ("hourly-x", 70.0)]
+    assert rotated(taken + others, "hourly", 2) == [taken[0][0], taken[1][0]]
+    assert rotated(taken + others, "hourly", 9) == []
+    assert rotated(others, "hourly", 1) == []
