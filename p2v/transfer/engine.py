@@ -54,6 +54,7 @@ class Settings:
     bwlimit: int | None = None  # bytes/s
     checkpoint_interval: float = DEFAULT_CHECKPOINT
     io_timeout: float = DEFAULT_IO_TIMEOUT
+    pieces: bool = False  # blocks come back with their pieces' digests (Completion.pieces)
 
 
 @dataclass
@@ -108,6 +109,7 @@ class Transfer:
             checkpoint_interval=self.settings.checkpoint_interval,
             io_timeout=self.settings.io_timeout,
             limiter=TokenBucket(self.settings.bwlimit) if self.settings.bwlimit else None,
+            pieces=self.settings.pieces,
         )
         pairs = self._handles(connections)
         final = FinalFlush(len(pairs))

@@ -71,6 +71,9 @@ class Completion:
     index: int
     digest: bytes | None  # None when parts of the block were left alone (incremental)
     bad: list[Range] = field(default_factory=list)
+    # With WorkerSettings.pieces: each piece's digest, None for a piece left alone, so
+    # that a block partly left alone gets its digest from an earlier copy's pieces.
+    pieces: tuple[bytes | None, ...] | None = None
 
 
 @dataclass
@@ -81,6 +84,7 @@ class WorkerSettings:
     checkpoint_interval: float
     io_timeout: float  # seconds without a reply before a side counts as gone
     limiter: TokenBucket | None = None
+    pieces: bool = False  # report every block's piece digests (Completion.pieces)
 
     @property
     def flush_timeout(self) -> float:
@@ -129,6 +133,7 @@ class _Slot:
         self.bad: list[tuple[Range, OSError]] = []
         self.write_error: OSError | None = None
         self.digest: bytes | None = None
+        self.pieces: tuple[bytes | None, ...] | None = None
         self.copied = 0
         self.retry_at = 0.0
 
@@ -352,11 +357,13 @@ class Worker(threading.Thread):
         if target_zero:
             # Zeros read around the data, in its first and last piece, stay holes.
             writes = intersect(writes, list(work.data))
+        lengths = blockhash.piece_lengths(work.length)
         if not work.skipped:
-            lengths = blockhash.piece_lengths(work.length)
             slot.digest = blockhash.block_digest(
                 digests.get(i) or blockhash.zero_piece(n) for i, n in enumerate(lengths)
             )
+        if self.settings.pieces:
+            slot.pieces = _pieces(work, digests, lengths)
         slot.stage = _WRITING
         slot.copied = sum(hi - lo for lo, hi in writes)
         for lo, hi in writes:
@@ -384,7 +391,7 @@ class Worker(threading.Thread):
             skipped=work.skipped,
         )
         bad = coalesce(span for span, _ in slot.bad)
-        self._unflushed.append(Completion(work.index, slot.digest, bad))
+        self._unflushed.append(Completion(work.index, slot.digest, bad, slot.pieces))
         slot.work = None
 
     # -- durability ---------------------------------------------------------
@@ -427,6 +434,24 @@ class Worker(threading.Thread):
 
 
 _EMPTY = object()
+
+
+def _pieces(
+    work: BlockWork, read: dict[int, bytes], lengths: list[int]
+) -> tuple[bytes | None, ...]:
+    """Each piece's digest: hashed when read, the zero digest when wholly inside the
+    zeros, None when (some of) it was left alone."""
+    piece = blockhash.PIECE_SIZE
+    out: list[bytes | None] = []
+    zeros = list(work.zeros)
+    for i, n in enumerate(lengths):
+        if i in read:
+            out.append(read[i])
+            continue
+        lo = work.start + i * piece
+        whole = intersect([(lo, lo + n)], zeros) == [(lo, lo + n)]
+        out.append(blockhash.zero_piece(n) if whole or not work.skipped else None)
+    return tuple(out)
 
 
 def split_range(span: Range, sector: int, parts: int = SPLIT) -> list[Range]:

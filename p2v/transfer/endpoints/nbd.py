@@ -19,6 +19,7 @@ import nbd
 
 from p2v.errors import P2VError
 from p2v.transfer import extents as ext
+from p2v.transfer.blockhash import PIECE_SIZE as PIECE
 from p2v.transfer.endpoints.base import Done, Endpoint
 from p2v.transfer.endpoints.handshake import HandshakeTimeout, disconnect
 from p2v.transfer.extents import Extent, Kind
@@ -126,8 +127,13 @@ class NbdEndpoint(Endpoint):
             covered = min(found[-1].end if found else pos, end)
             if self._bitmap_context:
                 dirty_offset, dirty_entries = replies[self._bitmap_context]
-                dirty = list(ext.dirty_ranges(dirty_offset, dirty_entries))
                 covered = min(covered, dirty_offset + sum(dirty_entries[0::2]))
+                if covered < end and covered - covered % PIECE > pos:
+                    covered -= covered % PIECE  # the rest of the piece comes next
+                # Whole pieces dirty or clean, so that each piece of an incremental
+                # copy has a digest, or is left as it was.
+                dirty = [(lo - lo % PIECE, min(-(-hi // PIECE) * PIECE, self.size))
+                         for lo, hi in ext.dirty_ranges(dirty_offset, dirty_entries)]  # fmt: skip
                 found = list(ext.restrict(ext.clip(found, pos, covered), dirty))
             if covered <= pos:
                 raise OSError(errno.EPROTO, f"{self.name}: empty block status reply at {pos}")
