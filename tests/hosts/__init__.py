@@ -48,6 +48,8 @@ START_TIMEOUT = 30.0
 # the hosts of this machine share that cache, kept between runs.
 CAPS_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "p2v/qemu-caps"
 CAPS_DIR = "var/cache/libvirt/qemu/capabilities"
+# Inside a host: the certificates of its backups' NBD exports (TLS, client verified).
+SERVER_CERTS = "etc/libvirt/pki/backup"
 
 
 @dataclass
@@ -69,6 +71,11 @@ class TestHost:
     @property
     def root(self) -> Path:
         return STATE / self.name
+
+    @property
+    def client_certs(self) -> Path:
+        """The CA and client certificate p2v reads the host's backup exports with."""
+        return self.root / "client-tls"
 
     def line(self) -> str:
         return f"{self.name} {self.uri} {self.address}"
@@ -201,7 +208,42 @@ def _configure(host: TestHost) -> None:
     (etc / "qemu.conf").write_text(
         'user = "root"\ngroup = "root"\nstdio_handler = "file"\nsecurity_driver = "none"\n'
         f'migration_host = "{host.address}"\n'
+        f'backup_tls_x509_cert_dir = "/{SERVER_CERTS}"\nbackup_tls_x509_verify = 1\n'
     )
+    _certificates(host)
+
+
+def _certificates(host: TestHost) -> None:
+    """A CA of the host's own, its backup exports' server certificate (for its
+    address) and a client certificate, which `host.client_certs` holds for p2v."""
+    server, client = host.root / SERVER_CERTS, host.client_certs
+    for directory in (server, client):
+        directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca = host.root / "ca-key.pem", client / "ca-cert.pem"
+    subject = f"/CN=p2v test CA {host.name}"
+    _run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+         "-keyout", str(ca_key), "-out", str(ca), "-subj", subject)  # fmt: skip
+    shutil.copy(ca, server / "ca-cert.pem")
+    for where, role, name, usage in (
+        (
+            server,
+            "server",
+            host.address,
+            f"subjectAltName=IP:{host.address}\nextendedKeyUsage=serverAuth",
+        ),
+        (client, "client", "p2v", "extendedKeyUsage=clientAuth"),
+    ):
+        key, request, ext = where / f"{role}-key.pem", where / f"{role}.csr", where / f"{role}.ext"
+        ext.write_text(
+            f"{usage}\nkeyUsage=digitalSignature,keyEncipherment\nbasicConstraints=CA:FALSE\n"
+        )
+        _run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+             "-out", str(request), "-subj", f"/CN={name}")  # fmt: skip
+        cert = where / f"{role}-cert.pem"
+        _run("openssl", "x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key),
+             "-CAcreateserial", "-days", "30", "-extfile", str(ext), "-out", str(cert))  # fmt: skip
+        request.unlink()
+        ext.unlink()
 
 
 def _start_daemon(host: TestHost) -> int:
