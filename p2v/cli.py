@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from p2v import __version__
 from p2v.commands import (
     agents,
+    backup,
     convert,
     history,
     inventory,
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.register(verbs)
     migrate.register(verbs)
     snapshot.register(verbs)
+    backup.register(verbs)
     history.register(verbs)
     schedule.register(verbs)
     for verb in verbs.choices.values():

@@ -87,6 +87,12 @@ class MigrationError(P2VError):
         self.record = record or {}
 
 
+class BackupMismatch(P2VError):
+    """A backup does not read back as it was recorded (a restore, a verify)."""
+
+    exit_code = 11
+
+
 def system_error(error: OSError) -> P2VError:
     """What the system refused (a path that cannot be made, a full disk): not a bug
     of ours, so one line like every other error, naming the file."""
@@ -112,7 +118,8 @@ exit codes:
        once it ends
   {MigrationError.exit_code}   a migration did not finish (cancelled, --timeout, a host or the link
        failed); the message says where the guest runs now
+  {BackupMismatch.exit_code}   a backup does not read back as recorded (restore, backup verify)
   {INTERRUPTED}  interrupted (Ctrl-C); a job that had started can be resumed
 A job that stops after it started says how to go on: `p2v convert --resume JOB`,
-`p2v copy --resume JOB`, `p2v migrate --resume JOB`.
+`p2v copy --resume JOB`, `p2v migrate --resume JOB`, `p2v backup --resume JOB`.
 """

@@ -1,0 +1,165 @@
+"""Reading a backup directory back: restore any point of a chain, verify every point,
+list the chain. QEMU reads a point as a whole disk (its qcow2 with the backups it
+builds on as backing files); the transfer engine copies or hashes it, and the digest
+must equal the one recorded when the backup was taken."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from p2v.backup.catalog import Backup, Catalog, stored_bytes
+from p2v.errors import BackupMismatch, ComponentError, InputError, P2VError
+from p2v.transfer.endpoints import open_source, open_target
+from p2v.transfer.engine import Transfer
+from p2v.transfer.jobs import endpoint_digest
+from p2v.transfer.progress import QuietReporter, Reporter
+
+Say = Callable[[str], None]
+
+
+def point(catalog: Catalog, at: str | None) -> Backup:
+    """The backup named `at`, or the newest."""
+    if at:
+        return catalog.find(at)
+    found = catalog.backups()
+    if not found:
+        raise InputError(f"{catalog.directory} holds no complete backup")
+    return found[-1]
+
+
+def restore(
+    directory: Path,
+    at: str | None,
+    to: str,
+    say: Say,
+    reporter: Reporter | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Each disk of the point `at` rebuilt at `to` (a file for a one-disk VM, else a
+    directory that gets TARGET.qcow2 per disk), its digest checked."""
+    with Catalog(directory) as catalog:
+        backup = point(catalog, at)
+        targets = _targets(backup, to)
+        out = {}
+        for disk in backup.disks:
+            where = targets[disk.target]
+            with (
+                open_source(str(directory / disk.file), input_format="qcow2") as source,
+                open_target(where, disk.size, overwrite=overwrite) as target,
+            ):
+                (reporter or QuietReporter()).start(None, f"{disk.target} -> {where}", disk.size)
+                outcome = Transfer(source, target, target_zero=target.known_zero(),
+                                   reporter=reporter).run()  # fmt: skip
+            if outcome.digest != disk.digest:
+                raise BackupMismatch(
+                    f"{where} does not hold {disk.target} as backed up in {backup.folder()}: "
+                    f"digest {outcome.digest}, recorded {disk.digest} (`p2v backup verify`)"
+                )
+            say(f"{disk.target} of {backup.folder()} restored to {where}, digest checked")
+            out[disk.target] = {"path": where, "digest": disk.digest}
+    return {"backup": backup.folder(), "disks": out}
+
+
+def _targets(backup: Backup, to: str) -> dict[str, str]:
+    if len(backup.disks) == 1:
+        return {backup.disks[0].target: to}
+    if not os.path.isdir(to):
+        raise InputError(f"{backup.folder()} holds {len(backup.disks)} disks: --to must be a "
+                         "directory, which gets TARGET.qcow2 for each")  # fmt: skip
+    return {d.target: os.path.join(to, f"{d.target}.qcow2") for d in backup.disks}
+
+
+@dataclass
+class Finding:
+    backup: str
+    target: str | None
+    problem: str
+
+
+def verify(directory: Path, say: Say, reporter: Reporter | None = None) -> list[Finding]:
+    """Every point re-read: each file's qcow2 structure and backing link, and each
+    disk's digest at each point against the catalog's. [] when all is well."""
+    found: list[Finding] = []
+    with Catalog(directory) as catalog:
+        for backup in catalog.backups():
+            for disk in backup.disks:
+                path = directory / disk.file
+                problem = _structure(catalog, backup, disk.target, path)
+                if problem is None:
+                    try:
+                        with open_source(str(path), input_format="qcow2") as source:
+                            (reporter or QuietReporter()).start(
+                                None, f"verify {backup.folder()}/{disk.target}", disk.size
+                            )
+                            digest = endpoint_digest(source, reporter=reporter)
+                    except (OSError, P2VError) as error:
+                        problem = f"cannot be read: {error}"
+                    else:
+                        if digest != disk.digest:
+                            problem = f"digest {digest}, recorded {disk.digest}"
+                if problem:
+                    found.append(Finding(backup.folder(), disk.target, problem))
+                    say(f"{backup.folder()}/{disk.target}: {problem}")
+                else:
+                    say(f"{backup.folder()}/{disk.target}: good")
+    return found
+
+
+def _structure(catalog: Catalog, backup: Backup, target: str, path: Path) -> str | None:
+    if not path.exists():
+        return f"{path} is missing"
+    info = _qemu_img("info", "--output=json", "-U", str(path))
+    if isinstance(info, str):
+        return info
+    check = _qemu_img("check", "--output=json", "-U", str(path))
+    if isinstance(check, str):
+        return check
+    if check.get("corruptions") or check.get("leaks"):
+        return f"qcow2 check: {check.get('corruptions', 0)} corruptions"
+    backing = info.get("full-backing-filename") or info.get("backing-filename")
+    if backup.parent is None:
+        return f"has a backing file {backing}, where a full backup has none" if backing else None
+    parent = catalog.get(backup.parent)
+    expected = directory_file(catalog, parent, target)
+    if not backing or Path(path.parent, backing).resolve() != expected.resolve():
+        return f"its backing file is {backing}, not {expected} (the backup it builds on)"
+    return None
+
+
+def directory_file(catalog: Catalog, backup: Backup, target: str) -> Path:
+    return catalog.directory / next(d.file for d in backup.disks if d.target == target)
+
+
+def _qemu_img(*args: str) -> dict[str, Any] | str:
+    done = subprocess.run(["qemu-img", *args], capture_output=True, text=True, timeout=600)
+    if done.returncode not in (0, 2, 3) or not done.stdout.strip():
+        return f"qemu-img {args[0]}: {done.stderr.strip() or done.returncode}"
+    try:
+        out: dict[str, Any] = json.loads(done.stdout)
+    except json.JSONDecodeError as error:
+        raise ComponentError(f"qemu-img {args[0]} printed no JSON: {error}") from error
+    return out
+
+
+def listing(directory: Path) -> list[dict[str, Any]]:
+    """The chain, oldest first: each backup's kind, link, times, sizes and digests."""
+    with Catalog(directory) as catalog:
+        rows = []
+        for backup in catalog.backups():
+            parent = catalog.get(backup.parent).folder() if backup.parent else None
+            rows.append({
+                "backup": backup.folder(), "name": backup.name, "kind": backup.kind,
+                "parent": parent, "started": backup.started, "ended": backup.ended,
+                "consistency": backup.consistency, "why_full": backup.why,
+                "checkpoint": backup.checkpoint, "vm": backup.vm,
+                "disks": {d.target: {"size": d.size, "digest": d.digest, "read": d.read_bytes,
+                                     "stored": stored_bytes(directory / d.file)}
+                          for d in backup.disks},
+            })  # fmt: skip
+    return rows

@@ -1,0 +1,186 @@
+"""`p2v backup VM --to DIR`, `p2v backup list|verify DIR`, `p2v restore DIR --to PATH`:
+incremental backups through libvirt's backup API, and their way back."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from p2v.commands.options import HelpLayout, add_connect_timeout_option, add_schedule_options
+from p2v.errors import EXIT_CODES, BackupMismatch, InputError
+from p2v.host.virt import DEFAULT_URI
+from p2v.transfer import DEFAULT_CONNECT_TIMEOUT
+
+TOOLS = ("list", "verify")
+
+
+def register(verbs: Any) -> None:
+    p = verbs.add_parser(
+        "backup",
+        help="back a virtual machine up, fully or incrementally; list and verify backups",
+        description="`backup VM --to DIR` backs the VM's disks up through libvirt's backup "
+        "API while it runs: a checkpoint marks the instant, the guest's filesystems frozen "
+        "for it when its guest agent answers (else crash-consistent, recorded either way), "
+        "and only the blocks written since the last backup are read and stored (a shut-off "
+        "VM is started paused for it). DIR holds one folder per backup, a qcow2 per disk "
+        "whose backing file is the backup it builds on, and a catalog with the VM's XML "
+        "and every block's digest. The first backup is full; then incremental, unless "
+        "--full or --differential (from the last full). If the chain is lost (a checkpoint "
+        "gone, a disk added) the backup is full and says why. `backup list DIR` shows the "
+        "chain; `backup verify DIR` reads every point back and checks every digest and "
+        "link. From another host the export is read over TCP with TLS (--tls-certs).",
+        epilog=EXIT_CODES,
+        formatter_class=HelpLayout,
+    )
+    p.add_argument("vm", nargs="?", metavar="VM|list|verify",
+                   help="the virtual machine to back up; or list / verify, then DIR")  # fmt: skip
+    p.add_argument("directory", nargs="?", metavar="DIR", help="list, verify: the directory")
+    p.add_argument("--to", metavar="DIR", help="the backup directory (made if missing)")
+    p.add_argument("-c", "--connect", default=DEFAULT_URI, metavar="URI",
+                   help=f"the VM's libvirt host (default {DEFAULT_URI})")  # fmt: skip
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--full", dest="mode", action="store_const", const="full",
+                      help="a full backup, whatever the directory holds")  # fmt: skip
+    kind.add_argument("--incremental", dest="mode", action="store_const", const="incremental",
+                      help="what changed since the last backup (the default after a "
+                      "first)")  # fmt: skip
+    kind.add_argument("--differential", dest="mode", action="store_const", const="differential",
+                      help="what changed since the last full backup")  # fmt: skip
+    p.add_argument("--tls-certs", metavar="DIR",
+                   help="for a remote host's export: ca-cert.pem, client-cert.pem and "
+                   "client-key.pem")  # fmt: skip
+    p.add_argument("--nbd-port", type=int, default=10809, metavar="PORT",
+                   help="a remote host's export listens on this port of the host's address "
+                   "(default 10809)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the record, or the list, as JSON")
+    p.add_argument("--resume", metavar="JOB", help="go on with a backup job that stopped")
+    add_connect_timeout_option(p, DEFAULT_CONNECT_TIMEOUT)
+    p.set_defaults(func=_cmd_backup, mode=None)
+    add_schedule_options(p, _check_schedule)
+
+    r = verbs.add_parser(
+        "restore",
+        help="rebuild a VM's disks from a backup directory, at any point of its chain",
+        description="Rebuilds each disk as it was when the backup --at names was taken "
+        "(default: the newest), from the chain of backups it builds on, and checks the "
+        "result's digest against the one recorded then. --to is a file (raw, or qcow2 by "
+        "its name) for a one-disk VM, else a directory that gets TARGET.qcow2 per disk.",
+        epilog=EXIT_CODES,
+        formatter_class=HelpLayout,
+    )
+    r.add_argument("directory", metavar="DIR", help="the backup directory")
+    r.add_argument("--at", metavar="BACKUP", help="a backup's name or number (`backup list DIR`)")
+    r.add_argument("--to", required=True, metavar="PATH", help="where the disks go")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing --to file")
+    r.add_argument("--json", action="store_true", help="print the result as JSON")
+    r.set_defaults(func=_cmd_restore)
+
+
+def _request(args: argparse.Namespace) -> Any:
+    from p2v.backup.job import Request
+
+    if args.vm in TOOLS:
+        raise InputError(f"backup {args.vm} DIR cannot be scheduled")
+    if not args.vm or not args.to:
+        raise InputError("backup needs VM and --to DIR (or: backup list|verify DIR)")
+    if args.directory:
+        raise InputError(f"backup {args.vm}: the directory goes after --to, not {args.directory!r}")
+    return Request(vm=args.vm, uri=args.connect, directory=str(Path(args.to).resolve()),
+                   mode=args.mode or "auto", tls_certs=args.tls_certs, nbd_port=args.nbd_port,
+                   connect_timeout=args.connect_timeout)  # fmt: skip
+
+
+def _check_schedule(args: argparse.Namespace) -> None:
+    if args.resume:
+        raise InputError("--resume goes on now: it cannot be scheduled")
+    _request(args)
+
+
+def _cmd_backup(args: argparse.Namespace) -> int:
+    from p2v.backup import job
+    from p2v.jobs.journal import Journal
+
+    if args.vm in TOOLS and not args.resume:
+        return _tool(args)
+    if args.resume and (args.vm or args.to):
+        raise InputError("--resume JOB takes the job's own VM and directory; give it alone")
+    request = None if args.resume else _request(args)
+    journal = Journal()
+    reporter = _reporter(args)
+    try:
+        if request is None:
+            job_id, record = job.resume(args.resume, journal, _say, reporter)
+        else:
+            job_id, record = job.run(request, journal, _say, reporter)
+    finally:
+        journal.close()
+    if args.json:
+        print(json.dumps({"job": job_id, **record}))
+    else:
+        print(f"job {job_id}: {job.summary(record)}")
+    return 0
+
+
+def _tool(args: argparse.Namespace) -> int:
+    from p2v.backup import restore
+
+    if not args.directory:
+        raise InputError(f"backup {args.vm} needs DIR")
+    if args.to or args.mode:
+        raise InputError(f"backup {args.vm} DIR takes no --to or backup kind")
+    directory = Path(args.directory)
+    if args.vm == "verify":
+        findings = restore.verify(directory, _say, _reporter(args))
+        if args.json:
+            print(json.dumps([f.__dict__ for f in findings]))
+        elif findings:
+            print(f"{len(findings)} problem(s) in {directory}")
+        else:
+            print(f"every backup in {directory} reads back as recorded")
+        return BackupMismatch.exit_code if findings else 0
+    rows = restore.listing(directory)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"{directory} holds no complete backup")
+        return 0
+    from p2v.units import format_size, format_time
+
+    print(f"{'BACKUP':<24} {'KIND':<12} {'TAKEN':<19} {'READ':>9} {'STORED':>9}  DIGEST")
+    for row in rows:
+        for target, d in row["disks"].items():
+            print(f"{row['backup']:<24} {row['kind']:<12} {format_time(row['started']):<19} "
+                  f"{format_size(d['read'] or 0):>9} {format_size(d['stored']):>9}  "
+                  f"{target} {str(d['digest'])[:28]}…")  # fmt: skip
+        if row["why_full"]:
+            print(f"{'':<24} ({row['why_full']})")
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from p2v.backup import restore
+
+    done = restore.restore(Path(args.directory), args.at, args.to, _say, _reporter(args),
+                           overwrite=args.overwrite)  # fmt: skip
+    if args.json:
+        print(json.dumps(done))
+    else:
+        print(f"restored {done['backup']}: " + ", ".join(
+            f"{t} -> {d['path']}" for t, d in done["disks"].items()))  # fmt: skip
+    return 0
+
+
+def _reporter(args: argparse.Namespace) -> Any:
+    from p2v.transfer.progress import BarReporter, QuietReporter
+
+    if args.json or not sys.stderr.isatty():
+        return QuietReporter()
+    return BarReporter()
+
+
+def _say(message: str) -> None:
+    print(f"p2v: {message}", file=sys.stderr)

@@ -1,0 +1,65 @@
+"""Which backup comes next: full, incremental or differential, and why a full one."""
+
+from __future__ import annotations
+
+import pytest
+
+from p2v.backup.catalog import Backup, Disk
+from p2v.backup.plan import checkpoint_name, choose
+from p2v.errors import InputError
+
+UUID = "5f1c3c9e-0000-4000-8000-000000000001"
+
+
+def backup(n: int, kind: str, parent: int | None, disks: dict[str, int] | None = None) -> Backup:
+    sizes = disks or {"vda": 1 << 30}
+    return Backup(
+        id=n, name=f"b{n}", kind=kind, parent=parent, state="complete", vm="web1",
+        vm_uuid=UUID, uri="qemu:///system", checkpoint=f"p2v-c{n}", started=n, ended=n,
+        consistency="frozen", why=None, domain_xml="<domain/>", job=None,
+        disks=[Disk(t, f"{n:04d}-b{n}/{t}.qcow2", s) for t, s in sizes.items()],
+    )  # fmt: skip
+
+
+CHAIN = [backup(1, "full", None), backup(2, "incremental", 1), backup(3, "incremental", 2)]
+NOW = {"vda": 1 << 30}
+ALL = {"p2v-c1", "p2v-c2", "p2v-c3"}
+
+
+def test_the_first_backup_is_full_and_says_why_only_when_another_was_asked() -> None:
+    assert choose("auto", [], UUID, NOW, set()).why is None
+    asked = choose("incremental", [], UUID, NOW, set())
+    assert asked.kind == "full" and "no backup to build on" in str(asked.why)
+
+
+def test_incremental_builds_on_the_last_and_differential_on_the_last_full() -> None:
+    inc = choose("auto", CHAIN, UUID, NOW, ALL)
+    assert (inc.kind, inc.parent, inc.since) == ("incremental", 3, "p2v-c3")
+    diff = choose("differential", CHAIN, UUID, NOW, ALL)
+    assert (diff.kind, diff.parent, diff.since) == ("differential", 1, "p2v-c1")
+    assert choose("full", CHAIN, UUID, NOW, ALL).kind == "full"
+
+
+@pytest.mark.parametrize(
+    ("disks", "checkpoints", "why"),
+    [
+        (NOW, {"p2v-c1", "p2v-c2"}, "checkpoint p2v-c3 is gone"),
+        ({"vda": 1 << 30, "vdb": 1 << 20}, ALL, "vdb added"),
+        ({"vda": 2 << 30}, ALL, "vda changed size"),
+    ],
+)
+def test_a_lost_chain_falls_back_to_full_saying_why(
+    disks: dict[str, int], checkpoints: set[str], why: str
+) -> None:
+    chosen = choose("incremental", CHAIN, UUID, disks, checkpoints)
+    assert chosen.kind == "full" and chosen.parent is None
+    assert why in str(chosen.why) and "from b3" in str(chosen.why)
+
+
+def test_another_machines_directory_is_refused() -> None:
+    with pytest.raises(InputError, match="backups of another machine"):
+        choose("auto", CHAIN, "00000000-0000-4000-8000-000000000002", NOW, ALL)
+
+
+def test_checkpoint_names_are_ours_and_name_the_machine() -> None:
+    assert checkpoint_name("20261207-031205", UUID) == "p2v-5f1c3c9e-20261207-031205"
