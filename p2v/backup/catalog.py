@@ -177,6 +177,26 @@ class Catalog:
             for table, column in (("blocks", "backup"), ("disks", "backup"), ("backups", "id")):
                 self.db.execute(f"DELETE FROM {table} WHERE {column}=?", (backup_id,))
 
+    def merge_into_children(self, backup: Backup, children: list[Backup]) -> None:
+        """`backup` forgotten, its blocks now the children's where they wrote none
+        (their points read the same), the children building on what it built on."""
+        with self._transaction():
+            for child in children:
+                self.db.execute(
+                    "INSERT OR IGNORE INTO blocks (backup, target, idx, digest, pieces) "
+                    "SELECT ?, target, idx, digest, pieces FROM blocks WHERE backup=?",
+                    (child.id, backup.id),
+                )
+                if backup.parent is None:
+                    why = f"made full when {backup.folder()} was dropped (retention)"
+                    self.db.execute("UPDATE backups SET parent=NULL, kind='full', why=? "
+                                    "WHERE id=?", (why, child.id))  # fmt: skip
+                else:
+                    self.db.execute("UPDATE backups SET parent=? WHERE id=?",
+                                    (backup.parent, child.id))  # fmt: skip
+            for table, column in (("blocks", "backup"), ("disks", "backup"), ("backups", "id")):
+                self.db.execute(f"DELETE FROM {table} WHERE {column}=?", (backup.id,))
+
     def get(self, backup_id: int) -> Backup:
         row = self.db.execute(f"SELECT {_COLUMNS} FROM backups WHERE id=?", (backup_id,)).fetchone()
         if row is None:

@@ -6,8 +6,9 @@ Steps: `check` (which backup: full, incremental or differential, and why),
 instant when its agent answers; a shut-off VM is started paused for it), `copy
 TARGET` per disk (the transfer engine reads the NBD export, only the dirty pieces for
 an increment, into the backup's qcow2, whose backing file is the backup it builds
-on), `end` (the libvirt job ended; the VM stopped again if it was off) and `record`
-(the backup complete in the catalog).
+on), `end` (the libvirt job ended), `record` (the backup complete in the catalog),
+`retain` (with --keep-*: old backups merged away, their checkpoints deleted) and
+`stop` (a VM that was off is stopped again).
 
 A backup that stops half-way is never built on: a resume goes on with it while
 libvirt's job still runs; otherwise its files and its checkpoint are removed (the
@@ -24,15 +25,16 @@ import subprocess
 import tempfile
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nbd
 
 from p2v.backup import catalog as cat
+from p2v.backup import retention
 from p2v.backup.catalog import Backup, Catalog
-from p2v.backup.plan import Choice, backup_name, checkpoint_name, choose
+from p2v.backup.plan import Choice, Retention, backup_name, checkpoint_name, choose
 from p2v.errors import ComponentError, InputError
 from p2v.host import virt
 from p2v.host.virt import backups, domains
@@ -59,6 +61,7 @@ class Request:
     mode: str = "auto"  # auto, full, incremental, differential
     tls_certs: str | None = None  # CA + client certificate for a remote host's export
     nbd_port: int = DEFAULT_NBD_PORT
+    keep: dict[str, int] = field(default_factory=dict)  # a Retention's fields
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
 
     def to_json(self) -> dict[str, Any]:
@@ -223,19 +226,25 @@ def _steps(job: Run, request: Request, directory: Path, reporter: Reporter) -> d
 
                 totals[disk.target] = job(Step(f"copy {disk.target}", copy, needs=("begin",)))
 
-        def end() -> dict[str, Any]:
-            backups.end(domain)
+            job(Step("end", lambda: backups.end(domain), needs=("begin",)))
+
+            def record() -> dict[str, Any]:
+                catalog.finish(backup.id, begun["consistency"])
+                return {}
+
+            job(Step("record", record))
+            keep = Retention(**request.keep)
+            if keep:
+
+                def retain() -> dict[str, Any]:
+                    dropped = retention.apply(catalog, keep, job.say)
+                    for old in dropped:  # their bitmaps merge into the ones before
+                        backups.delete_checkpoint(domain, old.checkpoint)
+                    return {"dropped": [b.folder() for b in dropped]}
+
+                job.record["dropped"] = job(Step("retain", retain))["dropped"]
             if begun.get("started_paused"):
-                virt.destroy(domain)
-            return {}
-
-        job(Step("end", end, needs=("begin",)))
-
-        def record() -> dict[str, Any]:
-            catalog.finish(backup.id, begun["consistency"])
-            return {}
-
-        job(Step("record", record))
+                job(Step("stop", lambda: virt.destroy(domain)))
     job.record.update(
         consistency=begun["consistency"],
         disks={t: {k: v for k, v in d.items() if k != "child"} for t, d in totals.items()},

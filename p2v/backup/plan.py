@@ -71,3 +71,31 @@ def checkpoint_name(backup: str, vm_uuid: str) -> str:
     """Ours by the prefix; the UUID's start keeps two VMs' checkpoints apart in
     messages and lists."""
     return f"{PREFIX}{vm_uuid[:8]}-{backup}"
+
+
+@dataclass(frozen=True)
+class Retention:
+    last: int = 0
+    daily: int = 0
+    weekly: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.last or self.daily or self.weekly)
+
+
+def to_drop(backups: list[Backup], keep: Retention) -> list[Backup]:
+    """The backups a retention drops, oldest first: kept are the `last` newest, the
+    newest of each of the `daily` latest days and of the `weekly` latest ISO weeks
+    that have backups (local time), and always the newest of all."""
+    if not keep or not backups:
+        return []
+    newest_first = sorted(backups, key=lambda b: (b.started, b.id), reverse=True)
+    kept = {newest_first[0].id} | {b.id for b in newest_first[: keep.last]}
+    for count, period in ((keep.daily, "%Y-%m-%d"), (keep.weekly, "%G-W%V")):
+        seen: list[str] = []
+        for b in newest_first:
+            when = time.strftime(period, time.localtime(b.started))
+            if when not in seen and len(seen) < count:
+                seen.append(when)
+                kept.add(b.id)
+    return [b for b in reversed(newest_first) if b.id not in kept]

@@ -9,12 +9,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from p2v.commands.options import HelpLayout, add_connect_timeout_option, add_schedule_options
+from p2v.commands.options import (
+    HelpLayout,
+    add_connect_timeout_option,
+    add_schedule_options,
+    count,
+)
 from p2v.errors import EXIT_CODES, BackupMismatch, InputError
 from p2v.host.virt import DEFAULT_URI
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT
 
-TOOLS = ("list", "verify")
+TOOLS = ("list", "verify", "prune")
 
 
 def register(verbs: Any) -> None:
@@ -31,13 +36,16 @@ def register(verbs: Any) -> None:
         "--full or --differential (from the last full). If the chain is lost (a checkpoint "
         "gone, a disk added) the backup is full and says why. `backup list DIR` shows the "
         "chain; `backup verify DIR` reads every point back and checks every digest and "
-        "link. From another host the export is read over TCP with TLS (--tls-certs).",
+        "link. --keep-last/--keep-daily/--keep-weekly drop older backups after a backup "
+        "(or `backup prune DIR`), each merged into the backups that build on it (one that "
+        "built on a dropped full becomes a full), so the rest of the chain still restores. "
+        "From another host the export is read over TCP with TLS (--tls-certs).",
         epilog=EXIT_CODES,
         formatter_class=HelpLayout,
     )
-    p.add_argument("vm", nargs="?", metavar="VM|list|verify",
-                   help="the virtual machine to back up; or list / verify, then DIR")  # fmt: skip
-    p.add_argument("directory", nargs="?", metavar="DIR", help="list, verify: the directory")
+    p.add_argument("vm", nargs="?", metavar="VM|list|verify|prune",
+                   help="the VM to back up; or list, verify or prune, then DIR")  # fmt: skip
+    p.add_argument("directory", nargs="?", metavar="DIR", help="list, verify, prune: the directory")
     p.add_argument("--to", metavar="DIR", help="the backup directory (made if missing)")
     p.add_argument("-c", "--connect", default=DEFAULT_URI, metavar="URI",
                    help=f"the VM's libvirt host (default {DEFAULT_URI})")  # fmt: skip
@@ -55,6 +63,13 @@ def register(verbs: Any) -> None:
     p.add_argument("--nbd-port", type=int, default=10809, metavar="PORT",
                    help="a remote host's export listens on this port of the host's address "
                    "(default 10809)")  # fmt: skip
+    for period, what in (
+        ("last", "the N newest backups"),
+        ("daily", "the newest backup of each of the N latest days"),
+        ("weekly", "the newest backup of each of the N latest weeks"),
+    ):
+        p.add_argument(f"--keep-{period}", type=count, metavar="N", default=0,
+                       help=f"retention, after a backup or with prune: keep {what}")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the record, or the list, as JSON")
     p.add_argument("--resume", metavar="JOB", help="go on with a backup job that stopped")
     add_connect_timeout_option(p, DEFAULT_CONNECT_TIMEOUT)
@@ -90,7 +105,13 @@ def _request(args: argparse.Namespace) -> Any:
         raise InputError(f"backup {args.vm}: the directory goes after --to, not {args.directory!r}")
     return Request(vm=args.vm, uri=args.connect, directory=str(Path(args.to).resolve()),
                    mode=args.mode or "auto", tls_certs=args.tls_certs, nbd_port=args.nbd_port,
-                   connect_timeout=args.connect_timeout)  # fmt: skip
+                   connect_timeout=args.connect_timeout, keep=_keep(args).__dict__)  # fmt: skip
+
+
+def _keep(args: argparse.Namespace) -> Any:
+    from p2v.backup.plan import Retention
+
+    return Retention(last=args.keep_last, daily=args.keep_daily, weekly=args.keep_weekly)
 
 
 def _check_schedule(args: argparse.Namespace) -> None:
@@ -132,6 +153,10 @@ def _tool(args: argparse.Namespace) -> int:
     if args.to or args.mode:
         raise InputError(f"backup {args.vm} DIR takes no --to or backup kind")
     directory = Path(args.directory)
+    if args.vm == "prune":
+        return _prune(args, directory)
+    if _keep(args):
+        raise InputError(f"--keep-* go with a backup or with backup prune, not {args.vm}")
     if args.vm == "verify":
         findings = restore.verify(directory, _say, _reporter(args))
         if args.json:
@@ -158,6 +183,30 @@ def _tool(args: argparse.Namespace) -> int:
                   f"{target} {str(d['digest'])[:28]}…")  # fmt: skip
         if row["why_full"]:
             print(f"{'':<24} ({row['why_full']})")
+    return 0
+
+
+def _prune(args: argparse.Namespace, directory: Path) -> int:
+    from p2v.backup import retention
+    from p2v.backup.catalog import Catalog
+    from p2v.jobs.journal import Journal, Lock
+
+    keep = _keep(args)
+    if not keep:
+        raise InputError("backup prune needs --keep-last, --keep-daily or --keep-weekly")
+    journal = Journal()
+    try:  # not while a backup writes there
+        journal.refuse_held(
+            Lock(f"backup-dir:{directory.resolve()}", f"backup directory {directory}")
+        )
+    finally:
+        journal.close()
+    with Catalog(directory) as catalog:
+        dropped = retention.apply(catalog, keep, _say)
+    if args.json:
+        print(json.dumps({"dropped": [b.folder() for b in dropped]}))
+    else:
+        print(f"{len(dropped)} backup(s) dropped" if dropped else "nothing to drop")
     return 0
 
 

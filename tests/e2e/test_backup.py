@@ -4,10 +4,13 @@ it: the dirty bitmaps outlived the VM's stop); each increment about the size of 
 changed; every point restored with its digest checked (the last also against the
 disk itself); `backup verify` catching one byte flipped in a stored backup. One boot
 of the guest serves it all (TCG); the export is read over TCP with TLS, both sides
-certified."""
+certified. Retention, in a backup job and by hand, drops the oldest: what built on
+it becomes a full of its own and the remaining points restore byte for byte as
+before."""
 
 from __future__ import annotations
 
+import filecmp
 import json
 import subprocess
 import sys
@@ -19,7 +22,7 @@ from typing import Any
 import pytest
 
 from p2v.host import virt
-from p2v.host.virt import storage
+from p2v.host.virt import backups, storage
 from tests import guests, hosts
 from tests.conftest import require_root
 from tests.fixtures.vmguest import records
@@ -85,27 +88,31 @@ def test_full_and_incremental_backups_restore_every_point_and_verify_finds_a_fli
         assert two["kind"] == "incremental", two
         with virt.connection(host.uri) as conn:
             assert virt.state(virt.find(conn, NAME)) == "shut off"  # stopped again after
+
+        chain = json.loads(p2v("backup", "list", str(directory), "--json").stdout)
+        assert [b["kind"] for b in chain] == ["full", "incremental", "incremental"]
+        assert [b["parent"] for b in chain] == [None, chain[0]["backup"], chain[1]["backup"]]
+        restored = []
+        for n, backup in enumerate(chain, 1):
+            path = tmp_path / f"point{n}.raw"
+            p2v("restore", str(directory), "--at", str(n), "--to", str(path))
+            # Crash-consistent: a record being written at that instant may be cut short.
+            text = records.read_from_image(path).rstrip("\0")
+            found = records.check(text[: text.rfind("\n") + 1])
+            assert not found.problems and found.count > 0, found.problems[:3]
+            restored.append((path, found.last, backup["disks"]["vda"]))
+        assert restored[0][1] < restored[1][1] < restored[2][1]
+        assert restored[2][2]["digest"] == off_digest
+
+        # Retention in the job: the full dropped, merged into the first increment (now
+        # a full of its own), its checkpoint gone from the VM, the others kept.
+        three = _backup(host, directory, "--keep-last", "3")
+        assert three["dropped"] == [chain[0]["backup"]]
+        with virt.connection(host.uri) as conn:
+            kept = {c.name for c in backups.checkpoints(virt.find(conn, NAME))}
+        assert kept == {b["checkpoint"] for b in chain[1:]} | {three["checkpoint"]}
     finally:
         guests.stop_anywhere([host.uri], NAME)
-
-    listed = p2v("backup", "list", str(directory), "--json")
-    assert listed.returncode == 0, listed.stderr
-    chain = json.loads(listed.stdout)
-    assert [b["kind"] for b in chain] == ["full", "incremental", "incremental"]
-    assert [b["parent"] for b in chain] == [None, chain[0]["backup"], chain[1]["backup"]]
-
-    restored = []
-    for n, backup in enumerate(chain, 1):
-        path = tmp_path / f"point{n}.raw"
-        done = p2v("restore", str(directory), "--at", str(n), "--to", str(path))
-        assert done.returncode == 0, done.stderr
-        # Crash-consistent: a record being written at that instant may be cut short.
-        text = records.read_from_image(path).rstrip("\0")
-        found = records.check(text[: text.rfind("\n") + 1])
-        assert not found.problems and found.count > 0, found.problems[:3]
-        restored.append((path, found.last, backup["disks"]["vda"]))
-    assert restored[0][1] < restored[1][1] < restored[2][1]
-    assert restored[2][2]["digest"] == off_digest
 
     # An increment reads and stores about what changed (64 KiB clusters compared).
     for (before, _, _), (after, _, disk) in zip(restored, restored[1:], strict=False):
@@ -114,14 +121,23 @@ def test_full_and_incremental_backups_restore_every_point_and_verify_finds_a_fli
         assert changed <= disk["read"] <= 1.2 * changed + (1 << 20)
         assert disk["stored"] <= 1.2 * changed + (1 << 20)
 
-    verified = p2v("backup", "verify", str(directory))
-    assert verified.returncode == 0, verified.stderr
+    assert p2v("backup", "verify", str(directory)).returncode == 0
+    # And by hand: one more dropped, the chain still restores as before.
+    p2v("backup", "prune", str(directory), "--keep-last", "2")
+    after = json.loads(p2v("backup", "list", str(directory), "--json").stdout)
+    assert [(b["backup"], b["kind"], b["parent"]) for b in after] == [
+        (chain[2]["backup"], "full", None), (three["folder"], "incremental", chain[2]["backup"])
+    ]  # fmt: skip
+    assert not (directory / chain[0]["backup"]).exists()
+    again = tmp_path / "again.raw"
+    p2v("restore", str(directory), "--at", chain[2]["backup"], "--to", str(again))
+    assert filecmp.cmp(again, restored[2][0], shallow=False), "a point reads otherwise once pruned"
 
-    _flip_a_data_byte(directory / chain[0]["backup"] / "vda.qcow2")
+    _flip_a_data_byte(directory / chain[2]["backup"] / "vda.qcow2")
     verified = p2v("backup", "verify", str(directory), check=False)
     assert verified.returncode == 11, verified.stderr
-    assert f"{chain[0]['backup']}/vda: digest" in verified.stderr
-    redone = p2v("restore", str(directory), "--at", "1", "--to", str(tmp_path / "bad.raw"),
+    assert f"{chain[2]['backup']}/vda: digest" in verified.stderr
+    redone = p2v("restore", str(directory), "--at", "3", "--to", str(tmp_path / "bad.raw"),
                  check=False)  # fmt: skip
     assert redone.returncode == 11 and "does not hold vda" in redone.stderr
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from p2v.backup.catalog import Backup, Disk
-from p2v.backup.plan import checkpoint_name, choose
+from p2v.backup.plan import Retention, checkpoint_name, choose, to_drop
 from p2v.errors import InputError
 
 UUID = "5f1c3c9e-0000-4000-8000-000000000001"
@@ -63,3 +65,24 @@ def test_another_machines_directory_is_refused() -> None:
 
 def test_checkpoint_names_are_ours_and_name_the_machine() -> None:
     assert checkpoint_name("20261207-031205", UUID) == "p2v-5f1c3c9e-20261207-031205"
+
+
+def test_retention_keeps_the_newest_the_last_n_and_one_a_day_or_week() -> None:
+    day = 86400
+    base = time.mktime((2026, 12, 7, 12, 0, 0, 0, 0, -1))  # a Monday, local time
+    # Two a day for six days, oldest first.
+    taken = [backup(n, "full" if n == 1 else "incremental", n - 1 or None) for n in range(1, 13)]
+    for n, b in enumerate(taken):
+        b.started = base - (11 - n) // 2 * day - (n % 2 == 0) * 3600
+    ids = lambda dropped: sorted(b.id for b in dropped)  # noqa: E731
+    assert to_drop(taken, Retention()) == []
+    assert ids(to_drop(taken, Retention(last=3))) == list(range(1, 10))
+    # The newest of each of the 3 latest days: 12, 10, 8.
+    assert ids(to_drop(taken, Retention(daily=3))) == [
+        n for n in range(1, 13) if n not in (8, 10, 12)
+    ]
+    kept_weekly = {b.id for b in taken} - {b.id for b in to_drop(taken, Retention(weekly=2))}
+    assert 12 in kept_weekly and len(kept_weekly) == 2
+    assert ids(to_drop(taken, Retention(last=1, daily=2))) == [
+        n for n in range(1, 13) if n not in (10, 12)
+    ]
