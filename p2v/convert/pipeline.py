@@ -27,7 +27,6 @@ from imagebuilder.fixups.network import configured_nic_names
 from imagebuilder.profile import Overrides, ProfileError
 from p2v import accel, appliance
 from p2v.convert import DEFAULT_BOOT_TIMEOUT, checks, sources, targets
-from p2v.convert.bootcheck import BootCheck, verify_boot, watch, watch_console
 from p2v.convert.disks import SourceDisk, make_overlay, mark_zeros
 from p2v.convert.plan import Plan, guest_name, make_plan
 from p2v.destination import Destination, is_remote
@@ -42,6 +41,7 @@ from p2v.errors import (
     system_error,
 )
 from p2v.host import virt
+from p2v.host.bootcheck import BootCheck, verify_boot, watch, watch_console
 from p2v.host.virt.domainxml import DomainXml
 from p2v.jobs.journal import Journal, vm_lock, vm_name_lock
 from p2v.jobs.runner import Kind, Run, Step

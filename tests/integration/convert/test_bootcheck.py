@@ -13,8 +13,8 @@ import libvirt
 from imagebuilder.domain import Placement, domain_xml
 from imagebuilder.profile import HardwareProfile
 from p2v import accel
-from p2v.convert.bootcheck import verify_boot
 from p2v.host import virt
+from p2v.host.bootcheck import verify_boot
 
 
 def test_a_defined_domain_of_the_same_name_does_not_stop_the_check() -> None:
