@@ -40,12 +40,14 @@ def restore(
     say: Say,
     reporter: Reporter | None = None,
     overwrite: bool = False,
+    into_directory: bool = False,
 ) -> dict[str, Any]:
     """Each disk of the point `at` rebuilt at `to` (a file for a one-disk VM, else a
-    directory that gets TARGET.qcow2 per disk), its digest checked."""
+    directory that gets TARGET.qcow2 per disk; `into_directory`: always so), its
+    digest checked."""
     with Catalog(directory) as catalog:
         backup = point(catalog, at)
-        targets = _targets(backup, to)
+        targets = _targets(backup, to, into_directory)
         out = {}
         for disk in backup.disks:
             where = targets[disk.target]
@@ -63,11 +65,11 @@ def restore(
                 )
             say(f"{disk.target} of {backup.folder()} restored to {where}, digest checked")
             out[disk.target] = {"path": where, "digest": disk.digest}
-    return {"backup": backup.folder(), "disks": out}
+    return {"backup": backup.folder(), "disks": out, "domain_xml": backup.domain_xml}
 
 
-def _targets(backup: Backup, to: str) -> dict[str, str]:
-    if len(backup.disks) == 1:
+def _targets(backup: Backup, to: str, into_directory: bool) -> dict[str, str]:
+    if len(backup.disks) == 1 and not into_directory:
         return {backup.disks[0].target: to}
     if not os.path.isdir(to):
         raise InputError(f"{backup.folder()} holds {len(backup.disks)} disks: --to must be a "

@@ -15,7 +15,7 @@ from p2v.commands.options import (
     add_schedule_options,
     count,
 )
-from p2v.errors import EXIT_CODES, BackupMismatch, InputError
+from p2v.errors import EXIT_CODES, BackupMismatch, BootCheckError, InputError
 from p2v.host.virt import DEFAULT_URI
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT
 
@@ -82,13 +82,24 @@ def register(verbs: Any) -> None:
         description="Rebuilds each disk as it was when the backup --at names was taken "
         "(default: the newest), from the chain of backups it builds on, and checks the "
         "result's digest against the one recorded then. --to is a file (raw, or qcow2 by "
-        "its name) for a one-disk VM, else a directory that gets TARGET.qcow2 per disk.",
+        "its name) for a one-disk VM, else a directory that gets TARGET.qcow2 per disk. "
+        "--check is a restore drill: the point restored to a scratch place and booted "
+        "headless on this machine, its NICs on QEMU's user network, the console read "
+        "until it has come up (exit 8 if not), then all removed.",
         epilog=EXIT_CODES,
         formatter_class=HelpLayout,
     )
     r.add_argument("directory", metavar="DIR", help="the backup directory")
     r.add_argument("--at", metavar="BACKUP", help="a backup's name or number (`backup list DIR`)")
-    r.add_argument("--to", required=True, metavar="PATH", help="where the disks go")
+    r.add_argument("--to", metavar="PATH", help="where the disks go")
+    r.add_argument("--check", action="store_true",
+                   help="a restore drill: restore to a scratch place, boot the VM from it "
+                   "headless (no network but QEMU's own), report whether it came up, "
+                   "remove it all")  # fmt: skip
+    r.add_argument("-c", "--connect", default=DEFAULT_URI, metavar="URI",
+                   help=f"--check: the libvirt to boot on (default {DEFAULT_URI})")  # fmt: skip
+    r.add_argument("--boot-timeout", type=float, default=600.0, metavar="S",
+                   help="--check: seconds to wait for it to come up (default 600)")  # fmt: skip
     r.add_argument("--overwrite", action="store_true", help="replace an existing --to file")
     r.add_argument("--json", action="store_true", help="print the result as JSON")
     r.set_defaults(func=_cmd_restore)
@@ -213,6 +224,10 @@ def _prune(args: argparse.Namespace, directory: Path) -> int:
 def _cmd_restore(args: argparse.Namespace) -> int:
     from p2v.backup import restore
 
+    if args.check:
+        return _drill(args)
+    if not args.to:
+        raise InputError("restore needs --to PATH (or --check, a restore drill)")
     done = restore.restore(Path(args.directory), args.at, args.to, _say, _reporter(args),
                            overwrite=args.overwrite)  # fmt: skip
     if args.json:
@@ -221,6 +236,21 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         print(f"restored {done['backup']}: " + ", ".join(
             f"{t} -> {d['path']}" for t, d in done["disks"].items()))  # fmt: skip
     return 0
+
+
+def _drill(args: argparse.Namespace) -> int:
+    from p2v.backup.drill import drill
+
+    if args.to or args.overwrite:
+        raise InputError("restore --check restores to a scratch place of its own: no --to")
+    done = drill(Path(args.directory), args.at, args.connect, args.boot_timeout, _say,
+                 _reporter(args))  # fmt: skip
+    if args.json:
+        print(json.dumps(done))
+    else:
+        print(f"{done['backup']} {'came up' if done['booted'] else 'did NOT come up'} in "
+              f"{done['seconds']} s: {done['line']}")  # fmt: skip
+    return 0 if done["booted"] else BootCheckError.exit_code
 
 
 def _reporter(args: argparse.Namespace) -> Any:

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# What a booted Linux prints on its serial console; the harness's fixtures also
-# print their own line.
-BOOTED = re.compile(r"^(?P<line>(?:\S.*\s)?\S+ login:|P2V-TEST-BOOTED .*)$", re.MULTILINE)
+# What a booted Linux prints on its serial console; the harness's fixtures and its
+# test guest also print their own line.
+BOOTED = re.compile(
+    r"^(?P<line>(?:\S.*\s)?\S+ login:|P2V-TEST-BOOTED .*|P2V-GUEST-READY .*)$", re.MULTILINE
+)
 # What a Linux that cannot find or mount its root prints before its rescue shell:
 # initramfs-tools, then dracut (its initqueue gives up, or systemd's wait for the
 # root device does), then the kernel itself.

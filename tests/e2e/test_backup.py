@@ -6,7 +6,7 @@ disk itself); `backup verify` catching one byte flipped in a stored backup. One 
 of the guest serves it all (TCG); the export is read over TCP with TLS, both sides
 certified. Retention, in a backup job and by hand, drops the oldest: what built on
 it becomes a full of its own and the remaining points restore byte for byte as
-before."""
+before; a restore drill boots the newest point."""
 
 from __future__ import annotations
 
@@ -132,6 +132,11 @@ def test_full_and_incremental_backups_restore_every_point_and_verify_finds_a_fli
     again = tmp_path / "again.raw"
     p2v("restore", str(directory), "--at", chain[2]["backup"], "--to", str(again))
     assert filecmp.cmp(again, restored[2][0], shallow=False), "a point reads otherwise once pruned"
+
+    # The restore drill: the newest point booted headless here, and up.
+    drilled = p2v("restore", str(directory), "--check", "--json", timeout=700)
+    assert json.loads(drilled.stdout)["booted"], drilled.stderr
+    assert "P2V-GUEST-READY" in json.loads(drilled.stdout)["line"]
 
     _flip_a_data_byte(directory / chain[2]["backup"] / "vda.qcow2")
     verified = p2v("backup", "verify", str(directory), check=False)
