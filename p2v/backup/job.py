@@ -186,7 +186,7 @@ def _steps(job: Run, request: Request, directory: Path, reporter: Reporter) -> d
     with (
         virt.connection(request.uri, request.connect_timeout) as conn,
         Catalog(directory, create=True) as catalog,
-        _socket_dir(request) as socket_dir,
+        _socket_dir(request, conn) as socket_dir,
     ):
         domain = virt.find(conn, request.vm)
         export = _export(request, socket_dir)
@@ -285,13 +285,16 @@ def _clear_partial(catalog: Catalog, domain: Any, keep_job: str | None, say: Say
 
 
 @contextlib.contextmanager
-def _socket_dir(request: Request) -> Iterator[str | None]:
-    """For a VM on this machine: a private directory for the export's unix socket."""
+def _socket_dir(request: Request, conn: Any) -> Iterator[str | None]:
+    """For a VM on this machine: a directory for the export's unix socket that only
+    QEMU's user (which makes the socket) and root can enter."""
     if request.uri not in virt.LOCAL_URIS:
         yield None
         return
     directory = tempfile.mkdtemp(prefix="p2v-backup-")
-    os.chmod(directory, 0o711)  # QEMU may run as another user; the name is unguessable
+    owner = backups.qemu_owner(conn)
+    if owner is not None and os.geteuid() == 0:
+        os.chown(directory, *owner)
     try:
         yield directory
     finally:

@@ -43,6 +43,21 @@ class Export:
         )
 
 
+def qemu_owner(conn: Any) -> tuple[int, int] | None:
+    """The user and group the host's QEMU runs as (its DAC base label), or None when
+    the host does not say: who must be able to make the export's socket."""
+    with failing_as(", reading the host's capabilities"):
+        caps = ET.fromstring(conn.getCapabilities())
+    for model in caps.findall("host/secmodel"):
+        if model.findtext("model") != "dac":
+            continue
+        for label in model.findall("baselabel"):
+            user, _, group = (label.text or "").partition(":")
+            if user.lstrip("+").isdigit() and group.lstrip("+").isdigit():
+                return int(user.lstrip("+")), int(group.lstrip("+"))
+    return None
+
+
 def bitmap_of(target: str) -> str:
     """The name of the dirty bitmap an incremental backup's export offers for a disk."""
     return f"backup-{target}"
