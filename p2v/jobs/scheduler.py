@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -140,7 +141,7 @@ class Scheduler:
 
     def _missed(self, journal: Journal, schedule: Schedule, due: float, now: float) -> Schedule:
         run = journal.create("run", _run_params(schedule, due), self.job_id, schedule.id,
-                             what=_run_what(schedule))  # fmt: skip
+                             what=_run_what(schedule, schedule.argv))  # fmt: skip
         outcome = (
             f"missed at {format_time(due)} ({run.id}): {now - due:.0f} s late, more than the "
             f"scheduler's --grace {self.policy.grace:g} s"
@@ -166,7 +167,9 @@ class Scheduler:
         run = self._begin(schedule_id, due)
         if run is None:
             return
-        self.say(f"{schedule_id}: {run.job} started: {run.schedule.command}")
+        self.say(
+            f"{schedule_id}: {run.job} started: p2v {run.schedule.verb} {shlex.join(run.argv)}"
+        )
         if run.proc is not None:
             code, timed_out = _wait(run.proc, self.policy.run_timeout)
             run.error = (
@@ -184,13 +187,14 @@ class Scheduler:
                     or schedule_id in self.running or self.stopping):  # fmt: skip
                 return None  # changed since it was placed, or placed twice
             now = time.time()
+            argv = _retry_argv(journal, schedule)
             job = journal.create("run", _run_params(schedule, due), self.job_id, schedule.id,
-                                 what=_run_what(schedule))  # fmt: skip
+                                 what=_run_what(schedule, argv))  # fmt: skip
             run = _Run(schedule, job.id, due, now, schedule.trigger.next_run(max(now, due)),
-                       Path(job.params["log"]))  # fmt: skip
+                       Path(job.params["log"]), argv)  # fmt: skip
             schedules.started(journal, schedule, run.job, now, run.following)
             try:
-                run.proc = _start(schedule, run.job, run.logfile)
+                run.proc = _start(schedule, argv, run.job, run.logfile)
             except OSError as e:
                 run.error = f"cannot start it in {schedule.cwd}: {e.strerror or e}"
             else:
@@ -232,13 +236,29 @@ class _Run:
     started: float
     following: float | None  # the schedule's next run after this one
     logfile: Path
+    argv: list[str]  # the verb's arguments this run: the schedule's, or --resume JOB
     proc: subprocess.Popen[bytes] | None = None
     exit: int | None = None
     error: str | None = None  # None: it went well
 
 
-def _run_what(schedule: Schedule) -> str:
+def _run_what(schedule: Schedule, argv: list[str]) -> str:
+    if argv != schedule.argv:
+        return f"p2v {schedule.verb} {shlex.join(argv)} (schedule {schedule.id}, tried again)"
     return f"{schedule.command} (schedule {schedule.id})"
+
+
+def _retry_argv(journal: Journal, schedule: Schedule) -> list[str]:
+    """The command's arguments for this run: a run after a failed one goes on with the
+    job that failed (`--resume JOB`) where its kind can, so that what it did is kept;
+    otherwise the command as scheduled."""
+    if not schedule.failures or not schedule.last_job:
+        return schedule.argv
+    for child in reversed(journal.children(schedule.last_job)):
+        if (child.kind == schedule.verb and child.resume
+                and child.status in ("failed", "interrupted")):  # fmt: skip
+            return ["--resume", child.id]
+    return schedule.argv
 
 
 def _run_params(schedule: Schedule, due: float) -> dict[str, object]:
@@ -249,11 +269,13 @@ def _run_params(schedule: Schedule, due: float) -> dict[str, object]:
     }  # fmt: skip
 
 
-def _start(schedule: Schedule, run_id: str, logfile: Path) -> subprocess.Popen[bytes]:
+def _start(
+    schedule: Schedule, argv: list[str], run_id: str, logfile: Path
+) -> subprocess.Popen[bytes]:
     logfile.parent.mkdir(parents=True, exist_ok=True)
     with open(logfile, "ab") as output:
         return subprocess.Popen(
-            [sys.executable, "-m", "p2v.cli", schedule.verb, *schedule.argv],
+            [sys.executable, "-m", "p2v.cli", schedule.verb, *argv],
             cwd=schedule.cwd,
             env={**os.environ, PARENT_ENV: run_id},
             stdin=subprocess.DEVNULL,

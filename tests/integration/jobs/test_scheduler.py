@@ -154,16 +154,21 @@ def test_a_failing_run_is_tried_again_later_and_later_then_paused_with_why(home:
     assert f"reason: {paused.reason}" in p2v("schedule", "list").stdout
 
 
-def test_a_run_past_its_time_limit_is_stopped_and_its_copy_can_be_resumed(home: Path) -> None:
+def test_a_run_past_its_time_limit_is_stopped_and_tried_again_by_resuming_its_copy(
+    home: Path,
+) -> None:
     make_disk(home / "slow.raw", 16 * MiB, [(0, 16 * MiB)])
     sid = schedule_copy("slow.raw", "target.raw", "--bwlimit", "1M", at=int(time.time()) + 2)
-    with scheduler(home, "--run-timeout", "3", "--retries", "0"):
-        wait_for("paused schedule", lambda: schedule(sid).state == "paused", 40)
-    ((run, (copy,)),) = runs(sid)
+    with scheduler(home, "--run-timeout", "3", "--retries", "1", "--retry-delay", "1") as out:
+        wait_for("the schedule done", lambda: schedule(sid).state == "done", 60)
+    (run, (copy,)), (again, _) = runs(sid)
     assert (run.state, run.error) == ("failed", "stopped after --run-timeout 3 s")
-    assert (copy.state, copy.error) == ("failed", "interrupted")  # it stopped as on Ctrl-C
-    resumed = p2v("copy", "--resume", copy.id, "--json", "--bwlimit", "1G").stdout.splitlines()
-    assert json.loads(resumed[-1])["digest"] == digest(home / "slow.raw")
+    assert again.state == "done"
+    # Tried again by going on with the copy that was stopped, not by a new one.
+    assert again.what == f"p2v copy --resume {copy.id} (schedule {sid}, tried again)"
+    assert f"started: p2v copy --resume {copy.id}" in out.read_text()
+    done = json.loads(p2v("history", copy.id, "--json").stdout)
+    assert done["state"] == "done" and done["result"]["resumed"] > 0
     assert digest(home / "target.raw") == digest(home / "slow.raw")
 
 
