@@ -4,10 +4,10 @@ is current."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from p2v import tree
 from p2v.host import virt
 from p2v.host.virt import domains, snapshots, storage
 from p2v.snapshot.plan import nvram_copy
@@ -66,19 +66,5 @@ def _allocation(conn: Any, path: str) -> int | None:
 
 def draw(listed: list[Listed]) -> list[str]:
     """The snapshots as a tree: each under its parent, the newest branch last."""
-    children: dict[str | None, list[Listed]] = defaultdict(list)
-    names = {s.name for s in listed}
-    for s in listed:
-        children[s.parent if s.parent in names else None].append(s)
-    lines: list[str] = []
-
-    def walk(node: Listed, prefix: str, last: bool, top: bool) -> None:
-        lines.append(prefix + ("" if top else "└─ " if last else "├─ ") + node.label())
-        below = prefix + ("" if top else "   " if last else "│  ")
-        kids = sorted(children[node.name], key=lambda s: s.created)
-        for i, kid in enumerate(kids):
-            walk(kid, below, i == len(kids) - 1, False)
-
-    for root in sorted(children[None], key=lambda s: s.created):
-        walk(root, "", True, True)
-    return lines
+    return tree.draw(listed, lambda s: s.name, lambda s: s.parent, Listed.label,
+                     lambda s: s.created)  # fmt: skip
