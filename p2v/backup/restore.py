@@ -165,3 +165,24 @@ def listing(directory: Path) -> list[dict[str, Any]]:
                           for d in backup.disks},
             })  # fmt: skip
     return rows
+
+
+def graph(rows: list[dict[str, Any]]) -> list[str]:
+    """`listing`'s rows as a tree, as `git log --graph` draws history: each backup under
+    the one it builds on (differentials side by side under their full), with its
+    kind, time, bytes read and stored; the newest marked."""
+    from p2v import tree
+    from p2v.units import format_size, format_time
+
+    newest = rows[-1]["backup"] if rows else None
+
+    def label(row: dict[str, Any]) -> str:
+        read = sum(d["read"] or 0 for d in row["disks"].values())
+        stored = sum(d["stored"] for d in row["disks"].values())
+        mark = "  <- newest" if row["backup"] == newest else ""
+        return (f"{row['backup']}  {row['kind']}  {format_time(row['started'])}  "
+                f"read {format_size(read)}, stored {format_size(stored)}, "
+                f"{row['consistency']}{mark}")  # fmt: skip
+
+    return tree.draw(rows, lambda r: r["backup"], lambda r: r["parent"], label,
+                     lambda r: r["started"])  # fmt: skip

@@ -70,6 +70,8 @@ def register(verbs: Any) -> None:
     ):
         p.add_argument(f"--keep-{period}", type=count, metavar="N", default=0,
                        help=f"retention, after a backup or with prune: keep {what}")  # fmt: skip
+    p.add_argument("--graph", action="store_true",
+                   help="list: draw the chain as a tree (what each backup builds on)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the record, or the list, as JSON")
     p.add_argument("--resume", metavar="JOB", help="go on with a backup job that stopped")
     add_connect_timeout_option(p, DEFAULT_CONNECT_TIMEOUT)
@@ -168,6 +170,8 @@ def _tool(args: argparse.Namespace) -> int:
         return _prune(args, directory)
     if _keep(args):
         raise InputError(f"--keep-* go with a backup or with backup prune, not {args.vm}")
+    if args.graph and args.vm != "list":
+        raise InputError("--graph goes with backup list")
     if args.vm == "verify":
         findings = restore.verify(directory, _say, _reporter(args))
         if args.json:
@@ -186,6 +190,9 @@ def _tool(args: argparse.Namespace) -> int:
         return 0
     from p2v.units import format_size, format_time
 
+    if args.graph:
+        print("\n".join(restore.graph(rows)))
+        return 0
     print(f"{'BACKUP':<24} {'KIND':<12} {'TAKEN':<19} {'READ':>9} {'STORED':>9}  DIGEST")
     for row in rows:
         for target, d in row["disks"].items():

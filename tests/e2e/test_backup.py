@@ -129,6 +129,9 @@ def test_full_and_incremental_backups_restore_every_point_and_verify_finds_a_fli
         (chain[2]["backup"], "full", None), (three["folder"], "incremental", chain[2]["backup"])
     ]  # fmt: skip
     assert not (directory / chain[0]["backup"]).exists()
+    drawn = p2v("backup", "list", str(directory), "--graph").stdout.splitlines()
+    assert drawn[0].startswith(f"{chain[2]['backup']}  full ") and len(drawn) == 2
+    assert drawn[1].startswith(f"└─ {three['folder']}  incremental ") and "newest" in drawn[1]
     again = tmp_path / "again.raw"
     p2v("restore", str(directory), "--at", chain[2]["backup"], "--to", str(again))
     assert filecmp.cmp(again, restored[2][0], shallow=False), "a point reads otherwise once pruned"
