@@ -85,6 +85,9 @@ def register(verbs: Any) -> None:
         "(default: the newest), from the chain of backups it builds on, and checks the "
         "result's digest against the one recorded then. --to is a file (raw, or qcow2 by "
         "its name) for a one-disk VM, else a directory that gets TARGET.qcow2 per disk. "
+        "--define NAME brings the point back as a VM on the -c host: its disks uploaded "
+        "into qcow2 volumes of --pool, the backed-up definition defined as NAME (its UUID "
+        "where the host has none such, its MAC addresses, fresh UEFI variables). "
         "--check is a restore drill: the point restored to a scratch place and booted "
         "headless on this machine, its NICs on QEMU's user network, the console read "
         "until it has come up (exit 8 if not), then all removed.",
@@ -94,12 +97,17 @@ def register(verbs: Any) -> None:
     r.add_argument("directory", metavar="DIR", help="the backup directory")
     r.add_argument("--at", metavar="BACKUP", help="a backup's name or number (`backup list DIR`)")
     r.add_argument("--to", metavar="PATH", help="where the disks go")
+    r.add_argument("--define", metavar="NAME",
+                   help="define the VM as NAME on the -c host, its disks uploaded into qcow2 "
+                   "volumes of --pool")  # fmt: skip
+    r.add_argument("--pool", default="default", metavar="POOL",
+                   help="--define: the storage pool for its disks (default: default)")  # fmt: skip
     r.add_argument("--check", action="store_true",
                    help="a restore drill: restore to a scratch place, boot the VM from it "
                    "headless (no network but QEMU's own), report whether it came up, "
                    "remove it all")  # fmt: skip
     r.add_argument("-c", "--connect", default=DEFAULT_URI, metavar="URI",
-                   help=f"--check: the libvirt to boot on (default {DEFAULT_URI})")  # fmt: skip
+                   help=f"--define, --check: the libvirt host (default {DEFAULT_URI})")  # fmt: skip
     r.add_argument("--boot-timeout", type=float, default=600.0, metavar="S",
                    help="--check: seconds to wait for it to come up (default 600)")  # fmt: skip
     r.add_argument("--overwrite", action="store_true", help="replace an existing --to file")
@@ -231,10 +239,18 @@ def _prune(args: argparse.Namespace, directory: Path) -> int:
 def _cmd_restore(args: argparse.Namespace) -> int:
     from p2v.backup import restore
 
+    if sum(bool(x) for x in (args.to, args.define, args.check)) != 1:
+        raise InputError("restore takes one of --to PATH, --define NAME and --check")
     if args.check:
         return _drill(args)
-    if not args.to:
-        raise InputError("restore needs --to PATH (or --check, a restore drill)")
+    if args.define:
+        from p2v.backup.define import define
+
+        made = define(Path(args.directory), args.at, args.define, args.connect, args.pool, _say,
+                      _reporter(args))  # fmt: skip
+        print(json.dumps(made) if args.json else f"{made['name']} defined on {made['uri']} "
+              f"from {made['backup']}")  # fmt: skip
+        return 0
     done = restore.restore(Path(args.directory), args.at, args.to, _say, _reporter(args),
                            overwrite=args.overwrite)  # fmt: skip
     if args.json:
@@ -248,8 +264,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 def _drill(args: argparse.Namespace) -> int:
     from p2v.backup.drill import drill
 
-    if args.to or args.overwrite:
-        raise InputError("restore --check restores to a scratch place of its own: no --to")
+    if args.overwrite:
+        raise InputError("restore --check restores to a scratch place of its own")
     done = drill(Path(args.directory), args.at, args.connect, args.boot_timeout, _say,
                  _reporter(args))  # fmt: skip
     if args.json:

@@ -6,7 +6,8 @@ disk itself); `backup verify` catching one byte flipped in a stored backup. One 
 of the guest serves it all (TCG); the export is read over TCP with TLS, both sides
 certified. Retention, in a backup job and by hand, drops the oldest: what built on
 it becomes a full of its own and the remaining points restore byte for byte as
-before; a restore drill boots the newest point."""
+before; a restore drill boots the newest point, which also comes back as a VM defined
+on the host."""
 
 from __future__ import annotations
 
@@ -72,6 +73,8 @@ def test_full_and_incremental_backups_restore_every_point_and_verify_finds_a_fli
          "--ip", IP], capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert started.returncode == 0, started.stderr
+    with virt.connection(host.uri) as conn:
+        uuid = virt.find(conn, NAME).UUIDString()
     directory = tmp_path / "backups"
     try:
         full = _backup(host, directory)
@@ -124,8 +127,8 @@ def test_full_and_incremental_backups_restore_every_point_and_verify_finds_a_fli
     assert p2v("backup", "verify", str(directory)).returncode == 0
     # And by hand: one more dropped, the chain still restores as before.
     p2v("backup", "prune", str(directory), "--keep-last", "2")
-    after = json.loads(p2v("backup", "list", str(directory), "--json").stdout)
-    assert [(b["backup"], b["kind"], b["parent"]) for b in after] == [
+    pruned = json.loads(p2v("backup", "list", str(directory), "--json").stdout)
+    assert [(b["backup"], b["kind"], b["parent"]) for b in pruned] == [
         (chain[2]["backup"], "full", None), (three["folder"], "incremental", chain[2]["backup"])
     ]  # fmt: skip
     assert not (directory / chain[0]["backup"]).exists()
@@ -140,6 +143,25 @@ def test_full_and_incremental_backups_restore_every_point_and_verify_finds_a_fli
     drilled = p2v("restore", str(directory), "--check", "--json", timeout=700)
     assert json.loads(drilled.stdout)["booted"], drilled.stderr
     assert "P2V-GUEST-READY" in json.loads(drilled.stdout)["line"]
+
+    # Back as a VM on the host (the original is gone): its UUID, a qcow2 volume with
+    # the point's digest.
+    back = json.loads(p2v("restore", str(directory), "--define", f"{NAME}-back", "-c",
+                          host.uri, "--json").stdout)  # fmt: skip
+    try:
+        assert back["uuid"] == uuid
+        with virt.connection(host.uri) as conn:
+            vol = storage.volume_at(conn, f"{hosts.POOL_DIR}/{NAME}-back-vda.qcow2")
+            assert storage.format_of(vol) == "qcow2"
+            storage.download_file(conn, vol, str(tmp_path / "back.qcow2"))
+        digest = json.loads(p2v("checksum", str(tmp_path / "back.qcow2"), "--json").stdout)
+        assert digest["digest"] == pruned[-1]["disks"]["vda"]["digest"]
+    finally:
+        with virt.connection(host.uri) as conn:
+            if (domain := virt.lookup(conn, f"{NAME}-back")) is not None:
+                virt.undefine(domain)
+            if vol := storage.volume_at(conn, f"{hosts.POOL_DIR}/{NAME}-back-vda.qcow2"):
+                storage.delete_volume(vol)
 
     _flip_a_data_byte(directory / chain[2]["backup"] / "vda.qcow2")
     verified = p2v("backup", "verify", str(directory), check=False)
