@@ -105,16 +105,22 @@ class Catalog:
         path = directory / FILE
         if not path.exists() and not create:
             raise InputError(f"{directory} holds no backups ({FILE} is missing)")
-        if create:
-            directory.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")  # a backup recorded is a backup kept
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
-            raise InputError(f"{path} is of a newer catalog version ({version})")
-        self.db.executescript(_SCHEMA)
-        self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        try:
+            if create:
+                directory.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA synchronous=FULL")  # a backup recorded is a backup kept
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise InputError(f"{path} is of a newer catalog version ({version})")
+            if version == 0:  # new: made here (only a backup makes one)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.executescript(_SCHEMA)
+                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as error:
+            raise InputError(f"{path}: not a readable backup catalog ({error})") from None
+        except OSError as error:
+            raise InputError(f"{directory}: {error.strerror}") from None
 
     def close(self) -> None:
         self.db.close()
@@ -236,6 +242,9 @@ class Catalog:
                 "VALUES (?,?,?,?,?)",
                 ((backup_id, target, idx, digest, pieces) for idx, digest, pieces in blocks),
             )
+
+    def forget_blocks(self, backup_id: int, target: str) -> None:
+        self.db.execute("DELETE FROM blocks WHERE backup=? AND target=?", (backup_id, target))
 
     def block_digests(self, backup_id: int, target: str) -> dict[int, bytes]:
         """The blocks `backup_id` itself wrote of `target`."""

@@ -82,6 +82,8 @@ def define(
             uuid = domain.UUIDString()
     say(f"{name} defined on {uri} from {backup.folder()}, with the MAC addresses of "
         f"{backup.vm}: do not start both on one network")  # fmt: skip
+    if missing := left_out(backup.domain_xml, volumes):
+        say(f"left out of {name}: {', '.join(missing)} (not in the backup: read-only or shared)")
     return {"backup": backup.folder(), "name": name, "uri": uri, "uuid": uuid,
             "volumes": {t: f"{pool_name}/{v}" for t, v in volumes.items()}}  # fmt: skip
 
@@ -119,8 +121,16 @@ def vm_xml(xml: str, name: str, disks: dict[str, str], uuid: str | None) -> str:
             for source in disk.findall("source"):
                 disk.remove(source)
         else:
-            devices.remove(disk)
+            devices.remove(disk)  # not backed up (read-only, shared): `define` says so
     return ET.tostring(root, encoding="unicode")
+
+
+def left_out(xml: str, disks: dict[str, str]) -> list[str]:
+    """The backed-up VM's disks that a backup does not hold (read-only or shared)."""
+    root = ET.fromstring(xml)
+    return [t.get("dev", "?") for d in root.findall("devices/disk")
+            if d.get("device") not in ("cdrom", "floppy")
+            and (t := d.find("target")) is not None and t.get("dev") not in disks]  # fmt: skip
 
 
 def _text(tag: str, text: str) -> ET.Element:

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import tempfile
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ import nbd
 from p2v.backup import catalog as cat
 from p2v.backup import retention
 from p2v.backup.catalog import Backup, Catalog
-from p2v.backup.plan import Choice, Retention, backup_name, checkpoint_name, choose
+from p2v.backup.plan import Choice, Retention, backup_name, checkpoint_name, choose, to_drop
 from p2v.errors import ComponentError, InputError
 from p2v.host import virt
 from p2v.host.virt import backups, domains
@@ -179,41 +179,40 @@ def _check_reach(request: Request) -> None:
 
 
 def _steps(job: Run, request: Request, directory: Path, reporter: Reporter) -> dict[str, Any]:
-    choice = Choice(**job.found("check")["choice"])
-    sizes: dict[str, int] = job.found("check")["disks"]
-    job.record = {"vm": request.vm, "uri": request.uri, "directory": str(directory),
-                  "kind": choice.kind, "why_full": choice.why}  # fmt: skip
+    job.record = {"vm": request.vm, "uri": request.uri, "directory": str(directory)}
     with (
         virt.connection(request.uri, request.connect_timeout) as conn,
         Catalog(directory, create=True) as catalog,
-        _socket_dir(request, conn) as socket_dir,
     ):
         domain = virt.find(conn, request.vm)
-        export = _export(request, socket_dir)
+        # Whether an earlier run started the VM paused for this backup: it stops it.
+        started_before = bool(job.earlier("begin").get("started_paused"))
 
         def begin() -> dict[str, Any]:
             started = _start_paused_if_off(domain, job.say)  # checkpoints change only then
-            _clear_partial(catalog, domain, keep_job=None, say=job.say)
-            name = _unique_name(catalog)
-            checkpoint = checkpoint_name(name, domain.UUIDString())
-            backup = catalog.begin(
-                name=name, kind=choice.kind, parent=choice.parent, vm=request.vm,
-                vm_uuid=domain.UUIDString(), uri=request.uri, checkpoint=checkpoint,
-                why=choice.why, domain_xml=domains.definition(domain), job=job.job_id,
-                disks=sizes.items(),
-            )  # fmt: skip
-            job.remember(backup=backup.id, started_paused=started)
-            xml = backups.backup_xml(export, list(sizes), choice.since)
-            begun = backups.begin(domain, xml, backups.checkpoint_xml(checkpoint, list(sizes)))
-            consistency = "frozen" if begun.frozen else "crash-consistent"
-            unfrozen = f" (no freeze: {begun.why_not_frozen})" if begun.why_not_frozen else ""
-            job.say(f"backup {backup.folder()} ({choice.kind}) begun, {consistency}{unfrozen}")
-            return {"backup": backup.id, "checkpoint": checkpoint, "consistency": consistency,
-                    "started_paused": started}  # fmt: skip
+            job.remember(started_paused=started or started_before)
+            try:
+                return _begin(job, request, catalog, conn, domain) | {
+                    "started_paused": started or started_before
+                }
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    backups.end(domain)
+                if started:
+                    with contextlib.suppress(Exception):
+                        virt.destroy(domain)
+                raise
 
-        begun = job(Step("begin", begin, settles=True, still=lambda _: backups.running(domain)))
+        def begun_still(_: dict[str, Any]) -> bool:
+            # Read to the end already, or libvirt's job still serving the export.
+            return job.previous.get("end", {}).get("state") == "done" or backups.running(domain)
+
+        begun = job(Step("begin", begin, settles=True, still=begun_still))
+        choice = Choice(**begun["choice"])
+        export = backups.Export(**begun["export"])
         backup = catalog.get(begun["backup"])
-        job.record.update(name=backup.name, folder=backup.folder(), checkpoint=backup.checkpoint)
+        job.record.update(kind=choice.kind, why_full=choice.why, name=backup.name,
+                          folder=backup.folder(), checkpoint=backup.checkpoint)  # fmt: skip
         chain = catalog.chain(backup)
         totals: dict[str, dict[str, Any]] = {}
         with backups.ended_on_error(domain, stop=bool(begun.get("started_paused"))):
@@ -226,30 +225,75 @@ def _steps(job: Run, request: Request, directory: Path, reporter: Reporter) -> d
 
                 totals[disk.target] = job(Step(f"copy {disk.target}", copy, needs=("begin",)))
 
-            job(Step("end", lambda: backups.end(domain), needs=("begin",)))
+            def end() -> dict[str, Any]:
+                backups.end(domain)
+                _drop_socket_dir(export)
+                return {}
+
+            job(Step("end", end, needs=("begin",)))
 
             def record() -> dict[str, Any]:
                 catalog.finish(backup.id, begun["consistency"])
                 return {}
 
-            job(Step("record", record))
+            job(Step("record", record, needs=("begin",)))
             keep = Retention(**request.keep)
             if keep:
 
                 def retain() -> dict[str, Any]:
+                    # Their checkpoints noted first: a retain that stops half-way still
+                    # deletes them when it runs again. Their bitmaps merge into the ones
+                    # before.
+                    dropping = [b.checkpoint for b in to_drop(catalog.backups(), keep)]
+                    checkpoints = job.earlier("retain").get("checkpoints", []) + dropping
+                    job.remember(checkpoints=checkpoints)
                     dropped = retention.apply(catalog, keep, job.say)
-                    for old in dropped:  # their bitmaps merge into the ones before
-                        backups.delete_checkpoint(domain, old.checkpoint)
-                    return {"dropped": [b.folder() for b in dropped]}
+                    for checkpoint in checkpoints:
+                        backups.delete_checkpoint(domain, checkpoint)
+                    return {"dropped": [b.folder() for b in dropped], "checkpoints": checkpoints}
 
                 job.record["dropped"] = job(Step("retain", retain))["dropped"]
             if begun.get("started_paused"):
-                job(Step("stop", lambda: virt.destroy(domain)))
+
+                def stop() -> dict[str, Any]:
+                    if virt.state(domain) != "paused":  # resumed by someone meanwhile
+                        job.say(f"{request.vm} was resumed meanwhile: left running")
+                        return {"left": virt.state(domain)}
+                    virt.destroy(domain)
+                    return {}
+
+                job(Step("stop", stop))
     job.record.update(
         consistency=begun["consistency"],
         disks={t: {k: v for k, v in d.items() if k != "child"} for t, d in totals.items()},
     )
     return job.record
+
+
+def _begin(job: Run, request: Request, catalog: Catalog, conn: Any, domain: Any) -> dict[str, Any]:
+    """What to back up, decided again now (the VM may have changed since the check),
+    the backup recorded as partial, and libvirt's backup job begun."""
+    _clear_partial(catalog, domain, say=job.say)
+    sizes = _disks(domain)
+    choice = choose(request.mode, catalog.backups(), domain.UUIDString(), sizes,
+                    {c.name for c in backups.checkpoints(domain)})  # fmt: skip
+    name = _unique_name(catalog)
+    checkpoint = checkpoint_name(name, domain.UUIDString())
+    backup = catalog.begin(
+        name=name, kind=choice.kind, parent=choice.parent, vm=request.vm,
+        vm_uuid=domain.UUIDString(), uri=request.uri, checkpoint=checkpoint,
+        why=choice.why, domain_xml=domains.definition(domain), job=job.job_id,
+        disks=sizes.items(),
+    )  # fmt: skip
+    export = _export(request, conn)
+    job.remember(backup=backup.id, export=export.__dict__)
+    xml = backups.backup_xml(export, list(sizes), choice.since)
+    begun = backups.begin(domain, xml, backups.checkpoint_xml(checkpoint, list(sizes)))
+    consistency = "frozen" if begun.frozen else "crash-consistent"
+    unfrozen = f" (no freeze: {begun.why_not_frozen})" if begun.why_not_frozen else ""
+    job.say(f"backup {backup.folder()} ({choice.kind}) begun, {consistency}{unfrozen}")
+    return {"backup": backup.id, "checkpoint": checkpoint, "consistency": consistency,
+            "choice": choice.__dict__, "export": export.__dict__}  # fmt: skip
 
 
 def _unique_name(catalog: Catalog) -> str:
@@ -271,12 +315,10 @@ def _start_paused_if_off(domain: Any, say: Say) -> bool:
     return True
 
 
-def _clear_partial(catalog: Catalog, domain: Any, keep_job: str | None, say: Say) -> None:
+def _clear_partial(catalog: Catalog, domain: Any, say: Say) -> None:
     """Backups that stopped half-way: their files and checkpoints removed, so that
     nothing builds on them and the next increment starts from the last good one."""
     for backup in catalog.backups(state="partial"):
-        if keep_job and backup.job == keep_job:
-            continue
         backups.end(domain)  # a job of it may still run
         backups.delete_checkpoint(domain, backup.checkpoint)
         shutil.rmtree(catalog.directory / backup.folder(), ignore_errors=True)
@@ -284,30 +326,25 @@ def _clear_partial(catalog: Catalog, domain: Any, keep_job: str | None, say: Say
         say(f"removed the unfinished backup {backup.folder()}")
 
 
-@contextlib.contextmanager
-def _socket_dir(request: Request, conn: Any) -> Iterator[str | None]:
-    """For a VM on this machine: a directory for the export's unix socket that only
-    QEMU's user (which makes the socket) and root can enter."""
-    if request.uri not in virt.LOCAL_URIS:
-        yield None
-        return
-    directory = tempfile.mkdtemp(prefix="p2v-backup-")
-    owner = backups.qemu_owner(conn)
-    if owner is not None and os.geteuid() == 0:
-        os.chown(directory, *owner)
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def _export(request: Request, socket_dir: str | None) -> backups.Export:
-    if socket_dir:
-        return backups.Export(socket=os.path.join(socket_dir, "nbd.sock"))
+def _export(request: Request, conn: Any) -> backups.Export:
+    """Where libvirt's export listens: for a VM on this machine a unix socket in a
+    directory only QEMU's user (which makes the socket) and root can enter; for another
+    host its address, with TLS."""
+    if request.uri in virt.LOCAL_URIS:
+        directory = tempfile.mkdtemp(prefix="p2v-backup-")
+        owner = backups.qemu_owner(conn)
+        if owner is not None and os.geteuid() == 0:
+            os.chown(directory, *owner)
+        return backups.Export(socket=os.path.join(directory, "nbd.sock"))
     host = urllib.parse.urlsplit(request.uri).hostname
     if not host:
         raise InputError(f"{request.uri} names no host to read the backup from")
     return backups.Export(address=host, port=request.nbd_port)
+
+
+def _drop_socket_dir(export: backups.Export) -> None:
+    if export.socket:
+        shutil.rmtree(os.path.dirname(export.socket), ignore_errors=True)
 
 
 def _source(
@@ -342,11 +379,13 @@ def _copy_disk(
 ) -> dict[str, Any]:
     backup, parent = chain[0], (chain[1] if len(chain) > 1 else None)
     path = directory / disk.file
-    done = catalog.block_digests(backup.id, disk.target)
+    done: dict[int, bytes | None] = dict(catalog.block_digests(backup.id, disk.target))
     if not path.exists() or not done:
-        _make_image(
-            path, disk.size, directory / _parent_file(parent, disk.target) if parent else None
-        )
+        if done:  # its blocks went with the image: copied again
+            catalog.forget_blocks(backup.id, disk.target)
+            done = {}
+        base = directory / _parent_file(parent, disk.target) if parent else None
+        _make_image(path, disk.size, base)
     bitmap = backups.bitmap_of(disk.target) if incremental else None
     source = _source(export, disk.target, request, bitmap)
     try:
@@ -368,7 +407,7 @@ def _copy_disk(
         reporter.start(job_id, f"{disk.target} -> {path}", disk.size)
         outcome = Transfer(
             source, target, settings=Settings(pieces=True), target_zero=not incremental,
-            done=dict.fromkeys(done), on_durable=record, reporter=reporter,
+            done=done, on_durable=record, reporter=reporter,
         ).run()  # fmt: skip
     digest = catalog.disk_digest(chain, disk.target, disk.size)
     read = outcome.snapshot.read
@@ -412,7 +451,10 @@ def _make_image(path: Path, size: int, backing: Path | None) -> None:
     if backing is not None:
         cmd += ["-b", os.path.relpath(backing, path.parent), "-F", "qcow2"]
     cmd += [str(path), str(size)]
-    made = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    try:
+        made = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise ComponentError(f"qemu-img create {path} did not end within 60 s") from None
     if made.returncode != 0:
         raise ComponentError(f"qemu-img create {path}: {made.stderr.strip()}")
 

@@ -47,7 +47,10 @@ def _rebase(path: str, backing: str) -> None:
     cmd = ["qemu-img", "rebase", "-q", "-f", "qcow2", "-b", backing]
     if backing:
         cmd += ["-F", "qcow2"]
-    done = subprocess.run([*cmd, path], capture_output=True, text=True, timeout=24 * 3600)
+    try:
+        done = subprocess.run([*cmd, path], capture_output=True, text=True, timeout=24 * 3600)
+    except subprocess.TimeoutExpired:
+        raise ComponentError(f"qemu-img rebase {path} did not end within a day") from None
     if done.returncode != 0:
         raise ComponentError(f"qemu-img rebase {path}: {done.stderr.strip()}")
 

@@ -14,6 +14,8 @@ from p2v.commands.options import (
     add_connect_timeout_option,
     add_schedule_options,
     count,
+    port,
+    seconds,
 )
 from p2v.errors import EXIT_CODES, BackupMismatch, BootCheckError, InputError
 from p2v.host.virt import DEFAULT_URI
@@ -60,7 +62,7 @@ def register(verbs: Any) -> None:
     p.add_argument("--tls-certs", metavar="DIR",
                    help="for a remote host's export: ca-cert.pem, client-cert.pem and "
                    "client-key.pem")  # fmt: skip
-    p.add_argument("--nbd-port", type=int, default=10809, metavar="PORT",
+    p.add_argument("--nbd-port", type=port, default=10809, metavar="PORT",
                    help="a remote host's export listens on this port of the host's address "
                    "(default 10809)")  # fmt: skip
     for period, what in (
@@ -108,7 +110,7 @@ def register(verbs: Any) -> None:
                    "remove it all")  # fmt: skip
     r.add_argument("-c", "--connect", default=DEFAULT_URI, metavar="URI",
                    help=f"--define, --check: the libvirt host (default {DEFAULT_URI})")  # fmt: skip
-    r.add_argument("--boot-timeout", type=float, default=600.0, metavar="S",
+    r.add_argument("--boot-timeout", type=seconds, default=600.0, metavar="S",
                    help="--check: seconds to wait for it to come up (default 600)")  # fmt: skip
     r.add_argument("--overwrite", action="store_true", help="replace an existing --to file")
     r.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -216,21 +218,31 @@ def _prune(args: argparse.Namespace, directory: Path) -> int:
     from p2v.backup import retention
     from p2v.backup.catalog import Catalog
     from p2v.jobs.journal import Journal, Lock
+    from p2v.jobs.runner import Kind, Run
 
     keep = _keep(args)
     if not keep:
         raise InputError("backup prune needs --keep-last, --keep-daily or --keep-weekly")
+    where = directory.resolve()
+    kind = Kind("prune", lambda p, r: f"prune {p['directory']}",
+                lambda r: f"{len(r.get('dropped', []))} backup(s) dropped",
+                resumable=False)  # fmt: skip
     journal = Journal()
-    try:  # not while a backup writes there
-        journal.refuse_held(
-            Lock(f"backup-dir:{directory.resolve()}", f"backup directory {directory}")
-        )
+    try:  # a job of its own, holding the directory against a backup into it meanwhile
+        lock = Lock(f"backup-dir:{where}", f"backup directory {where}")
+        journal.refuse_held(lock)
+        job = Run.start(kind, {"directory": str(where), "keep": keep.__dict__}, journal, _say)
+
+        def drive() -> dict[str, Any]:
+            job.lock(lock)
+            with Catalog(directory) as catalog:
+                return {"dropped": [b.folder() for b in retention.apply(catalog, keep, _say)]}
+
+        dropped = job.execute(drive)["dropped"]
     finally:
         journal.close()
-    with Catalog(directory) as catalog:
-        dropped = retention.apply(catalog, keep, _say)
     if args.json:
-        print(json.dumps({"dropped": [b.folder() for b in dropped]}))
+        print(json.dumps({"dropped": dropped}))
     else:
         print(f"{len(dropped)} backup(s) dropped" if dropped else "nothing to drop")
     return 0

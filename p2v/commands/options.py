@@ -41,6 +41,13 @@ def rate(text: str) -> int:
     return value
 
 
+def port(text: str) -> int:
+    """A TCP port: 1 to 65535."""
+    if not text.strip().isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1 to 65535)")
+    return int(text)
+
+
 def count(text: str) -> int:
     """A whole number above 0."""
     if not text.strip().isdigit() or int(text) < 1:

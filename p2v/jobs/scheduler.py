@@ -256,8 +256,9 @@ def _retry_argv(journal: Journal, schedule: Schedule) -> list[str]:
         return schedule.argv
     for child in reversed(journal.children(schedule.last_job)):
         if (child.kind == schedule.verb and child.resume
-                and child.status in ("failed", "interrupted")):  # fmt: skip
-            return ["--resume", child.id]
+                and child.status in ("failed", "interrupted")
+                and any(step["state"] == "done" for step in journal.steps(child.id))):  # fmt: skip
+            return ["--resume", child.id]  # (one stopped before any step starts afresh)
     return schedule.argv
 
 

@@ -160,7 +160,8 @@ def ended_on_error(domain: Any, stop: bool) -> Iterator[None]:
     except BaseException:
         with contextlib.suppress(Exception):
             end(domain)
-            if stop:
+        if stop:
+            with contextlib.suppress(Exception):
                 domain.destroy()
         raise
 

@@ -134,6 +134,11 @@ class NbdEndpoint(Endpoint):
                 # copy has a digest, or is left as it was.
                 dirty = [(lo - lo % PIECE, min(-(-hi // PIECE) * PIECE, self.size))
                          for lo, hi in ext.dirty_ranges(dirty_offset, dirty_entries)]  # fmt: skip
+                # A reply too short to end on a piece's edge: the piece it cuts is read
+                # whole, on both sides of the cut (clean bytes read again are harmless).
+                for cut in (pos, covered):
+                    if cut % PIECE and cut < end:
+                        dirty.append((cut - cut % PIECE, min(cut - cut % PIECE + PIECE, self.size)))
                 found = list(ext.restrict(ext.clip(found, pos, covered), dirty))
             if covered <= pos:
                 raise OSError(errno.EPROTO, f"{self.name}: empty block status reply at {pos}")
