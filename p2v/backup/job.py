@@ -19,6 +19,7 @@ every change) and it is taken again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -62,6 +63,7 @@ class Request:
     tls_certs: str | None = None  # CA + client certificate for a remote host's export
     nbd_port: int = DEFAULT_NBD_PORT
     keep: dict[str, int] = field(default_factory=dict)  # a Retention's fields
+    bwlimit: int | None = None  # bytes/s read from the VM's host
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
 
     def to_json(self) -> dict[str, Any]:
@@ -115,10 +117,13 @@ def run(
 
 
 def resume(
-    job_id: str, journal: Journal, say: Say, reporter: Reporter
+    job_id: str, journal: Journal, say: Say, reporter: Reporter, bwlimit: int | None = None
 ) -> tuple[str, dict[str, Any]]:
+    """Go on with a backup job that stopped (`bwlimit`: a new limit for the rest)."""
     job = Run.resume(KIND, job_id, journal, say)
     request = Request(**job.params["request"])
+    if bwlimit:
+        request = dataclasses.replace(request, bwlimit=bwlimit)
     directory = Path(request.directory).resolve()
 
     def drive() -> dict[str, Any]:
@@ -406,7 +411,8 @@ def _copy_disk(
     with source, target:
         reporter.start(job_id, f"{disk.target} -> {path}", disk.size)
         outcome = Transfer(
-            source, target, settings=Settings(pieces=True), target_zero=not incremental,
+            source, target, settings=Settings(pieces=True, bwlimit=request.bwlimit),
+            target_zero=not incremental,
             done=done, on_durable=record, reporter=reporter,
         ).run()  # fmt: skip
     digest = catalog.disk_digest(chain, disk.target, disk.size)

@@ -15,6 +15,7 @@ from p2v.commands.options import (
     add_schedule_options,
     count,
     port,
+    rate,
     seconds,
 )
 from p2v.errors import EXIT_CODES, BackupMismatch, BootCheckError, InputError
@@ -62,6 +63,8 @@ def register(verbs: Any) -> None:
     p.add_argument("--tls-certs", metavar="DIR",
                    help="for a remote host's export: ca-cert.pem, client-cert.pem and "
                    "client-key.pem")  # fmt: skip
+    p.add_argument("--bwlimit", type=rate, metavar="RATE",
+                   help="read at most RATE bytes a second from the VM (50M, 1G)")  # fmt: skip
     p.add_argument("--nbd-port", type=port, default=10809, metavar="PORT",
                    help="a remote host's export listens on this port of the host's address "
                    "(default 10809)")  # fmt: skip
@@ -128,7 +131,8 @@ def _request(args: argparse.Namespace) -> Any:
         raise InputError(f"backup {args.vm}: the directory goes after --to, not {args.directory!r}")
     return Request(vm=args.vm, uri=args.connect, directory=str(Path(args.to).resolve()),
                    mode=args.mode or "auto", tls_certs=args.tls_certs, nbd_port=args.nbd_port,
-                   connect_timeout=args.connect_timeout, keep=_keep(args).__dict__)  # fmt: skip
+                   connect_timeout=args.connect_timeout, keep=_keep(args).__dict__,
+                   bwlimit=args.bwlimit)  # fmt: skip
 
 
 def _keep(args: argparse.Namespace) -> Any:
@@ -150,13 +154,13 @@ def _cmd_backup(args: argparse.Namespace) -> int:
     if args.vm in TOOLS and not args.resume:
         return _tool(args)
     if args.resume and (args.vm or args.to):
-        raise InputError("--resume JOB takes the job's own VM and directory; give it alone")
+        raise InputError("--resume JOB takes the job's own VM and directory (and --bwlimit)")
     request = None if args.resume else _request(args)
     journal = Journal()
     reporter = _reporter(args)
     try:
         if request is None:
-            job_id, record = job.resume(args.resume, journal, _say, reporter)
+            job_id, record = job.resume(args.resume, journal, _say, reporter, args.bwlimit)
         else:
             job_id, record = job.run(request, journal, _say, reporter)
     finally:

@@ -1,13 +1,13 @@
-"""`p2v backup` on a test host, with the test guest writing its records: a full and two
-incremental backups, the second of them while the VM is shut off (started paused for
-it: the dirty bitmaps outlived the VM's stop); each increment about the size of what
-changed; every point restored with its digest checked (the last also against the
-disk itself); `backup verify` catching one byte flipped in a stored backup. One boot
-of the guest serves it all (TCG); the export is read over TCP with TLS, both sides
-certified. Retention, in a backup job and by hand, drops the oldest: what built on
-it becomes a full of its own and the remaining points restore byte for byte as
-before; a restore drill boots the newest point, which also comes back as a VM defined
-on the host."""
+"""`p2v backup` on a test host, with the test guest writing its records: a full backup
+(killed while it reads, then resumed) and two incremental ones, the second while the
+VM is shut off (started paused for it: the dirty bitmaps outlived the VM's stop);
+each increment about the size of what changed; every point restored with its digest
+checked (the last also against the disk itself); `backup verify` catching one byte
+flipped in a stored backup. One boot of the guest serves it all (TCG); the export is
+read over TCP with TLS, both sides certified. Retention, in a backup job and by hand,
+drops the oldest: what built on it becomes a full of its own and the remaining points
+restore byte for byte as before; a restore drill boots the newest point, which also
+comes back as a VM defined on the host."""
 
 from __future__ import annotations
 
@@ -49,6 +49,30 @@ def _backup(host: hosts.TestHost, directory: Path, *extra: str) -> dict[str, Any
     return dict(json.loads(done.stdout.splitlines()[-1]))
 
 
+def _killed_then_resumed(host: hosts.TestHost, directory: Path) -> dict[str, Any]:
+    """A backup killed (-9) while it reads, then resumed: libvirt's job went on
+    serving the export meanwhile, so the resume reads on from it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "p2v.cli", "backup", NAME, "--to", str(directory), "-c",
+         host.uri, "--tls-certs", str(host.client_certs), "--bwlimit", "2M"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    job = ""
+    for line in proc.stderr:
+        job = job or (line.split()[2] if line.startswith("p2v: job ") else "")
+        if line.startswith("p2v: copy vda"):
+            break
+    else:
+        raise AssertionError(f"the backup ended before its copy: {proc.wait()}")
+    time.sleep(2)
+    proc.kill()
+    proc.wait()
+    done = p2v("backup", "--resume", job, "--bwlimit", "1G", "--json")
+    assert "begin ..." not in done.stderr, "the export was read on, not begun again"
+    return dict(json.loads(done.stdout.splitlines()[-1]))
+
+
 def _records_for(host: hosts.TestHost, seconds: float) -> None:
     """Let the guest write records (ten a second) for `seconds` more."""
     first = guests.counter(host.uri, NAME)
@@ -77,8 +101,9 @@ def test_full_and_incremental_backups_restore_every_point_and_verify_finds_a_fli
         uuid = virt.find(conn, NAME).UUIDString()
     directory = tmp_path / "backups"
     try:
-        full = _backup(host, directory)
+        full = _killed_then_resumed(host, directory)
         assert full["kind"] == "full" and full["why_full"] is None
+        assert full["folder"].startswith("0001-"), "resumed, not taken again"
         _records_for(host, 5)
         one = _backup(host, directory)
         assert one["kind"] == "incremental", one
