@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import tzlocal
@@ -34,9 +34,7 @@ class Trigger:
     def next_run(self, after: float, tz: tzinfo | None = None) -> float | None:
         """The first run strictly after `after`; None when none is left."""
         if self.cron is not None:
-            start = datetime.fromtimestamp(after, tz or local_zone()) + timedelta(microseconds=1)
-            fire = _crontab(self.cron, tz).get_next_fire_time(None, start)
-            return fire.timestamp() if fire else None
+            return _next_cron(self.cron, after, tz or local_zone())
         assert self.at is not None
         if after < self.at:
             return self.at
@@ -58,6 +56,29 @@ class Trigger:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Trigger:
         return cls(at=data.get("at"), every=data.get("every"), cron=data.get("cron"))
+
+
+def _next_cron(line: str, after: float, zone: tzinfo) -> float | None:
+    """The crontab line's first time strictly after `after`. Once per due time: in the
+    hour the clocks go back, a time of day that comes twice runs at its first coming
+    only (as cron does), unless the line runs every hour anyway."""
+    trigger = _crontab(line, zone)
+    every_hour = line.split()[1].split("/")[0] == "*"
+    while True:
+        # A step past `after` made in UTC: local arithmetic loses which of two equal
+        # local times it is (fold), and would find the same run again and again.
+        start = _local(after, zone, timedelta(microseconds=1))
+        fire = trigger.get_next_fire_time(None, start)
+        if fire is None:
+            return None
+        at = _local(fire.timestamp(), zone)
+        if every_hour or not (at.fold and at.replace(fold=0).utcoffset() != at.utcoffset()):
+            return float(fire.timestamp())
+        after = fire.timestamp()  # the second coming of a time that ran already
+
+
+def _local(when: float, zone: tzinfo, plus: timedelta = timedelta(0)) -> datetime:
+    return (datetime.fromtimestamp(when, UTC) + plus).astimezone(zone)
 
 
 def make(

@@ -101,6 +101,31 @@ def test_cron_lines_read_as_cron_reads_them() -> None:
     assert make(None, None, "  0   0 * * *", NOW, PARIS).cron == "0 0 * * *"
 
 
+@pytest.mark.parametrize(
+    ("line", "start", "expected"),
+    [
+        # Clocks go back at 03:00 on 25 October 2026: 02:00-02:59 comes twice.
+        ("30 2 * * *", "2026-10-24 12:00", ["25 02:30+0200", "26 02:30+0100", "27 02:30+0100"]),
+        (
+            "*/30 * * * *",
+            "2026-10-25 01:50",  # every half hour, in real time
+            ["25 02:00+0200", "25 02:30+0200", "25 02:00+0100", "25 02:30+0100", "25 03:00+0100"],
+        ),
+        # Clocks go forward at 02:00 on 29 March 2026: 02:30 does not happen; once, later.
+        ("30 2 * * *", "2026-03-28 12:00", ["29 03:30+0200", "30 02:30+0200"]),
+        ("0 * * * *", "2026-03-29 00:30", ["29 01:00+0100", "29 03:00+0200", "29 04:00+0200"]),
+    ],
+)
+def test_a_cron_line_runs_once_per_due_time_across_both_dst_changes(
+    line: str, start: str, expected: list[str]
+) -> None:
+    trigger, after, found = make(None, None, line, t(start), PARIS), t(start), []
+    for _ in expected:
+        after = trigger.next_run(after, PARIS)
+        found.append(datetime.fromtimestamp(after, PARIS).strftime("%d %H:%M%z"))
+    assert found == expected
+
+
 def test_weekdays_become_names() -> None:
     assert weekdays("*") == weekdays("0-6") == weekdays("*/1") == "*"
     assert weekdays("*/2") == "sun,tue,thu,sat"
