@@ -400,7 +400,7 @@ def cancel(job_id: str, journal: Journal) -> str:
     job = journal.get(job_id)
     if job.kind != KIND.name:
         raise InputError(f"job {job_id} is a {job.kind} job, not a migration")
-    if job.status not in ("running", "interrupted"):
+    if job.status not in ("running", "interrupted", "failed"):
         raise InputError(f"job {job_id} is {job.status}: nothing to cancel")
     request = Request.from_json(job.params["request"])
     checked = {s["name"]: s for s in journal.steps(job_id)}.get("check") or {}
@@ -419,10 +419,12 @@ def cancel(job_id: str, journal: Journal) -> str:
             os.kill(owner.pid, signal.SIGINT)
             return (f"asked process {owner.pid} to stop job {job_id}; the guest stays on "
                     f"{request.source}")  # fmt: skip
-        if domain is None or not job.params.get("live") or not migration.job_running(domain):
+        # Interrupted, or failed while libvirt may go on: a live migration libvirt still
+        # runs is stopped; any other job of the domain (a backup) is not ours to stop.
+        if domain is None or not job.params.get("live") or not migration.migrating_out(domain):
             journal.settling(job_id, None)  # nothing of it runs: its locks are free
-            raise InputError(f"job {job_id} is interrupted and nothing of it runs: nothing "
-                             "to cancel")  # fmt: skip
+            raise InputError(f"job {job_id} is {job.status} and no migration of it runs: "
+                             "nothing to cancel")  # fmt: skip
         migration.abort_job(domain)
         del domain
     journal.settling(job_id, None)

@@ -34,12 +34,16 @@ def find(conn: Any, name_or_uuid: str) -> Any:
 
 
 def lookup_uuid(conn: Any, uuid: str) -> Any:
-    """The domain with this UUID, or None."""
+    """The domain with this UUID, or None when the host has none; any other trouble
+    is an error, never "gone" (code that deletes relies on it)."""
     libvirt = libvirt_module()
-    try:
-        return conn.lookupByUUIDString(uuid)
-    except libvirt.libvirtError:
-        return None
+    with failing_as(f", looking domain {uuid} up"):
+        try:
+            return conn.lookupByUUIDString(uuid)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+    return None
 
 
 def definition(domain: Any) -> str:

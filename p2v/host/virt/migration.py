@@ -209,6 +209,21 @@ def job_running(domain: Any) -> bool:
     return job_stats(domain).running
 
 
+def migrating_out(domain: Any) -> bool:
+    """Whether the domain's job under way is an outgoing migration (not a backup, a
+    snapshot or a save, which a migration's cancel must leave alone)."""
+    libvirt = libvirt_module()
+    try:
+        raw = domain.jobStats()
+    except libvirt.libvirtError:
+        return False
+    under_way = raw.get("type") in (
+        libvirt.VIR_DOMAIN_JOB_BOUNDED,
+        libvirt.VIR_DOMAIN_JOB_UNBOUNDED,
+    )
+    return under_way and raw.get("operation") == libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT
+
+
 def abort_job(domain: Any) -> None:
     """Stop the domain's running job (a migration), from any connection to its host."""
     with failing_as(f", stopping {domain.name()}'s migration"):
