@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -22,11 +23,15 @@ def register(verbs: Any) -> None:
         "history",
         help="list the jobs in the journal",
         description="The latest jobs of every kind (conversions, copies, ...), newest "
-        "first: state, when each started and how long it took, the job it is part of "
-        "and its outcome. `p2v history JOB` is another name for `p2v show JOB`.",
+        "first: state, when each started and how long it took, what it is and its "
+        "outcome, a line each that fits the terminal (--wide: whole, with the job each is "
+        "part of). `p2v history JOB` is another name for `p2v show JOB`.",
     )
     p.add_argument("job", nargs="?", metavar="JOB", help="show this job, as `p2v show JOB`")
     p.add_argument("--limit", type=count, default=30, help="how many jobs to list (default 30)")
+    p.add_argument("--wide", action="store_true",
+                   help="whole lines, with the job each is part of (by default each line "
+                   "fits the terminal)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_history)
 
@@ -58,14 +63,24 @@ def _cmd_history(args: argparse.Namespace) -> int:
     if not jobs:
         print(f"no jobs in {journal.path}")
         return 0
+    if args.wide:
+        width = max(len(job.id) for job in jobs)
+        print(f"{'JOB':<{width}}  {'STATE':<11}  {'STARTED':<19}  {'TOOK':>8}  "
+              f"{'PARENT':<{width}}  WHAT: OUTCOME")  # fmt: skip
+        for job in jobs:
+            parent = job.parent or "-"
+            print(f"{job.id:<{width}}  {job.status:<11}  {format_time(job.created)}  "
+                  f"{_took(job):>8}  {parent:<{width}}  {_what(job)}: {outcome(job)}")  # fmt: skip
+        return 0
+    # Like `virsh list`: a line each that fits the terminal (120 columns when piped).
+    columns = max(60, shutil.get_terminal_size((120, 24)).columns)
     width = max(len(job.id) for job in jobs)
-    print(f"{'JOB':<{width}}  {'STATE':<11}  {'STARTED':<19}  {'TOOK':>8}  "
-          f"{'PARENT':<{width}}  WHAT: OUTCOME")  # fmt: skip
+    print(f"{'JOB':<{width}}  {'STATE':<11}  {'STARTED':<11}  {'TOOK':>8}  WHAT: OUTCOME")
     for job in jobs:
-        print(
-            f"{job.id:<{width}}  {job.status:<11}  {format_time(job.created)}  {_took(job):>8}  "
-            f"{job.parent or '-':<{width}}  {_what(job)}: {outcome(job)}"
-        )
+        started = time.strftime("%m-%d %H:%M", time.localtime(job.created))
+        line = (f"{job.id:<{width}}  {job.status:<11}  {started}  {_took(job):>8}  "
+                f"{_what(job)}: {outcome(job)}")  # fmt: skip
+        print(line if len(line) <= columns else line[: columns - 1] + "…")
     return 0
 
 

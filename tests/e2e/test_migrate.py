@@ -172,7 +172,7 @@ def test_a_guest_too_busy_for_pre_copy_is_finished_by_the_policy(
     assert "post-copy" in kinds and record["postcopy"], record["escalations"]
     assert all(step["at"] > 0 for step in record["escalations"])
     assert running_on(b.uri, name)
-    history = p2v("history").stdout
+    history = p2v("history", "--wide").stdout
     assert "post-copy" in history and "not finished within --timeout 4 s" in history
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,13 @@ def test_history_lists_jobs_of_every_kind_and_show_tells_one_in_full(home: Path)
         (conversion.id, "convert", "failed", None),
         (copied["job_id"], "copy", "done", None),
     ]
-    lines = p2v("history").stdout.splitlines()
+    short = p2v("history", env={**os.environ, "COLUMNS": "120"}).stdout.splitlines()
+    assert short[0].split() == ["JOB", "STATE", "STARTED", "TOOK", "WHAT:", "OUTCOME"]
+    assert all(len(line) <= 120 for line in short) and short[3].endswith("…")
+    assert short[1].startswith(part.id) and short[1].endswith(
+        "a -> b: failed: No space left on device"
+    )
+    lines = p2v("history", "--wide").stdout.splitlines()
     assert lines[0].split() == ["JOB", "STATE", "STARTED", "TOOK", "PARENT", "WHAT:", "OUTCOME"]
     assert lines[1].startswith(part.id) and f" {conversion.id} " in lines[1]
     assert lines[1].endswith("a -> b: failed: No space left on device")
