@@ -365,6 +365,9 @@ Wants=network-online.target
 ExecStart={" ".join(_quoted(arg) for arg in command)}
 {environment}Restart=on-failure
 RestartSec=10
+# SIGTERM to the scheduler alone, which stops its runs with SIGINT so that each records
+# where it stopped and can be resumed; what is left after the timeout gets SIGKILL.
+KillMode=mixed
 TimeoutStopSec={STOP_GRACE + 30:g}
 
 [Install]

@@ -15,6 +15,8 @@ def test_the_unit_runs_the_scheduler_with_its_options_and_state_directory() -> N
     assert 'Environment="P2V_HOME=/var/lib/p2v state"\n' in text
     assert "Environment=PYTHONPATH=/opt/p2v\n" in text
     assert "WantedBy=multi-user.target\n" in text
+    # systemd's stop reaches the scheduler alone, which stops its runs resumably.
+    assert "KillMode=mixed\n" in text
     assert "WantedBy=default.target\n" in unit_text(["p2v"], {}, user=True)
 
 
