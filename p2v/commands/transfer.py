@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 from p2v.commands.options import (
@@ -139,6 +140,8 @@ def _cmd_copy(args: argparse.Namespace) -> int:
     from p2v.transfer.progress import JsonReporter
 
     _check_copy(args)
+    if args.target:
+        args.target = dated(args.target)
     reporter = _reporter(args)
     journal = Journal()
     try:
@@ -192,6 +195,16 @@ def _cmd_copy(args: argparse.Namespace) -> int:
     return 0
 
 
+# {date} and {time} in a copy's target: the day or the moment each run makes it.
+TARGET_TIMES = {"date": "%Y%m%d", "time": "%Y%m%d-%H%M%S"}
+
+
+def dated(target: str, now: float | None = None) -> str:
+    for key, layout in TARGET_TIMES.items():
+        target = target.replace(f"{{{key}}}", time.strftime(layout, time.localtime(now)))
+    return target
+
+
 def _check_copy(args: argparse.Namespace) -> None:
     """What `p2v copy` refuses before it opens anything."""
     if args.resume:
@@ -200,6 +213,14 @@ def _check_copy(args: argparse.Namespace) -> None:
         return
     if not (args.source and args.target):
         raise InputError("copy needs SRC and DST (or --resume JOB)")
+    repeated = getattr(args, "schedule_every", None) or getattr(args, "schedule_cron", None)
+    if (repeated and not args.target.startswith("null:") and not args.overwrite
+            and not any(f"{{{k}}}" in args.target for k in TARGET_TIMES)):  # fmt: skip
+        raise InputError(
+            f"a copy repeated to {args.target} fails from its second run, which finds the "
+            "target there: add --overwrite (each run copies it again), or put {date} or "
+            "{time} in its name (backup-{date}.raw)"
+        )
     if (args.connections or 1) > 16 or args.requests > 64:
         raise InputError("--connections must be 1-16 and --requests 1-64")
 

@@ -69,6 +69,7 @@ class Scheduler:
         self.policy, self.say = policy, say
         self.lock = threading.Lock()  # one reading or change of the schedules at a time
         self.running: dict[str, subprocess.Popen[bytes]] = {}  # by schedule id
+        self.threads: list[threading.Thread] = []  # of the runs
         self.stopping = False
         self.job_id = ""  # the scheduler's own job in the journal
         self.aps = BackgroundScheduler(
@@ -108,6 +109,8 @@ class Scheduler:
         for proc in runs:
             _stop(proc)
         self.aps.shutdown(wait=True)
+        for thread in list(self.threads):  # each records how its run ended
+            thread.join()
         with _journal() as journal:
             journal.finish(self.job_id, {"stopped": time.time()})
         self.say("stopped")
@@ -156,6 +159,15 @@ class Scheduler:
         return schedules.get(journal, schedule.id)
 
     def _run(self, schedule_id: str, due: float) -> None:
+        """APScheduler's call: the run goes on in a thread of its own, so that long runs
+        never hold the pool that the 2 s reading of the schedules needs."""
+        thread = threading.Thread(target=self._run_now, args=(schedule_id, due),
+                                  name=f"run-{schedule_id}", daemon=True)  # fmt: skip
+        with self.lock:
+            self.threads = [t for t in self.threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def _run_now(self, schedule_id: str, due: float) -> None:
         try:
             self._make_run(schedule_id, due)
         except Exception as e:  # one run's trouble must not stop the others

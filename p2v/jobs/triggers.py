@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tzlocal
 from apscheduler.triggers.combining import OrTrigger
@@ -30,11 +31,14 @@ class Trigger:
     at: float | None = None  # the first run, in seconds since the epoch; alone, the only one
     every: float | None = None  # seconds from one run to the next, counted from `at`
     cron: str | None = None  # a crontab line of 5 fields, in local time
+    # The time zone a crontab line was given in (its IANA name): its runs stay at their
+    # hour wherever and whenever the scheduler runs. None: this machine's.
+    zone: str | None = None
 
     def next_run(self, after: float, tz: tzinfo | None = None) -> float | None:
         """The first run strictly after `after`; None when none is left."""
         if self.cron is not None:
-            return _next_cron(self.cron, after, tz or local_zone())
+            return _next_cron(self.cron, after, tz or self._zone())
         assert self.at is not None
         if after < self.at:
             return self.at
@@ -42,20 +46,29 @@ class Trigger:
             return None
         return self.at + (math.floor((after - self.at) / self.every) + 1) * self.every
 
+    def _zone(self) -> tzinfo:
+        if self.zone:
+            try:
+                return ZoneInfo(self.zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                pass  # a zone this machine does not know: its own
+        return local_zone()
+
     def describe(self, tz: tzinfo | None = None) -> str:
         if self.cron is not None:
-            return f"cron '{self.cron}'"
+            return f"cron '{self.cron}'" + (f" ({self.zone})" if self.zone else "")
         assert self.at is not None
         if self.every is None:
             return f"once at {format_time(self.at, tz)}"
         return f"every {interval_text(self.every)} from {format_time(self.at, tz)}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"at": self.at, "every": self.every, "cron": self.cron}
+        return {"at": self.at, "every": self.every, "cron": self.cron, "zone": self.zone}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Trigger:
-        return cls(at=data.get("at"), every=data.get("every"), cron=data.get("cron"))
+        return cls(at=data.get("at"), every=data.get("every"), cron=data.get("cron"),
+                   zone=data.get("zone"))  # fmt: skip
 
 
 def _next_cron(line: str, after: float, zone: tzinfo) -> float | None:
@@ -90,7 +103,7 @@ def make(
     if at is not None and cron is not None:
         raise InputError("--at and --cron: give one of them (the crontab line says when)")
     if cron is not None:
-        trigger = Trigger(cron=check_crontab(cron, tz))
+        trigger = Trigger(cron=check_crontab(cron, tz), zone=_zone_name(tz))
         if trigger.next_run(now, tz) is None:
             raise InputError(f"--cron '{cron}' never comes")
         return trigger
@@ -215,6 +228,16 @@ def interval_text(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:g}{unit}"
     return f"{seconds:g}s"
+
+
+def _zone_name(tz: tzinfo | None) -> str | None:
+    """The IANA name of `tz` (this machine's by default), None when it has none."""
+    if tz is None:
+        try:
+            return str(tzlocal.get_localzone_name())
+        except Exception:  # tzlocal cannot tell: the zone is left to each run
+            return None
+    return getattr(tz, "key", None)
 
 
 def local_zone() -> tzinfo:

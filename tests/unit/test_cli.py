@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 import pytest
 
@@ -71,3 +72,12 @@ def test_every_job_making_verb_takes_the_same_schedule_options() -> None:
 def test_a_scheduled_command_is_run_without_its_schedule_options() -> None:
     argv = ["a", "--at=14:30", "--bwlimit", "8M", "--every", "1h", "b", "--cron", "* * * * *"]
     assert without_schedule_options(argv) == ["a", "--bwlimit", "8M", "b"]
+
+
+def test_a_repeated_copy_names_each_target_by_its_day_or_moment() -> None:
+    from p2v.commands.transfer import dated
+
+    now = time.mktime((2026, 12, 7, 4, 5, 6, 0, 0, -1))
+    assert dated("/b/web-{date}.raw", now) == "/b/web-20261207.raw"
+    assert dated("/b/web-{time}.qcow2", now) == "/b/web-20261207-040506.qcow2"
+    assert dated("/b/web.raw", now) == "/b/web.raw"

@@ -77,4 +77,9 @@ def test_changes_that_make_no_sense_are_refused(state: str, action: str, says: s
 
 def test_a_schedule_shows_its_command_as_typed() -> None:
     assert HOURLY.command == "p2v copy 'a b.raw' c.raw"
-    assert HOURLY.to_json()["trigger"] == {"at": NOW - 3600, "every": 3600, "cron": None}
+    assert HOURLY.to_json()["trigger"] == {
+        "at": NOW - 3600,
+        "every": 3600,
+        "cron": None,
+        "zone": None,
+    }

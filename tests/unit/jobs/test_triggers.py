@@ -156,3 +156,13 @@ def test_what_cannot_be_scheduled_is_refused(
 def test_a_trigger_is_recorded_and_read_back() -> None:
     for trigger in (Trigger(at=NOW), Trigger(at=NOW, every=60), Trigger(cron="0 0 * * *")):
         assert Trigger.from_json(trigger.to_json()) == trigger
+
+
+def test_a_cron_line_keeps_the_zone_it_was_given_in() -> None:
+    trigger = make(None, None, "30 2 * * *", NOW, PARIS)
+    assert trigger.zone == "Europe/Paris" and "(Europe/Paris)" in trigger.describe()
+    kept = Trigger.from_json(trigger.to_json())
+    # Read where another zone is local: still 02:30 in Paris.
+    first = kept.next_run(NOW)
+    assert first is not None
+    assert datetime.fromtimestamp(first, PARIS).strftime("%H:%M") == "02:30"
