@@ -118,10 +118,14 @@ class Journal:
         return self.get(job_id)
 
     def get(self, job_id: str) -> JobRecord:
-        row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
+        found = self.find(job_id)
+        if found is None:
             raise InputError(f"no job {job_id!r} in the journal {self.path}")
-        return _record(row)
+        return found
+
+    def find(self, job_id: str) -> JobRecord | None:
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _record(row)
 
     def resumable(self, job_id: str, kind: str) -> JobRecord:
         """The job, when it is a `kind` job that can go on: failed or interrupted. Only

@@ -70,6 +70,8 @@ class Scheduler:
         self.lock = threading.Lock()  # one reading or change of the schedules at a time
         self.running: dict[str, subprocess.Popen[bytes]] = {}  # by schedule id
         self.threads: list[threading.Thread] = []  # of the runs
+        # Commands of runs a scheduler killed -9 left, still going: schedule -> their job.
+        self.orphans: dict[str, str] = {}
         self.stopping = False
         self.job_id = ""  # the scheduler's own job in the journal
         self.aps = BackgroundScheduler(
@@ -96,6 +98,7 @@ class Scheduler:
                 journal.fail(job.id, str(e))
                 raise
             self.job_id = job.id
+            self._orphans(journal)
         self.aps.start()
         self.sync()
         self.aps.add_job(self.sync, IntervalTrigger(seconds=POLL), id="poll")
@@ -115,15 +118,37 @@ class Scheduler:
             journal.finish(self.job_id, {"stopped": time.time()})
         self.say("stopped")
 
+    def _orphans(self, journal: Journal) -> None:
+        """The runs a scheduler killed -9 (or a power cut) left: each recorded as ended
+        so; one whose command still goes on is waited for, never run beside."""
+        for schedule in schedules.every(journal):
+            run = journal.find(schedule.last_job) if schedule.last_job else None
+            if run is None or run.kind != "run" or not run.interrupted:
+                continue
+            going = [c for c in journal.children(run.id) if c.status == "running"]
+            if going:
+                self.orphans[schedule.id] = going[0].id
+                note = f"the scheduler stopped (killed); its command goes on as {going[0].id}"
+            else:
+                note = "the scheduler stopped (killed) while this run went on"
+            journal.fail(run.id, note)
+            self.say(f"{schedule.id}: {run.id}: {note}")
+
+    def _busy(self, schedule_id: str) -> bool:
+        return schedule_id in self.running or schedule_id in self.orphans
+
     def sync(self) -> None:
         """Read the schedules and place each active one's next run."""
         with self.lock, _journal() as journal:
             if self.stopping:
                 return
+            for schedule_id, job in list(self.orphans.items()):
+                if (found := journal.find(job)) is None or found.status != "running":
+                    del self.orphans[schedule_id]  # its command ended: the schedule goes on
             now = time.time()
             for schedule in schedules.every(journal):
                 due = schedule.next_run
-                waiting = schedule.state == "active" and schedule.id not in self.running
+                waiting = schedule.state == "active" and not self._busy(schedule.id)
                 if waiting and due is not None and schedules.too_late(due, now, self.policy):
                     schedule = self._missed(journal, schedule, due, now)
                 self._place(schedule)
@@ -131,7 +156,7 @@ class Scheduler:
     def _place(self, schedule: Schedule) -> None:
         job = self.aps.get_job(schedule.id)
         due = schedule.next_run
-        if schedule.state != "active" or due is None or schedule.id in self.running:
+        if schedule.state != "active" or due is None or self._busy(schedule.id):
             if job is not None:
                 job.remove()
             return
@@ -196,7 +221,7 @@ class Scheduler:
         with self.lock, _journal() as journal:
             schedule = schedules.get(journal, schedule_id)
             if (schedule.state != "active" or schedule.next_run != due
-                    or schedule_id in self.running or self.stopping):  # fmt: skip
+                    or self._busy(schedule_id) or self.stopping):  # fmt: skip
                 return None  # changed since it was placed, or placed twice
             now = time.time()
             argv = _retry_argv(journal, schedule)
@@ -267,11 +292,22 @@ def _retry_argv(journal: Journal, schedule: Schedule) -> list[str]:
     if not schedule.failures or not schedule.last_job:
         return schedule.argv
     for child in reversed(journal.children(schedule.last_job)):
-        if (child.kind == schedule.verb and child.resume
-                and child.status in ("failed", "interrupted")
-                and any(step["state"] == "done" for step in journal.steps(child.id))):  # fmt: skip
-            return ["--resume", child.id]  # (one stopped before any step starts afresh)
+        stopped = child.status in ("failed", "interrupted")
+        if (
+            child.kind == schedule.verb
+            and child.resume
+            and stopped
+            and _got_going(journal, child.id)
+        ):
+            return ["--resume", child.id]
     return schedule.argv
+
+
+def _got_going(journal: Journal, job_id: str) -> bool:
+    """Whether a job got far enough to be gone on with: it began a step, and one that
+    is not its checks, unless those ended (a job stopped in them starts afresh)."""
+    steps = journal.steps(job_id)
+    return bool(steps) and (steps[0]["name"] != "check" or steps[0]["state"] == "done")
 
 
 def _run_params(schedule: Schedule, due: float) -> dict[str, object]:

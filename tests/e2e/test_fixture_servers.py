@@ -1,12 +1,14 @@
 """The test physical servers are realistic: they do not boot on virtio-blk.
 
 That each boots on SATA as itself is checked when it is built (builder._check_boots),
-once per recipe, since the cached image is the one that was checked.
+once per recipe, since the cached image is the one that was checked; that it does not
+boot on virtio-blk, once per cached image too.
 Slow: boots Debian guests under QEMU (TCG on hosts where KVM does not work).
 """
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -23,12 +25,14 @@ def _state(path: os.PathLike[str]) -> tuple[int, int]:
 
 def test_no_fixture_boots_on_virtio_blk() -> None:
     """What conversion must fix: no virtio driver in the initramfs, root named sda.
-    Both at once: each spends most of its time in the initramfs, waiting for a root
-    that never comes (rootdelay), which costs no CPU."""
-    names = sorted(recipes.RECIPES)
-    images = {name: fixture_image(name) for name in names}
-    before = {name: _state(image) for name, image in images.items()}
-    with ThreadPoolExecutor(len(names)) as pool:
+    Booted once per cached image (its name holds its recipe's hash), as the SATA boot
+    is checked once per build: a stamp beside the image records that it was refused.
+    Those not checked yet boot at once: each spends most of its time in the initramfs,
+    waiting for a root that never comes (rootdelay), which costs no CPU."""
+    images = {name: fixture_image(name) for name in sorted(recipes.RECIPES)}
+    names = [n for n, image in images.items() if not _stamp(image).exists()]
+    before = {name: _state(images[name]) for name in names}
+    with ThreadPoolExecutor(max(1, len(names))) as pool:
         results = dict(
             zip(
                 names,
@@ -45,3 +49,8 @@ def test_no_fixture_boots_on_virtio_blk() -> None:
             f"{result.tail()}"
         )
         assert _state(images[name]) == before[name], "booting must not write the cached fixture"
+        _stamp(images[name]).write_text("stopped in the initramfs on virtio-blk\n")
+
+
+def _stamp(image: os.PathLike[str]) -> Path:
+    return Path(f"{os.fspath(image)}.virtio-refused")

@@ -179,3 +179,32 @@ def test_install_where_systemd_is_absent_says_so_and_runs_in_the_foreground(home
         said = output.read_text()
     assert "systemd is absent (/run/systemd/system does not exist): no service installed; " \
         "the scheduler runs in the foreground" in said  # fmt: skip
+
+
+def test_after_a_kill_9_the_next_scheduler_waits_for_the_orphaned_run_never_beside_it(
+    home: Path,
+) -> None:
+    make_disk(home / "slow.raw", 8 * MiB, [(0, 8 * MiB)])
+    when = datetime.fromtimestamp(int(time.time()) + 2).astimezone().isoformat(timespec="seconds")
+    sid = json.loads(p2v("copy", "slow.raw", "target.raw", "--overwrite", "--bwlimit", "2M",
+                         "--at", when, "--every", "2s", "--json").stdout)["id"]  # fmt: skip
+    output = home / "first.log"
+    with open(output, "w") as out:
+        first = subprocess.Popen([sys.executable, "-m", "p2v.cli", "scheduler"],
+                                 stdout=out, stderr=out)  # fmt: skip
+    try:
+        wait_for("a run's copy", lambda: any(jobs for _, jobs in runs(sid)), 20)
+    finally:
+        first.kill()  # -9: nothing recorded on the way out
+        first.wait()
+    ((orphan, (copy,)),) = runs(sid)
+    with scheduler(home) as out:
+        wait_for("a run after the orphan", lambda: len(runs(sid)) >= 2, 40)
+        said = out.read_text()
+    p2v("schedule", "cancel", sid)
+    made = runs(sid)
+    assert made[0][0].error == f"the scheduler stopped (killed); its command goes on as {copy.id}"
+    assert f"goes on as {copy.id}" in said
+    ended = Journal().get(copy.id)
+    assert ended.state == "done"  # the orphaned copy went on to its end
+    assert made[1][0].created >= ended.updated - 0.5, "a run was made beside the orphan"
