@@ -13,14 +13,7 @@ from p2v.host.virt.connection import failing_as, libvirt_module
 
 def lookup(conn: Any, name: str) -> Any:
     """The domain called `name`, or None."""
-    libvirt = libvirt_module()
-    with failing_as(""):
-        try:
-            return conn.lookupByName(name)
-        except libvirt.libvirtError as error:
-            if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                raise
-    return None
+    return _unless_missing(lambda: conn.lookupByName(name), "")
 
 
 def find(conn: Any, name_or_uuid: str) -> Any:
@@ -36,10 +29,15 @@ def find(conn: Any, name_or_uuid: str) -> Any:
 def lookup_uuid(conn: Any, uuid: str) -> Any:
     """The domain with this UUID, or None when the host has none; any other trouble
     is an error, never "gone" (code that deletes relies on it)."""
+    return _unless_missing(lambda: conn.lookupByUUIDString(uuid), f", looking domain {uuid} up")
+
+
+def _unless_missing(fetch: Any, what: str) -> Any:
+    """What `fetch` gets, None for libvirt's 'no such domain', an error for the rest."""
     libvirt = libvirt_module()
-    with failing_as(f", looking domain {uuid} up"):
+    with failing_as(what):
         try:
-            return conn.lookupByUUIDString(uuid)
+            return fetch()
         except libvirt.libvirtError as error:
             if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
