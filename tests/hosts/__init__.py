@@ -192,6 +192,17 @@ def _network(host: TestHost) -> None:
     _in_netns(ns, "ip", "link", "set", "eth0", "master", GUEST_BRIDGE, "up")
     _in_netns(ns, "ip", "addr", "add", f"{host.address}/{SUBNET.prefixlen}", "dev", GUEST_BRIDGE)
     _in_netns(ns, "ip", "link", "set", GUEST_BRIDGE, "up")
+    _forget_old_link(host)
+
+
+def _forget_old_link(host: TestHost) -> None:
+    """An address a removed host had is the new one's: the neighbour entries this
+    machine and the other hosts kept for it name the old link's MAC, and would send
+    there for a while (connections time out). They are dropped now."""
+    _run("ip", "neigh", "flush", "to", host.address, check=False)
+    for other in known():
+        if other.name != host.name and other.netns in _netns_list():
+            _run("ip", "-n", other.netns, "neigh", "flush", "to", host.address, check=False)
 
 
 def _configure(host: TestHost) -> None:

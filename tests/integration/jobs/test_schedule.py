@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+import tzlocal
 
 from tests.integration.transfer.disks import p2v
 
@@ -51,17 +52,19 @@ def test_a_schedule_that_cannot_be_is_refused_and_nothing_recorded(
 
 def test_a_schedule_is_recorded_with_its_command_and_changed_by_hand(home: Path) -> None:
     at = iso(3600)
-    made = p2v("copy", "a.raw", "--at", at, "--every", "1d", "--bwlimit", "8M", "b.raw", "--json")
+    made = p2v("copy", "a.raw", "--at", at, "--every", "1d", "--bwlimit", "8M", "b-{date}.raw",
+               "--json")  # fmt: skip
     schedule = json.loads(made.stdout)
-    argv = ["a.raw", "--bwlimit", "8M", "b.raw", "--json"]
+    argv = ["a.raw", "--bwlimit", "8M", "b-{date}.raw", "--json"]
     assert (schedule["verb"], schedule["argv"]) == ("copy", argv)
     assert schedule["cwd"] == str(home)  # relative paths are from here
     assert schedule["state"] == "active" and schedule["trigger"]["every"] == 86400
     assert abs(schedule["next_run"] - datetime.fromisoformat(at).timestamp()) < 1
     assert "no scheduler runs on this journal: start `p2v scheduler`" in made.stderr
-    text = p2v("copy", "x.raw", "y.raw", "--cron", "*/5 * * * *").stdout
+    text = p2v("copy", "x.raw", "y.raw", "--overwrite", "--cron", "*/5 * * * *").stdout
     assert text.startswith("schedule sched-")
-    assert ": p2v copy x.raw y.raw, cron '*/5 * * * *'\nnext run " in text
+    zone = f" ({tzlocal.get_localzone_name()})"
+    assert f": p2v copy x.raw y.raw --overwrite, cron '*/5 * * * *'{zone}\nnext run " in text
 
     sid = schedule["id"]
     paused = json.loads(p2v("schedule", "pause", sid, "--json").stdout)
@@ -74,7 +77,7 @@ def test_a_schedule_is_recorded_with_its_command_and_changed_by_hand(home: Path)
     assert [(s["id"], s["state"], s["next_run"]) for s in listed][0] == (sid, "cancelled", None)
     lines = p2v("schedule", "list").stdout.splitlines()
     assert lines[0].startswith(f"{sid}  cancelled  next run -")
-    assert lines[1] == "    p2v copy a.raw --bwlimit 8M b.raw --json"
+    assert lines[1] == "    p2v copy a.raw --bwlimit 8M 'b-{date}.raw' --json"
     missing = p2v("schedule", "cancel", check=False)
     assert missing.returncode == 2 and "schedule cancel needs a SCHEDULE" in missing.stderr
     unknown = p2v("schedule", "pause", "sched-00000000", check=False)
