@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -329,8 +329,3 @@ def stored_bytes(path: Path) -> int:
         return os.stat(path).st_blocks * 512
     except FileNotFoundError:
         return 0
-
-
-def walk_files(directory: Path, backup: Backup) -> Iterator[Path]:
-    for disk in backup.disks:
-        yield directory / disk.file

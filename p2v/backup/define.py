@@ -107,6 +107,14 @@ def vm_xml(xml: str, name: str, disks: dict[str, str], uuid: str | None) -> str:
             os_node.remove(nvram)
     devices = root.find("devices")
     assert devices is not None, "a domain has devices"
+    put_disks(devices, disks)
+    return ET.tostring(root, encoding="unicode")
+
+
+def put_disks(devices: ET.Element, disks: dict[str, str]) -> None:
+    """Each backed-up disk (target -> path) on its restored qcow2; CD-ROMs and floppies
+    emptied; disks not in the backup (read-only, shared) left out (`left_out` names
+    them)."""
     for disk in devices.findall("disk"):
         target = disk.find("target")
         dev = target.get("dev") if target is not None else None
@@ -121,8 +129,7 @@ def vm_xml(xml: str, name: str, disks: dict[str, str], uuid: str | None) -> str:
             for source in disk.findall("source"):
                 disk.remove(source)
         else:
-            devices.remove(disk)  # not backed up (read-only, shared): `define` says so
-    return ET.tostring(root, encoding="unicode")
+            devices.remove(disk)
 
 
 def left_out(xml: str, disks: dict[str, str]) -> list[str]:

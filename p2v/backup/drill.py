@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from p2v import accel
+from p2v.backup.define import put_disks
 from p2v.backup.restore import restore
 from p2v.host import bootcheck, virt
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT
@@ -84,16 +85,7 @@ def drill_xml(xml: str, disks: dict[str, str], console_log: str, nvram: Path) ->
     for tag in ("graphics", "hostdev", "serial", "console", "redirdev", "smartcard"):
         for node in devices.findall(tag):
             devices.remove(node)
-    for disk in devices.findall("disk"):
-        target = disk.find("target")
-        dev = target.get("dev") if target is not None else None
-        if dev in disks:
-            _point_at(disk, disks[dev])
-        elif disk.get("device") in ("cdrom", "floppy"):
-            for source in disk.findall("source"):
-                disk.remove(source)
-        else:
-            devices.remove(disk)  # not backed up (read-only, shared): not there
+    put_disks(devices, disks)
     for nic in devices.findall("interface"):
         nic.attrib = {"type": "user"}
         for child in list(nic):
@@ -103,12 +95,3 @@ def drill_xml(xml: str, disks: dict[str, str], console_log: str, nvram: Path) ->
     ET.SubElement(serial, "source", path=console_log)
     ET.SubElement(serial, "target", port="0")
     return ET.tostring(root, encoding="unicode")
-
-
-def _point_at(disk: ET.Element, path: str) -> None:
-    disk.set("type", "file")
-    for tag in ("source", "backingStore", "driver"):
-        for node in disk.findall(tag):
-            disk.remove(node)
-    disk.insert(0, ET.Element("driver", name="qemu", type="qcow2"))
-    disk.insert(1, ET.Element("source", file=path))
