@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from imagebuilder.fixups.initramfs import DRACUT_CONF
-from p2v import accel, firmware
+from p2v import firmware
 from tests import hosts
 from tests.conftest import attach_loop, fixture_image, require_root
 from tests.e2e.converted import check_converted, on_the_host
@@ -48,9 +48,7 @@ def durable_blocks(job: str, step: str) -> int:
         journal.close()
 
 
-def test_killed_conversion_onto_another_host_resumes_and_boots_there(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_killed_conversion_onto_another_host_resumes_and_boots_there() -> None:
     """bios-ext4 converted onto another libvirt host (a test host), its disk a volume
     of that host's pool filled through the libvirt connection: `kill -9` in the middle
     of the copy, then `p2v convert --resume JOB` goes on from there: the guest is not
@@ -60,8 +58,6 @@ def test_killed_conversion_onto_another_host_resumes_and_boots_there(
     name = "bios-ext4"
     image = fixture_image(name)
     before = digest(image)
-    # The test host shares this machine's processor: the accelerator that works here.
-    monkeypatch.setenv("P2V_ACCEL", accel.detect().accel)
     with hosts.running(["p2vt-target"]) as [host]:
         argv = [
             "convert", "--disk", str(image), "--target", "kvm", "-c", host.uri,
@@ -211,7 +207,7 @@ def test_secure_boot_guest_in_libvirt_boots_checks_again_and_is_replaced_cleanly
 
 
 def test_an_agent_stopping_mid_conversion_onto_another_host_is_named_and_the_job_goes_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     """bios-ext4 served by `p2v-agent serve` from a loop device (as on a server booted
     from the ISO), converted onto another libvirt host (a test host): the agent stops
@@ -229,8 +225,6 @@ def test_an_agent_stopping_mid_conversion_onto_another_host_is_named_and_the_job
     key = secret_file(tmp_path)
     disk = Path(device).name
     step = f"copy {disk}"
-    # The test host shares this machine's processor: the accelerator that works here.
-    monkeypatch.setenv("P2V_ACCEL", accel.detect().accel)
     try:
         with (
             hosts.running(["p2vt-target"]) as [host],

@@ -6,6 +6,10 @@ hostname (UTS namespace) and its own mount namespace, in which /etc/libvirt,
 directories of its own under STATE. Its own libvirtd (its own host UUID) listens on
 qemu+tcp://ADDRESS/system. The bridge has this machine's address on the subnet
 before any host starts, so nothing sent to a test host leaves by the default route.
+Where KVM does not work on this machine (its probe says so), a host's /dev has no
+kvm, so that its libvirt offers only TCG, as a real host without KVM does. The hosts
+share one CA: their migration streams (TLS), their backups' NBD exports and p2v's
+client certificate are all signed by it.
 
 `up` first removes what an earlier run left of the same hosts; `down` removes the
 daemons, their guests, the namespaces, the links, the bridge (with the last host)
@@ -48,8 +52,11 @@ START_TIMEOUT = 30.0
 # the hosts of this machine share that cache, kept between runs.
 CAPS_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "p2v/qemu-caps"
 CAPS_DIR = "var/cache/libvirt/qemu/capabilities"
-# Inside a host: the certificates of its backups' NBD exports (TLS, client verified).
+# Inside a host: the certificates of its backups' NBD exports (TLS, client verified),
+# and of its migration streams (server and client: a host is either end).
 SERVER_CERTS = "etc/libvirt/pki/backup"
+MIGRATE_CERTS = "etc/libvirt/pki/migrate"
+CA_DIR = STATE / "ca"  # the hosts' CA, made with the first host, removed with the last
 
 
 @dataclass
@@ -164,12 +171,23 @@ def _up(names: list[str]) -> list[TestHost]:
     return made
 
 
+def _caps_cache() -> Path:
+    """Where the hosts' probed capabilities are kept: apart for hosts without KVM."""
+    return CAPS_CACHE if _kvm_works() else CAPS_CACHE.with_name(CAPS_CACHE.name + "-no-kvm")
+
+
+def _kvm_works() -> bool:
+    from p2v import accel
+
+    return accel.detect().accel == "kvm"
+
+
 def _make(host: TestHost) -> None:
     for d in PRIVATE_DIRS:
         (host.root / d).mkdir(parents=True, exist_ok=True)
     (host.root / POOL_DIR.lstrip("/")).mkdir(parents=True, exist_ok=True)
-    if CAPS_CACHE.is_dir():
-        shutil.copytree(CAPS_CACHE, host.root / CAPS_DIR)
+    if _caps_cache().is_dir():
+        shutil.copytree(_caps_cache(), host.root / CAPS_DIR)
     _save(host)  # from here on, `down` finds it
     _network(host)
     _configure(host)
@@ -214,36 +232,35 @@ def _configure(host: TestHost) -> None:
         f'host_uuid = "{host.uuid}"\n'
         'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n'
     )
-    # Guests run as root, logging to files, with no confinement: the host is a test
-    # stand-in. Migration streams go to the host's address, not its hostname.
+    # Guests run as root, logging to files, with no confinement and no /dev of their
+    # own (the host's own /dev is one already): the host is a test stand-in. Migration
+    # streams go to the host's address, not its hostname.
     (etc / "qemu.conf").write_text(
         'user = "root"\ngroup = "root"\nstdio_handler = "file"\nsecurity_driver = "none"\n'
+        "namespaces = []\n"
         f'migration_host = "{host.address}"\n'
         f'backup_tls_x509_cert_dir = "/{SERVER_CERTS}"\nbackup_tls_x509_verify = 1\n'
+        f'migrate_tls_x509_cert_dir = "/{MIGRATE_CERTS}"\nmigrate_tls_x509_verify = 1\n'
     )
     _certificates(host)
 
 
 def _certificates(host: TestHost) -> None:
-    """A CA of the host's own, its backup exports' server certificate (for its
-    address) and a client certificate, which `host.client_certs` holds for p2v."""
-    server, client = host.root / SERVER_CERTS, host.client_certs
-    for directory in (server, client):
-        directory.mkdir(parents=True, exist_ok=True)
-    ca_key, ca = host.root / "ca-key.pem", client / "ca-cert.pem"
-    subject = f"/CN=p2v test CA {host.name}"
-    _run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
-         "-keyout", str(ca_key), "-out", str(ca), "-subj", subject)  # fmt: skip
-    shutil.copy(ca, server / "ca-cert.pem")
+    """The host's certificates, signed by the hosts' CA: its backup exports' server
+    certificate (for its address), its migration streams' server and client ones, and
+    the client certificate `host.client_certs` holds for p2v."""
+    ca_key, ca = _ca()
+    server, client, migrate = (host.root / SERVER_CERTS, host.client_certs,
+                               host.root / MIGRATE_CERTS)  # fmt: skip
+    served = f"subjectAltName=IP:{host.address}\nextendedKeyUsage=serverAuth"
     for where, role, name, usage in (
-        (
-            server,
-            "server",
-            host.address,
-            f"subjectAltName=IP:{host.address}\nextendedKeyUsage=serverAuth",
-        ),
+        (server, "server", host.address, served),
+        (migrate, "server", host.address, served),
+        (migrate, "client", host.name, "extendedKeyUsage=clientAuth"),
         (client, "client", "p2v", "extendedKeyUsage=clientAuth"),
     ):
+        where.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ca, where / "ca-cert.pem")
         key, request, ext = where / f"{role}-key.pem", where / f"{role}.csr", where / f"{role}.ext"
         ext.write_text(
             f"{usage}\nkeyUsage=digitalSignature,keyEncipherment\nbasicConstraints=CA:FALSE\n"
@@ -257,10 +274,33 @@ def _certificates(host: TestHost) -> None:
         ext.unlink()
 
 
+def _ca() -> tuple[Path, Path]:
+    """The hosts' CA (key, certificate), made by the first host (`up` runs one at a time)."""
+    key, cert = CA_DIR / "ca-key.pem", CA_DIR / "ca-cert.pem"
+    if not cert.exists():
+        CA_DIR.mkdir(parents=True, exist_ok=True)
+        _run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+             "-keyout", str(key), "-out", str(cert), "-subj", "/CN=p2v test hosts CA")  # fmt: skip
+    return key, cert
+
+
+# A /dev without kvm, for the host's mount namespace: a tmpfs with every node of this
+# machine's /dev but kvm (its mounts bound in), moved over /dev.
+_NO_KVM = (
+    "d=$(mktemp -d /run/p2v-dev.XXXXXX) && mount -t tmpfs -o mode=755 p2v-dev $d && "
+    'for f in /dev/* /dev/.[!.]*; do n=${f#/dev/}; [ "$n" = kvm ] && continue; '
+    '[ -e "$f" ] || [ -L "$f" ] || continue; '
+    'if [ -d "$f" ] && [ ! -L "$f" ] && mountpoint -q "$f"; then '
+    "mkdir $d/$n && mount --rbind $f $d/$n; else cp -a $f $d/$n 2>/dev/null || true; fi; "
+    "done && mount --move $d /dev && rmdir $d 2>/dev/null; "
+)
+
+
 def _start_daemon(host: TestHost) -> int:
     binds = "".join(f"mount --bind {host.root / d} /{d} && " for d in PRIVATE_DIRS)
     command = "libvirtd --listen -f /etc/libvirt/libvirtd.conf -p /run/libvirt/libvirtd.pid"
-    script = f"hostname {host.name} && {binds}exec {command}"
+    hide = "" if _kvm_works() else _NO_KVM
+    script = f"hostname {host.name} && {binds}{hide}exec {command}"
     log = open(host.root / "libvirtd.out", "ab")  # noqa: SIM115 - the daemon's own
     with log:
         daemon = subprocess.Popen(
@@ -327,6 +367,7 @@ def _down(names: list[str] | None) -> list[str]:
         _remove(host)
     if not known():
         _run("ip", "link", "del", BRIDGE, check=False)
+        shutil.rmtree(CA_DIR, ignore_errors=True)
         with contextlib.suppress(OSError):
             STATE.rmdir()
     return [h.name for h in hosts]
@@ -354,10 +395,10 @@ def _remove(host: TestHost) -> None:
     if host.address:
         # The address may come back with another link: forget the old one's MAC.
         _run("ip", "neigh", "flush", "to", host.address, check=False)
-    probed = host.root / CAPS_DIR
-    if not CAPS_CACHE.is_dir() and any(probed.glob("*.xml")):
-        CAPS_CACHE.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(probed, CAPS_CACHE)
+    probed, cache = host.root / CAPS_DIR, _caps_cache()
+    if not cache.is_dir() and any(probed.glob("*.xml")):
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(probed, cache)
     if (keep := os.environ.get(KEEP_LOGS_ENV)) and (host.root / "var/log/libvirt").is_dir():
         # libvirtd's and its guests' logs, for a failure seen only later (in CI).
         kept = Path(keep) / f"{host.name}-{time.strftime('%H%M%S')}"
