@@ -15,6 +15,8 @@ backports_roots=(
   qemu-system-x86 qemu-utils qemu-block-extra
   libvirt0 libvirt-clients libvirt-daemon libvirt-daemon-system
   libvirt-daemon-driver-qemu libvirt-daemon-driver-storage
+  # tests: reads and writes UEFI variable stores (boot entries); only backports has it
+  python3-virt-firmware
 )
 pins=/etc/apt/preferences.d/p2v-bookworm-backports
 
