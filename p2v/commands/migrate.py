@@ -91,6 +91,13 @@ def register(verbs: Any) -> None:
         help="delete the source's copies of the disks at the end: once the destination runs "
         "the guest (live), or holds copies synced to its disk and read back equal (cold)",
     )  # fmt: skip
+    p.add_argument(
+        "--tls", action="store_true",
+        help="live: send the guest's memory and disks between the two hosts' QEMUs over TLS "
+        "(libvirt's migrate_tls_x509_cert_dir must hold certificates on both hosts); "
+        "without it they cross the network unencrypted. Cold moves go through the libvirt "
+        "connections themselves: encrypted when -c and --to are qemu+tls:// or qemu+ssh://",
+    )  # fmt: skip
     add_connect_timeout_option(p, DEFAULT_CONNECT_TIMEOUT)
     p.add_argument(
         "--io-timeout", type=seconds, default=DEFAULT_IO_TIMEOUT, metavar="SECONDS",
@@ -100,18 +107,23 @@ def register(verbs: Any) -> None:
     p.add_argument("--json", action="store_true", help="progress as JSON lines, then the record")
     p.add_argument("--resume", metavar="JOB", help="go on with a migration that stopped")
     p.add_argument("--cancel", metavar="JOB", help="stop a running migration")
+    p.add_argument(
+        "--cleanup", metavar="JOB",
+        help="remove what a failed migration you will not resume made on its destination "
+        "(partial disk copies); the VM must still be on its source",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_migrate)
     add_schedule_options(p, _check_args)
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.resume or args.cancel:
+    if given := [o for o in ("resume", "cancel", "cleanup") if getattr(args, o)]:
         if args.schedule_at or args.schedule_every or args.schedule_cron:
             raise InputError("--at, --every and --cron schedule a new migration, not "
-                             "--resume or --cancel")  # fmt: skip
-        if args.vm or args.to or (args.resume and args.cancel):
-            raise InputError("--resume JOB and --cancel JOB take the job's own VM and hosts; "
-                             "give one of them alone")  # fmt: skip
+                             f"--{given[0]}")  # fmt: skip
+        if args.vm or args.to or len(given) > 1:
+            raise InputError("--resume JOB, --cancel JOB and --cleanup JOB take the job's own "
+                             "VM and hosts; give one of them alone")  # fmt: skip
         return
     if not args.vm or not args.to:
         raise InputError("migrate needs VM and --to URI (the destination host)")
@@ -119,6 +131,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--to {args.to} is the source itself (-c): choose another host")
     if args.pool and args.live:
         raise InputError("--pool is for cold migrations: a live one keeps the disks' paths")
+    if args.tls and not args.live:
+        raise InputError("--tls is for live migrations: a cold one's data goes through the "
+                         "libvirt connections (use qemu+tls:// or qemu+ssh:// URIs)")  # fmt: skip
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
@@ -133,6 +148,9 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
             print(job.cancel(args.cancel, journal))
             return 0
         say, progress, reporter = _outputs(args)
+        if args.cleanup:
+            print(job.cleanup(args.cleanup, journal, say))
+            return 0
         if args.resume:
             job_id, record = job.resume(args.resume, journal, say, progress, reporter)
         else:
@@ -142,7 +160,8 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
                 max_downtime_ms=args.max_downtime, escalate=args.escalate,
                 postcopy=args.postcopy, auto_converge=args.auto_converge,
                 timeout=args.timeout, bandwidth_mib=args.bandwidth,
-                delete_source=args.delete_source, connect_timeout=args.connect_timeout,
+                delete_source=args.delete_source, tls=args.tls,
+                connect_timeout=args.connect_timeout,
                 io_timeout=args.io_timeout,
             )  # fmt: skip
             job_id, record = job.migrate(request, journal, say, progress, reporter)

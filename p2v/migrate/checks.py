@@ -35,6 +35,7 @@ class Request:
     timeout: float | None = None
     bandwidth_mib: int | None = None
     delete_source: bool = False
+    tls: bool = False  # live: the migration stream (memory, disks) over TLS
     connect_timeout: float = 30.0
     io_timeout: float = 60.0
 
@@ -57,6 +58,10 @@ class DiskMove:
     dest_pool: str
     dest_path: str  # where the destination will hold it
     copy: bool  # False: the two hosts share this storage
+    # The copy an earlier move of this VM left at dest_path, unchanged since, which this
+    # one replaces: {"job", "path", "identity", "copy_job"} (copy_job: whose block
+    # digests it holds, so that only what changed is sent). None: no such copy there.
+    replaces: dict[str, Any] | None = None
 
 
 @dataclass
@@ -94,8 +99,12 @@ def _current(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k != "version"}
 
 
-def make_plan(src: Any, dst: Any, request: Request) -> Plan:
-    """The plan, or InputError saying every reason it cannot be done."""
+def make_plan(
+    src: Any, dst: Any, request: Request, leftovers: dict[str, dict[str, Any]] | None = None
+) -> Plan:
+    """The plan, or InputError saying every reason it cannot be done. `leftovers`: the
+    copies earlier moves of this VM left on the destination, by path (what each move's
+    step `release source` recorded), which this move may replace."""
     domain = virt.find(src, request.vm)
     here, there = virt.identity(src), virt.identity(dst)
     if here.uuid == there.uuid:
@@ -124,6 +133,10 @@ def make_plan(src: Any, dst: Any, request: Request) -> Plan:
         why = str(error)
     if why:
         problems.append(f"{request.destination} cannot run {name}'s CPU: {why}")
+    if described.firmware == "uefi" and described.loader and \
+            not storage.file_exists(dst, described.loader):  # fmt: skip
+        problems.append(f"{request.destination} has no UEFI firmware {described.loader}, which "
+                        f"{name} starts from: install it there first (Debian: ovmf)")  # fmt: skip
     media = [d for d in current.disks if d.device != "disk" and d.source]
     if media:
         inserted = ", ".join(f"{d.target} ({d.source})" for d in media)
@@ -132,7 +145,7 @@ def make_plan(src: Any, dst: Any, request: Request) -> Plan:
     # What other hosts or people changed in the pools' directories since libvirt looked.
     storage.refresh_all(src)
     storage.refresh_all(dst)
-    disks, disk_problems = _disks(src, dst, described, request)
+    disks, disk_problems = _disks(src, dst, described, request, leftovers or {})
     problems += disk_problems
     if not disk_problems:
         copies = 2 if request.delete_source and not request.live else 1
@@ -186,7 +199,7 @@ def _conflicts(dst: Any, name: str, uuid: str, uri: str) -> list[str]:
 
 
 def _disks(
-    src: Any, dst: Any, described: DomainXml, request: Request
+    src: Any, dst: Any, described: DomainXml, request: Request, leftovers: dict[str, Any]
 ) -> tuple[list[DiskMove], list[str]]:
     moves, problems = [], []
     for disk in described.writable_disks():
@@ -207,17 +220,17 @@ def _disks(
             continue
         source_pool = storage.pool_of(vol)
         directory = posixpath.dirname(disk.source)
-        move, problem = _destination(dst, disk.source, directory, source_pool, request)
+        move, problem = _destination(dst, disk.source, directory, source_pool, request, leftovers)
         if problem:
             problems.append(f"disk {disk.target}: {problem}")
             continue
         assert move is not None
-        dest_pool, dest_path, copy = move
+        dest_pool, dest_path, copy, replaces = move
         moves.append(DiskMove(
             target=disk.target, path=disk.source, format=disk.format,
             source_pool=storage.pool_name(source_pool), volume=vol.name(),
             allocation=storage.allocation(vol), dest_pool=dest_pool, dest_path=dest_path,
-            copy=copy,
+            copy=copy, replaces=replaces,
         ))  # fmt: skip
     targets = [d.dest_path for d in moves]
     if twice := sorted({t for t in targets if targets.count(t) > 1}):
@@ -225,10 +238,15 @@ def _disks(
     return moves, problems
 
 
+Destination = tuple[str, str, bool, "dict[str, Any] | None"]
+
+
 def _destination(
-    dst: Any, path: str, directory: str, source_pool: Any, request: Request
-) -> tuple[tuple[str, str, bool] | None, str | None]:
-    """(pool, path, copy?) on the destination, or why there is none."""
+    dst: Any, path: str, directory: str, source_pool: Any, request: Request,
+    leftovers: dict[str, Any],
+) -> tuple[Destination | None, str | None]:  # fmt: skip
+    """(pool, path, copy?, the earlier copy it replaces) on the destination, or why
+    there is none."""
     there = storage.volume_at(dst, path)
     if there is not None:
         # The same path there: the same storage (NFS, ...) or another file by that name.
@@ -236,11 +254,8 @@ def _destination(
         if shared and request.copy_storage:
             return None, f"{path} is on storage both hosts share: nothing to copy"
         if not shared:
-            return None, (
-                f"{request.destination} holds another {path} already (not shared with "
-                f"{request.source}); remove it there first"
-            )
-        return (storage.pool_name(storage.pool_of(there)), path, False), None
+            return _replaced(there, path, request, leftovers.get(path))
+        return (storage.pool_name(storage.pool_of(there)), path, False, None), None
     if request.copy_storage is False:
         return None, f"{request.destination} has no {path} and --no-copy-storage was given"
     if request.live:
@@ -251,14 +266,36 @@ def _destination(
                 f"{request.destination} has no storage pool at {directory}, where a live "
                 "migration puts the disk"
             )
-        return (storage.pool_name(pool), path, True), None
+        return (storage.pool_name(pool), path, True, None), None
     pool = storage.pool_at(dst, directory) if request.pool is None else None
     if pool is None:
         pool = storage.pool(dst, request.pool or "default")
     target = posixpath.join(storage.pool_target(pool), posixpath.basename(path))
     if storage.volume_at(dst, target) is not None:
         return None, f"{request.destination} holds a volume at {target} already"
-    return (storage.pool_name(pool), target, True), None
+    return (storage.pool_name(pool), target, True, None), None
+
+
+def _replaced(
+    there: Any, path: str, request: Request, left: dict[str, Any] | None
+) -> tuple[Destination | None, str | None]:
+    """A file at the disk's path on the destination, not shared with the source: the
+    copy an earlier move of this VM left there, as it left it, is replaced (a VM
+    moved there and back); anything else stays, and the move is refused."""
+    if request.copy_storage is False:
+        return None, f"{request.destination} holds another {path} and --no-copy-storage was given"
+    if left is None:
+        return None, (
+            f"{request.destination} holds another {path} already (not shared with "
+            f"{request.source}, and no earlier move of this VM left it); remove it there first"
+        )
+    if (now := storage.identity(there)) != left["identity"]:
+        changed = ", ".join(k for k, v in now.items() if left["identity"].get(k) != v)
+        return None, (
+            f"{request.destination} holds the copy of {path} that job {left['job']} left "
+            f"there, but it changed since ({changed}): someone uses it; remove it there first"
+        )
+    return (storage.pool_name(storage.pool_of(there)), path, True, left), None
 
 
 def _room(dst: Any, disks: list[DiskMove], uri: str, copies: int) -> list[str]:

@@ -54,9 +54,13 @@ def copy_disk(
     if copied is None:
         target = VolumeSpec(disk.dest_pool, _staged(posixpath.basename(disk.dest_path), request),
                             request.destination)  # fmt: skip
+        if disk.replaces and name not in run.previous:
+            with virt.connection(request.destination, request.connect_timeout) as dst:
+                left_as_it_was(dst, disk, request)
         copy = jobs.CopyRequest(
             source=str(VolumeSpec(disk.source_pool, disk.volume, request.source)),
-            target=str(target), overwrite=name in run.previous or request.delete_source,
+            target=str(target),
+            overwrite=name in run.previous or request.delete_source or disk.replaces is not None,
             verify=True, bwlimit=_bwlimit(request), connect_timeout=request.connect_timeout,
             io_timeout=request.io_timeout,
         )  # fmt: skip
@@ -70,6 +74,17 @@ def copy_disk(
     }}  # fmt: skip
 
 
+def left_as_it_was(dst: Any, disk: DiskMove, request: Request) -> Any:
+    """The copy an earlier move left where this one goes (None if gone), still as it
+    was left: MigrationError when someone took it into use since the checks."""
+    assert disk.replaces is not None
+    vol = storage.volume_at(dst, disk.dest_path)
+    if vol is not None and storage.identity(vol) != disk.replaces["identity"]:
+        raise MigrationError(f"{disk.dest_path} on {request.destination} changed since the "
+                             "checks: it is left there; the move stops")  # fmt: skip
+    return vol
+
+
 def _bwlimit(request: Request) -> int | None:
     return request.bandwidth_mib << 20 if request.bandwidth_mib else None
 
@@ -79,23 +94,27 @@ def _staged(name: str, request: Request) -> str:
     return name + STAGING if request.delete_source else name
 
 
-def nvram_identity(src: Any, nvram: str) -> dict[str, Any]:
+def nvram_identity(src: Any, nvram: str) -> dict[str, Any] | None:
+    """The UEFI variable store's identity; None while there is none (a VM defined but
+    never started: libvirt makes it from its template at the first start)."""
     with storage.file_volume(src, nvram) as vol:
-        if vol is None:
-            raise MigrationError(f"the UEFI variable store {nvram} is gone")
-        return storage.identity(vol)
+        return None if vol is None else storage.identity(vol)
 
 
 def copy_nvram(
     run: Run, src: Any, dst: Any, nvram: str, request: Request, reporter: Any
 ) -> dict[str, Any]:
     """Step `copy nvram`: the UEFI variable store (boot entries, Secure Boot keys) to
-    the same path there, through pools over its directory on both hosts."""
+    the same path there, through pools over its directory on both hosts (made there
+    if missing). A store not made yet is nothing to copy: the destination makes it
+    at the first start, as the source would have."""
     identity = nvram_identity(src, nvram)
     run.remember(path=nvram, identity=identity)
+    if identity is None:
+        return {"path": nvram, "identity": None, "absent": True}
     directory, name = posixpath.split(nvram)
     with storage.directory_pool(src, directory) as here, \
-            storage.directory_pool(dst, directory) as there:  # fmt: skip
+            storage.directory_pool(dst, directory, make=True) as there:  # fmt: skip
         storage.refresh(there)
         copy = jobs.CopyRequest(
             source=str(VolumeSpec(storage.pool_name(here), name, request.source)),
@@ -118,14 +137,16 @@ def changed(src: Any, plan: Plan, run: Run) -> list[str]:
         if then != (now := storage.identity(source_volume(src, disk))):
             found.append(f"{disk.target} ({_difference(then, now)})")
     nvram = run.found("copy nvram")
-    if nvram and nvram.get("identity") != (now := nvram_identity(src, nvram["path"])):
-        found.append(f"its UEFI variables ({_difference(nvram.get('identity'), now)})")
+    if nvram and nvram.get("identity") != (store := nvram_identity(src, nvram["path"])):
+        if store is None:
+            raise MigrationError(f"the UEFI variable store {nvram['path']} is gone")
+        found.append(f"its UEFI variables ({_difference(nvram.get('identity'), store)})")
     return found
 
 
 def _difference(then: dict[str, Any] | None, now: dict[str, Any]) -> str:
     if not then:
-        return "not recorded"
+        return "made since"
     return ", ".join(f"{k} {then.get(k)} -> {v}" for k, v in now.items() if then.get(k) != v)
 
 
@@ -198,14 +219,14 @@ def define(dst: Any, plan: Plan, xml: str) -> None:
     virt.define(dst, described.to_xml())
 
 
-def release(src: Any, plan: Plan, request: Request) -> dict[str, Any]:
+def release(src: Any, plan: Plan, request: Request, nvram_durable: bool) -> dict[str, Any]:
     """The source lets the VM go: set not to start with its host first, then undefined.
-    Its NVRAM file stays unless --delete-source (whose copy is durable by then)."""
+    Its NVRAM file stays unless its copy was made durable there (--delete-source)."""
     domain = virt.lookup_uuid(src, plan.uuid)
     if domain is None:
         return {"undefined": True, "already": True}
     domains.set_autostart(domain, False)
-    domains.release(domain, keep_nvram=not request.delete_source)
+    domains.release(domain, keep_nvram=not nvram_durable)
     del domain
     if virt.lookup_uuid(src, plan.uuid) is not None:
         raise MigrationError(f"{request.source} still has {plan.vm} defined")

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from p2v.errors import InputError, MigrationError, P2VError
+from p2v.errors import ComponentError, InputError, MigrationError, P2VError
 from p2v.host import virt
 from p2v.host.virt import domains, migration, storage
 from p2v.host.virt.domainxml import DomainXml
@@ -51,9 +51,10 @@ def migrate(
             virt.connection(request.destination, request.connect_timeout) as dst:  # fmt: skip
         # Before the VM is looked at: a job that holds it (moving, converting) changes it.
         domain = virt.find(src, request.vm)
-        journal.refuse_held(_lock(src, request.source, domain.UUIDString(), request.vm))
+        uuid = domain.UUIDString()
+        journal.refuse_held(_lock(src, request.source, uuid, request.vm))
         del domain
-        plan = make_plan(src, dst, request)
+        plan = make_plan(src, dst, request, leftovers(journal, virt.identity(dst).uuid, uuid))
         locks = _locks(src, dst, request, plan)
     for lock in locks:  # refused before a job is recorded; taken below
         journal.refuse_held(lock)
@@ -76,6 +77,9 @@ def resume(
     job_id: str, journal: Journal, say: Say, progress: MakeProgress, reporter: Any
 ) -> tuple[str, dict[str, Any]]:
     """Go on with a migration that stopped: the steps done stay done."""
+    if (journal.get(job_id).result or {}).get("cleaned_up") is not None:
+        raise InputError(f"job {job_id} was cleaned up (`p2v migrate --cleanup`): start the "
+                         "migration again")  # fmt: skip
     run = Run.resume(KIND, job_id, journal, say)
     say(f"job {job_id}: going on")
 
@@ -138,13 +142,23 @@ def _live(run: Run, request: Request, plan: Plan, progress: MakeProgress) -> dic
     else:
         with virt.connection(request.source, request.connect_timeout) as src:
             domain = virt.lookup_uuid(src, plan.uuid)
-            if domain is not None and run.resumed:
-                live.settle(domain, plan, request, run.say)  # what the last run left going
-            if domain is None or virt.state(domain) != "running":
+            following = False
+            try:
+                if domain is not None and run.resumed:
+                    # What the last run left going: followed and steered from here.
+                    following = live.settle(domain, plan, request, run.say)
+                here = domain is not None and (following or virt.state(domain) == "running")
+            except ComponentError:
+                if virt.lookup_uuid(src, plan.uuid) is not None:
+                    raise
+                here = False  # it went while we looked: handed over
+            if not here:
                 # Gone from the source: the handover finished while we were away.
                 moved.append(_finished_meanwhile(request, plan))
             else:
-                move = _measure_and_migrate(run, domain, request, plan, progress)
+                if any(d.replaces for d in plan.copied) and not following:
+                    run(Step("remove old copies", lambda: _remove_old_copies(request, plan)))
+                move = _measure_and_migrate(run, domain, request, plan, progress, following)
             record = dict(run(move)["record"])
             del domain  # freed while the source still answers
     run(Step("verify", lambda: {"running_on": _running_there(request, plan)}, again=True))
@@ -152,9 +166,10 @@ def _live(run: Run, request: Request, plan: Plan, progress: MakeProgress) -> dic
 
 
 def _measure_and_migrate(
-    run: Run, domain: Any, request: Request, plan: Plan, progress: MakeProgress
+    run: Run, domain: Any, request: Request, plan: Plan, progress: MakeProgress, following: bool
 ) -> Step:
-    """Step `measure`: what the guest's memory will take; then step `migrate` to run."""
+    """Step `measure`: what the guest's memory will take; then step `migrate` to run
+    (`following`: to follow and steer the migration an earlier run started)."""
 
     def measure() -> dict[str, Any]:
         prediction = live.expect(domain, plan, request, _bandwidth(run.journal, plan))
@@ -167,12 +182,13 @@ def _measure_and_migrate(
                     "more; without --timeout it may run until cancelled")  # fmt: skip
         return {"prediction": prediction.to_json()}
 
-    prediction = run(Step("measure", measure, again=True))["prediction"]
+    # Measured again on each run, but not while following what an earlier run started.
+    prediction = run(Step("measure", measure, again=not following))["prediction"]
 
     def migrate() -> dict[str, Any]:
         shown = progress(run.job_id, plan.vm)
         try:
-            record = live.run(domain, plan, request, shown, run.say)
+            record = live.run(domain, plan, request, shown, run.say, follow=following)
         finally:
             shown.close()
         record["prediction"] = prediction
@@ -184,6 +200,47 @@ def _measure_and_migrate(
         return {"live": True, "record": record}
 
     return Step("migrate", migrate, settles=True)
+
+
+def leftovers(journal: Journal, host: str, uuid: str) -> dict[str, dict[str, Any]]:
+    """The copies of domain `uuid`'s disks that earlier moves of it left on the host
+    whose UUID is `host`, by path: the newest record of each."""
+    found: dict[str, dict[str, Any]] = {}
+    for job in journal.jobs(1000):  # newest first
+        if job.kind != KIND.name or job.state != "done" or (job.result or {}).get("uuid") != uuid:
+            continue
+        released = {s["name"]: s for s in journal.steps(job.id)}.get("release source") or {}
+        for left in (released.get("detail") or {}).get("left", []):
+            if left.get("host") == host:
+                found.setdefault(left["path"], {**left, "job": job.id})
+    return found
+
+
+def _left_behind(src: Any, plan: Plan, run: Run) -> list[dict[str, Any]]:
+    """What the source keeps of the VM's disks once it let the VM go (without
+    --delete-source): each copy's path and identity, so that a move back replaces it."""
+    host = virt.identity(src).uuid
+    left = []
+    for disk in plan.copied:
+        vol = storage.volume(storage.pool(src, disk.source_pool), disk.volume)
+        if vol is not None:
+            copied = run.found(f"copy {disk.target}").get("child")
+            left.append({"host": host, "path": disk.path, "identity": storage.identity(vol),
+                         "copy_job": copied})  # fmt: skip
+    return left
+
+
+def _remove_old_copies(request: Request, plan: Plan) -> dict[str, Any]:
+    """Step `remove old copies` of a live move: the copies an earlier move of this VM
+    left on the destination go, each checked unchanged first, so that libvirt makes
+    the disks there afresh for the storage copy."""
+    removed = []
+    with virt.connection(request.destination, request.connect_timeout) as dst:
+        for disk in plan.copied:
+            if disk.replaces and (vol := cold.left_as_it_was(dst, disk, request)) is not None:
+                storage.delete_volume(vol)
+                removed.append(disk.dest_path)
+    return {"removed": removed}
 
 
 def _forget_mirrors(request: Request, plan: Plan, say: Say) -> list[str]:
@@ -305,7 +362,7 @@ def _copy(run: Run, src: Any, dst: Any, request: Request, plan: Plan, reporter: 
         return
     for disk in plan.copied:
         run(_durable_step(run, dst, disk, request))
-    if nvram:
+    if nvram and not run.results["copy nvram"].get("absent"):
         directory, name = posixpath.split(nvram)
 
         def durable_nvram() -> dict[str, Any]:
@@ -346,7 +403,11 @@ def _durable_step(run: Run, dst: Any, disk: DiskMove, request: Request) -> Step:
 
 def _release(src: Any, run: Run, request: Request, plan: Plan) -> dict[str, Any]:
     cold.check_unchanged(src, plan, run, request, f"{request.source} keeps it")
-    return cold.release(src, plan, request)
+    # Its variable store goes with it only where its copy there is durable.
+    released = cold.release(src, plan, request, nvram_durable="durable nvram" in run.results)
+    if not request.delete_source:
+        released["left"] = _left_behind(src, plan, run)
+    return released
 
 
 def _delete_source(src: Any, plan: Plan) -> dict[str, Any]:
@@ -371,13 +432,16 @@ def _release_live(run: Run, request: Request, plan: Plan) -> None:
             if domain is not None:  # libvirt keeps a definition it was left with
                 if virt.state(domain) != "shut off":
                     raise MigrationError(f"{plan.vm} runs on {request.source} again; left there")
-                domains.release(domain)
+                domains.release(domain, keep_nvram=True)  # never copied by us
                 del domain
                 if virt.lookup_uuid(src, plan.uuid) is not None:
                     raise MigrationError(f"{request.source} still has {plan.vm} defined")
-            deleted = _delete_source(src, plan)["deleted"] if request.delete_source else []
+            if request.delete_source:
+                deleted, left = _delete_source(src, plan)["deleted"], []
+            else:
+                deleted, left = [], _left_behind(src, plan, run)
         run.record["source_deleted"] = deleted
-        return {"undefined": True, "deleted": deleted}
+        return {"undefined": True, "deleted": deleted, "left": left}
 
     run(Step("release source", release))
 
@@ -429,6 +493,78 @@ def cancel(job_id: str, journal: Journal) -> str:
         del domain
     journal.settling(job_id, None)
     return f"stopped the migration of {request.vm} at {request.source}; the guest stays there"
+
+
+def cleanup(job_id: str, journal: Journal, say: Say) -> str:
+    """Remove what a failed migration that will not be resumed made on its destination
+    (partial copies of the disks and of the UEFI variables), the VM being whole on its
+    source and not defined there: what was done, in words. The job stays failed and
+    cannot be resumed any more."""
+    job = journal.get(job_id)
+    if job.kind != KIND.name:
+        raise InputError(f"job {job_id} is a {job.kind} job, not a migration")
+    if job.status not in ("failed", "interrupted"):
+        raise InputError(f"job {job_id} is {job.status}: only a migration that failed or was "
+                         "interrupted is cleaned up")  # fmt: skip
+    if job.settling:
+        raise InputError(f"job {job_id}'s migration may still run in libvirt: "
+                         f"`p2v migrate --cancel {job_id}` first")  # fmt: skip
+    if (job.result or {}).get("cleaned_up") is not None:
+        raise InputError(f"job {job_id} was cleaned up already")
+    why = job.error or "interrupted"
+    run = Run.resume(KIND, job_id, journal, say)
+    try:
+        removed = _clean_up(run)
+    except BaseException as error:
+        run.fail(error)
+        raise
+    record = {**(job.result or {}), "cleaned_up": removed}
+    journal.fail(job_id, f"{why}; cleaned up", record, f"cleaned up: {len(removed)} removed")
+    for child in journal.children(job_id):  # its copies, whose targets are gone now
+        if child.status in ("failed", "interrupted"):
+            journal.fail(child.id, f"its migration {job_id} was cleaned up", child.result,
+                         "cleaned up")  # fmt: skip
+    request = Request.from_json(run.params["request"])
+    if not removed:
+        return f"job {job_id}: nothing of it was left on {request.destination}"
+    return f"job {job_id}: removed from {request.destination}: {', '.join(removed)}"
+
+
+def _clean_up(run: Run) -> list[str]:
+    request = Request.from_json(run.params["request"])
+    if run.previous.get("check", {}).get("state") != "done":
+        return []  # stopped before it made anything
+    plan = Plan.from_json(run.earlier("check")["plan"])
+    began = set(run.previous)
+    with virt.connection(request.source, request.connect_timeout) as src, \
+            virt.connection(request.destination, request.connect_timeout) as dst:  # fmt: skip
+        for lock in _locks(src, dst, request, plan):
+            run.lock(lock)
+        if virt.lookup_uuid(src, plan.uuid) is None:
+            raise InputError(
+                f"{plan.vm} is no longer on {request.source}: what the job copied "
+                f"to {request.destination} may be its only copy; nothing removed"
+            )
+        if virt.lookup_uuid(dst, plan.uuid) is not None:
+            raise InputError(f"{plan.vm} is defined on {request.destination}: its disks there "
+                             "are in use; nothing removed")  # fmt: skip
+        storage.refresh_all(dst)
+        paths = [p for d in plan.copied
+                 if f"copy {d.target}" in began or {"migrate", "remove old copies"} & began
+                 for p in (d.dest_path, d.dest_path + cold.STAGING)]  # fmt: skip
+        removed = []
+        for path in paths:
+            if (vol := storage.volume_at(dst, path)) is not None:
+                storage.delete_volume(vol)
+                removed.append(path)
+        nvram = run.earlier("copy nvram")
+        if "copy nvram" in began and nvram.get("path") and not nvram.get("absent"):
+            for path in (nvram["path"], nvram["path"] + cold.STAGING):
+                with storage.file_volume(dst, path) as vol:
+                    if vol is not None:
+                        storage.delete_volume(vol)
+                        removed.append(path)
+        return removed
 
 
 def summary(record: dict[str, Any], head: bool = True) -> str:

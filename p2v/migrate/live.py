@@ -71,12 +71,16 @@ def run(
     request: Request,
     progress: Progress,
     say: Callable[[str], None],
+    follow: bool = False,
 ) -> dict[str, Any]:
-    """Migrate the running guest; the record of it, whose "outcome" is done,
+    """Migrate the running guest (`follow`: steer the migration libvirt runs already,
+    which a process that is gone started); the record of it, whose "outcome" is done,
     cancelled, timed out, failed or post-copy failed."""
     rules = limits(request)
     settings = _settings(plan, request, rules.postcopy, domains.definition(domain))
-    record, job = _attempt(domain, plan, request, settings, rules, progress, say)
+    record, job = _attempt(domain, plan, request, settings, rules, progress, say, follow)
+    if follow:
+        return {**record, "followed": True}
     if job.error and rules.postcopy and not record["passes"] and _no_postcopy_there(job.error):
         # The destination's QEMU cannot take post-copy (no userfaultfd there): again
         # without it, before any memory moved.
@@ -88,10 +92,10 @@ def run(
     return record
 
 
-def settle(domain: Any, plan: Plan, request: Request, say: Callable[[str], None]) -> None:
-    """Before a resumed job goes on: a migration its last run left to libvirt is
-    waited for (it goes on without us, peer to peer), and a post-copy that broke off
-    is resumed."""
+def settle(domain: Any, plan: Plan, request: Request, say: Callable[[str], None]) -> bool:
+    """Before a resumed job goes on: a post-copy that broke off is resumed; True when
+    the migration its last run left to libvirt (it goes on without us, peer to peer)
+    still runs, to be followed and steered."""
     if migration.paused_reason(domain) == "post-copy failed":
         say(f"{plan.vm}'s post-copy broke off: resuming it")
         settings = _settings(plan, request, postcopy=True)
@@ -101,16 +105,11 @@ def settle(domain: Any, plan: Plan, request: Request, say: Callable[[str], None]
                 f"{request.source} and {request.destination}: check that both answer, then "
                 "resume again"
             )
-        return
-    if migration.job_running(domain):
-        say(f"the migration of {plan.vm} started before is still running: waiting for it")
-        try:
-            while migration.job_running(domain):
-                time.sleep(POLL_S)
-        except KeyboardInterrupt:
-            if not migration.in_postcopy(domain):
-                migration.abort_job(domain)
-            raise
+        return False
+    if migration.migrating_out(domain):
+        say(f"the migration of {plan.vm} started before still runs: following it")
+        return True
+    return False
 
 
 def _settings(
@@ -121,7 +120,7 @@ def _settings(
         dest_uri=request.destination, live=True,
         copy_disks=tuple(d.target for d in plan.copied), persist_xml=persist_xml,
         postcopy=postcopy, auto_converge=limits(request).auto_converge,
-        bandwidth_mib=request.bandwidth_mib,
+        bandwidth_mib=request.bandwidth_mib, tls=request.tls,
     )  # fmt: skip
 
 
@@ -137,12 +136,16 @@ def _attempt(
     rules: Limits,
     progress: Progress,
     say: Callable[[str], None],
+    follow: bool = False,
 ) -> tuple[dict[str, Any], migration.Migration]:
     policy = Policy(rules)
     job = migration.Migration(domain, settings)
-    job.set_max_downtime(policy.downtime_ms)
     began = time.monotonic()
-    job.start()
+    if follow:
+        job.follow()
+    else:
+        job.set_max_downtime(policy.downtime_ms)
+        job.start()
     interrupted = False
     try:
         _watch(job, policy, progress, say, began)

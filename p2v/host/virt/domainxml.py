@@ -40,7 +40,8 @@ class DomainXml:
     vcpus: int
     memory_kib: int
     firmware: str  # bios or uefi
-    nvram: str | None
+    nvram: str | None  # the variable store's path, in either form libvirt writes
+    loader: str | None = None  # the firmware's code, which each host has of its own
     disks: list[DiskXml] = field(default_factory=list)
     nics: list[NicXml] = field(default_factory=list)
     _tree: ET.Element | None = field(default=None, repr=False, compare=False)
@@ -61,7 +62,8 @@ class DomainXml:
             vcpus=int(root.findtext("vcpu", "1")),
             memory_kib=_kib(memory) if memory is not None else 0,
             firmware="uefi" if uefi else "bios",
-            nvram=root.findtext("os/nvram") or None,
+            nvram=_nvram_path(root),
+            loader=(root.findtext("os/loader") or "").strip() or None,
             disks=[_disk(d) for d in root.findall("devices/disk")],
             nics=[_nic(n) for n in root.findall("devices/interface")],
             _tree=root,
@@ -84,10 +86,13 @@ class DomainXml:
             current.text, current.attrib = str(self.memory_kib), {"unit": "KiB"}
         nvram = root.find("os/nvram")
         if nvram is not None:
-            if self.nvram:
-                nvram.text = self.nvram
-            else:  # libvirt makes a fresh one from its template
+            source = nvram.find("source")
+            if not self.nvram:  # libvirt makes a fresh one from its template
                 root.find("os").remove(nvram)  # type: ignore[union-attr]
+            elif source is not None and source.get("file") is not None:
+                source.set("file", self.nvram)
+            else:
+                nvram.text = self.nvram
         for disk, node in zip(self.disks, root.findall("devices/disk"), strict=True):
             _write_disk(node, disk)
         for nic, node in zip(self.nics, root.findall("devices/interface"), strict=True):
@@ -126,6 +131,17 @@ class DomainXml:
     def writable_disks(self) -> list[DiskXml]:
         """The disks that hold the guest's data (no CD-ROMs, nothing read-only)."""
         return [d for d in self.disks if d.device == "disk" and not d.read_only]
+
+
+def _nvram_path(root: ET.Element) -> str | None:
+    """<nvram>PATH</nvram>, or <nvram type='file'><source file='PATH'/></nvram>."""
+    node = root.find("os/nvram")
+    if node is None:
+        return None
+    source = node.find("source")
+    if source is not None and source.get("file"):
+        return source.get("file")
+    return (node.text or "").strip() or None
 
 
 def _kib(node: ET.Element) -> int:

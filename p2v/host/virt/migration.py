@@ -30,6 +30,7 @@ class MigrationSettings:
     postcopy: bool = False  # let a switch to post-copy happen
     auto_converge: bool = False  # let QEMU throttle a guest that outruns the link
     bandwidth_mib: int | None = None  # MiB/s cap
+    tls: bool = False  # the stream between the two QEMUs (memory and disks) over TLS
 
 
 @dataclass
@@ -113,6 +114,8 @@ class Migration:
             flags |= libvirt.VIR_MIGRATE_POSTCOPY
         if s.auto_converge:
             flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+        if s.tls:
+            flags |= libvirt.VIR_MIGRATE_TLS
         return flags
 
     def params(self) -> dict[str, Any]:
@@ -134,6 +137,37 @@ class Migration:
         return params
 
     def start(self) -> None:
+        self._on_completion()
+        self._thread.start()
+
+    def follow(self) -> None:
+        """Watch, instead of starting, the migration of the domain that libvirt runs
+        already (started by a process that is gone): `done` once it ends, `error` set
+        unless it handed the guest over."""
+        self._on_completion()
+        self._thread = threading.Thread(target=self._follow, name=f"follow-{self.name}")
+        self._thread.start()
+
+    def _follow(self) -> None:
+        libvirt = libvirt_module()
+        try:
+            while job_running(self.domain):
+                time.sleep(0.2)
+            try:
+                state, _ = self.domain.state()
+            except libvirt.libvirtError as error:
+                if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    self.error = error.get_error_message()
+                return  # the source let it go: handed over
+            if state != libvirt.VIR_DOMAIN_SHUTOFF:
+                with contextlib.suppress(libvirt.libvirtError):
+                    ended = self.domain.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+                    self.error = ended.get("errmsg")
+                self.error = self.error or "the migration ended without handing the guest over"
+        finally:
+            self._done.set()
+
+    def _on_completion(self) -> None:
         libvirt = libvirt_module()
         conn = self.domain.connect()
 
@@ -145,7 +179,6 @@ class Migration:
             self._callback = conn.domainEventRegisterAny(
                 self.domain, libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, completed, None
             )
-        self._thread.start()
 
     def _run(self, flags: int = 0) -> None:
         libvirt = libvirt_module()

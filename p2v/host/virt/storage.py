@@ -187,21 +187,23 @@ def pool_name(storage_pool: Any) -> str:
 
 
 @contextlib.contextmanager
-def directory_pool(conn: Any, directory: str) -> Iterator[Any]:
+def directory_pool(conn: Any, directory: str, make: bool = False) -> Iterator[Any]:
     """A pool over `directory` of the connection's host for the time of the block: the
     one there is, else a transient one that vanishes afterwards (a file outside the
-    pools, such as a UEFI variable store, then moves through libvirt like a volume)."""
+    pools, such as a UEFI variable store, then moves through libvirt like a volume).
+    With `make`, a directory the host lacks is made."""
     found = pool_at(conn, directory)
     if found is not None:
         yield found
         return
+    libvirt = libvirt_module()
     name = f"p2v-{os.getpid()}-{time.monotonic_ns()}"
+    flags = libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD if make else 0
     with failing_as(f", opening {directory} as a storage pool"):
-        made = conn.storagePoolCreateXML(_dir_pool_xml(name, directory), 0)
+        made = conn.storagePoolCreateXML(_dir_pool_xml(name, directory), flags)
     try:
         yield made
     finally:
-        libvirt = libvirt_module()
         with contextlib.suppress(libvirt.libvirtError):
             made.destroy()
 
@@ -215,6 +217,17 @@ def file_volume(conn: Any, path: str) -> Iterator[Any]:
     with directory_pool(conn, directory) as pool:
         refresh(pool)
         yield volume(pool, name)
+
+
+def file_exists(conn: Any, path: str) -> bool:
+    """Whether the connection's host has a file at `path` (its directory missing: no)."""
+    try:
+        with file_volume(conn, path) as vol:
+            return vol is not None
+    except ComponentError as error:
+        if "No such file or directory" in str(error):
+            return False
+        raise
 
 
 def volume_at(conn: Any, where: str) -> Any:

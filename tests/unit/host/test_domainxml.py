@@ -73,3 +73,27 @@ def test_a_writable_disk_is_not_a_cdrom() -> None:
     ET.SubElement(cdrom, "readonly")
     domain = DomainXml.parse(ET.tostring(xml, encoding="unicode"))
     assert [d.target for d in domain.writable_disks()] == ["vda", "vdb"]
+
+
+def _uefi(nvram: str) -> str:
+    return (
+        "<domain type='qemu'><name>u1</name><os firmware='efi'><type>hvm</type>"
+        "<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>"
+        f"{nvram}</os><devices/></domain>"
+    )
+
+
+def test_the_variable_store_is_read_and_moved_in_both_forms_libvirt_writes() -> None:
+    plain = DomainXml.parse(_uefi("<nvram>/var/lib/libvirt/qemu/nvram/u1_VARS.fd</nvram>"))
+    sourced = DomainXml.parse(_uefi(
+        "<nvram type='file'><source file='/var/lib/libvirt/qemu/nvram/u1_VARS.fd'/></nvram>"
+    ))  # fmt: skip
+    for domain in (plain, sourced):
+        assert domain.nvram == "/var/lib/libvirt/qemu/nvram/u1_VARS.fd"
+        assert domain.loader == "/usr/share/OVMF/OVMF_CODE_4M.fd"
+        domain.nvram = "/srv/nvram/u1_VARS.fd"
+        assert DomainXml.parse(domain.to_xml()).nvram == "/srv/nvram/u1_VARS.fd"
+    assert ET.fromstring(sourced.to_xml()).find("os/nvram/source").get("file") == (
+        "/srv/nvram/u1_VARS.fd"
+    )
+    assert DomainXml.parse(_uefi("")).nvram is None
