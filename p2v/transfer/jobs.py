@@ -12,11 +12,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from p2v.errors import InputError, TransferError
+from p2v.errors import InputError, P2VError, TransferError
 from p2v.jobs.journal import Journal, Lock
 from p2v.jobs.runner import Kind, Run, Step
 from p2v.transfer import DEFAULT_CHECKPOINT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, blockhash
-from p2v.transfer.endpoints import Endpoint, open_source, open_target, target_key
+from p2v.transfer.endpoints import (
+    Endpoint,
+    open_source,
+    open_target,
+    target_identity,
+    target_key,
+)
 from p2v.transfer.endpoints.null import NullEndpoint
 from p2v.transfer.engine import (
     DEFAULT_REQUESTS,
@@ -97,6 +103,9 @@ class CopyResult:
     bad: list[tuple[int, int]]  # (offset, length) filled with zeros by --rescue
     verified: bool | None = None
     read: int = 0  # bytes read from the source; zeros known in advance are never read
+    unchanged: int = 0  # read and found to be what the target held already: not written
+    # What tells whether the target changed since the copy ended (endpoints.target_identity).
+    target_identity: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -154,7 +163,9 @@ def copy(
             def drive() -> dict[str, Any]:
                 if lock is not None:
                     run.lock(lock)
-                return _steps(run, request, source, target, reporter, {}, target_zero)
+                result = _steps(run, request, source, target, reporter, {}, target_zero)
+                target.close()
+                return _identified(result, request)
 
             return CopyResult(**run.execute(drive))
         finally:
@@ -209,7 +220,19 @@ def _resumed(run: Run, request: CopyRequest, reporter: Reporter | None) -> dict[
                     run.job_id,
                 )
                 done = {}
-            return _steps(run, request, source, target, reporter, done, False)
+            result = _steps(run, request, source, target, reporter, done, False)
+    return _identified(result, request)
+
+
+def _identified(result: dict[str, Any], request: CopyRequest) -> dict[str, Any]:
+    """The result of a copy with what tells whether its target changed since, taken
+    once the target is closed. Without it a later copy just sends everything again."""
+    try:
+        found = target_identity(request.target, request.connect_timeout)
+    except (P2VError, OSError) as e:
+        log.warning("cannot tell later whether %s changed since this copy: %s", request.target, e)
+        found = None
+    return {**result, "target_identity": found}
 
 
 def go_on(
@@ -344,6 +367,7 @@ def _result(
         resumed=snap.resumed,
         retried=snap.retried,
         read=snap.read,
+        unchanged=snap.unchanged,
         elapsed=round(snap.elapsed, 3),
         bad=bad,
     )
