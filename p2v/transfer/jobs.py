@@ -142,7 +142,7 @@ def copy(
     is part of (a conversion). The target is locked for the job: refused, before
     anything is opened, while another job writes it."""
     if request.held_from and not request.overwrite:
-        raise InputError("a copy into what an earlier copy left (held_from) overwrites it")
+        raise InputError("held_from updates an existing target in place: it needs overwrite")
     lock = _target_lock(request)
     if lock is not None:
         journal.refuse_held(lock)
@@ -246,6 +246,8 @@ def _resumed(run: Run, request: CopyRequest, reporter: Reporter | None) -> dict[
             request.target, source.size, output_format=request.output_format, existing=True,
             connect_timeout=request.connect_timeout,
         ) as target:  # fmt: skip
+            # Without the digests of request.held_from: what the stopped run wrote is no
+            # longer what they describe, so the blocks left are written in full.
             done = run.journal.blocks(run.job_id)
             if run.params.get("digest", FIRST_DIGEST) != blockhash.PREFIX:
                 # Its finished blocks carry digests of another algorithm, which cannot

@@ -2,10 +2,10 @@
 
 For each block the worker reads the pieces that hold data, hashes every piece,
 writes the runs of non-zero pieces and zeroes (or leaves as holes) the rest, then
-reports the block finished. A block whose digest is the one the target is known to
-hold there already gets no writes at all. Finished blocks become durable only after a flush of
-the target that started after their writes completed; only then are they handed
-to the engine for the journal.
+reports the block finished; a block whose digest is the one the target is known to
+hold there already gets no writes at all. Finished blocks become durable only after
+a flush of the target that started after their writes completed; only then are they
+handed to the engine for the journal.
 """
 
 from __future__ import annotations
