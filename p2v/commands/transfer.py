@@ -62,7 +62,12 @@ def register(verbs: Any) -> None:
     p.add_argument("source", nargs="?", metavar="SRC", help="disk to read (never written)")
     p.add_argument("target", nargs="?", metavar="DST", help="disk or image to write")
     p.add_argument("--resume", metavar="JOB", help="finish an interrupted or failed copy job")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing target")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing target; one that holds an earlier copy of SRC, "
+        "unchanged since, gets only the blocks that differ",
+    )
     p.add_argument("--output-format", choices=TARGET_FORMATS, help="format of a new target")
     p.add_argument("--input-format", metavar="FMT", help="format of SRC (default: probed)")
     p.add_argument("--verify", action="store_true", help="read the target back and compare digests")
@@ -136,7 +141,7 @@ def _reporter(args: argparse.Namespace) -> Reporter:
 
 def _cmd_copy(args: argparse.Namespace) -> int:
     from p2v.jobs.journal import Journal
-    from p2v.transfer import jobs
+    from p2v.transfer import delta, jobs
     from p2v.transfer.progress import JsonReporter
 
     _check_copy(args)
@@ -155,6 +160,15 @@ def _cmd_copy(args: argparse.Namespace) -> int:
                 io_timeout=args.io_timeout,
             )
         else:
+            connect_timeout = args.connect_timeout or DEFAULT_CONNECT_TIMEOUT
+            earlier = None
+            if args.overwrite and not args.dirty_bitmap:
+                earlier = delta.unchanged_copy(
+                    journal, args.source, args.target, args.output_format, connect_timeout
+                )
+            if earlier is not None:
+                print(f"p2v: {args.target} holds job {earlier.id}'s copy, unchanged since: "
+                      "only what changed is sent", file=sys.stderr, flush=True)  # fmt: skip
             request = jobs.CopyRequest(
                 source=args.source,
                 target=args.target,
@@ -170,8 +184,9 @@ def _cmd_copy(args: argparse.Namespace) -> int:
                 checkpoint=args.checkpoint,
                 free=_free_map(args.free_map) if args.free_map else [],
                 secret_file=args.secret_file and os.path.abspath(args.secret_file),
-                connect_timeout=args.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
+                connect_timeout=connect_timeout,
                 io_timeout=args.io_timeout or DEFAULT_IO_TIMEOUT,
+                held_from=earlier.id if earlier else None,
             )
             result = jobs.copy(request, journal, reporter)
     finally:
@@ -180,11 +195,13 @@ def _cmd_copy(args: argparse.Namespace) -> int:
         assert isinstance(reporter, JsonReporter)
         reporter.emit("done", **result.to_json())
         return 0
-    rate = (result.copied + result.zeroed + result.skipped) / max(result.elapsed, 1e-9)
+    handled = result.copied + result.zeroed + result.skipped + result.unchanged
+    rate = handled / max(result.elapsed, 1e-9)
     print(
         f"job {result.job_id} done in {result.elapsed:.1f} s ({format_size(rate)}/s): "
         f"copied {format_size(result.copied)}, zeros {format_size(result.zeroed)}, "
         f"skipped {format_size(result.skipped)}, read {format_size(result.read)}"
+        + (f", unchanged {format_size(result.unchanged)}" if result.unchanged else "")
         + (f", done before {format_size(result.resumed)}" if result.resumed else "")
     )
     print(f"digest {result.digest}" if result.digest else "digest: not computed (incremental)")
@@ -218,8 +235,8 @@ def _check_copy(args: argparse.Namespace) -> None:
             and not any(f"{{{k}}}" in args.target for k in TARGET_TIMES)):  # fmt: skip
         raise InputError(
             f"a copy repeated to {args.target} fails from its second run, which finds the "
-            "target there: add --overwrite (each run copies it again), or put {date} or "
-            "{time} in its name (backup-{date}.raw)"
+            "target there: add --overwrite (each run sends what changed since the one "
+            "before), or put {date} or {time} in its name (backup-{date}.raw)"
         )
     if (args.connections or 1) > 16 or args.requests > 64:
         raise InputError("--connections must be 1-16 and --requests 1-64")

@@ -156,6 +156,18 @@ class Journal:
         ).fetchall()
         return [_record(row) for row in rows]
 
+    def last_done(self, kind: str, params: dict[str, Any]) -> JobRecord | None:
+        """The newest done job of `kind` whose parameters hold these values, each
+        named by its path in them: {"request.target": "disk.raw"}."""
+        where = "".join(" AND json_extract(params, ?) = ?" for _ in params)
+        values = [v for path, value in params.items() for v in (f"$.{path}", value)]
+        row = self.db.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE kind = ? AND state = 'done'{where} "
+            "ORDER BY created DESC LIMIT 1",
+            (kind, *values),
+        ).fetchone()
+        return None if row is None else _record(row)
+
     def children(self, job_id: str) -> list[JobRecord]:
         """The jobs that are part of this one, oldest first."""
         rows = self.db.execute(

@@ -4,6 +4,8 @@
 2. A producer turns extents into block work; blocks with nothing to read or write
    are finished on the spot, the rest go through a bounded queue to the workers.
 3. Each worker owns one connection to each side and a few block buffers.
+   Blocks the target is known to hold already (`held`: digests an earlier copy into
+   it recorded) are read and hashed as ever, but written only where they differ.
 4. Blocks come back durable (after a target flush) with their digests; the caller
    records them (the journal), and the disk digest is assembled at the end.
 The first error stops everything; what was durable by then is kept.
@@ -75,6 +77,7 @@ class Transfer:
         target_zero: bool = False,
         free: Iterable[Range] = (),
         done: Mapping[int, bytes | None] | None = None,
+        held: Mapping[int, bytes] | None = None,
         on_durable: Callable[[list[Completion]], None] = lambda batch: None,
         reporter: Reporter | None = None,
     ) -> None:
@@ -84,6 +87,9 @@ class Transfer:
         self.target_zero = target_zero
         self.free = list(free)
         self.done = dict(done or {})
+        # Digests of the blocks the target holds now, as the caller knows them (an
+        # earlier copy into it, not changed since): such a block is not written again.
+        self.held = dict(held or {})
         self.on_durable = on_durable
         self.reporter = reporter or QuietReporter()
 
@@ -110,13 +116,16 @@ class Transfer:
             io_timeout=self.settings.io_timeout,
             limiter=TokenBucket(self.settings.bwlimit) if self.settings.bwlimit else None,
             pieces=self.settings.pieces,
+            held=self.held,
         )
         pairs = self._handles(connections)
         final = FinalFlush(len(pairs))
         workers = [
             Worker(src, dst, work, durable, stop, worker_settings, final) for src, dst in pairs
         ]
-        producer = _Producer(found, size, self.done, self.target_zero, work, durable, stop)
+        producer = _Producer(
+            found, size, self.done, self.held, self.target_zero, work, durable, stop
+        )
         producer.consumers = len(workers)
         resumed = sum(blockhash.block_length(i, size) for i in self.done)
         digest = blockhash.DiskDigest(size)
@@ -203,13 +212,14 @@ class _Producer(threading.Thread):
         found: list[Extent],
         size: int,
         done: Mapping[int, bytes | None],
+        held: Mapping[int, bytes],
         target_zero: bool,
         work: queue.Queue[BlockWork | None],
         durable: queue.SimpleQueue[list[Completion] | None],
         stop: threading.Event,
     ) -> None:
         super().__init__(daemon=True)
-        self.found, self.size, self.done = found, size, done
+        self.found, self.size, self.done, self.held = found, size, done, held
         self.target_zero = target_zero
         self.work, self.durable, self.stop = work, durable, stop
         self.counters = Counters()
@@ -234,17 +244,28 @@ class _Producer(threading.Thread):
                 return
             if block.index in self.done:
                 continue
-            if not block.reads and (self.target_zero or not block.zeros):
-                # Nothing to read or write: zeros on a zero target, or clean blocks.
-                zero = block.skipped == 0
-                self._finished.append(
-                    Completion(block.index, blockhash.zero_block(block.length) if zero else None)
-                )
-                self.counters.add(zeroed=block.length - block.skipped, skipped=block.skipped)
-                if len(self._finished) >= 256:
-                    self._hand_over()
-                continue
+            if not block.reads:
+                zero = blockhash.zero_block(block.length)
+                if block.skipped == 0 and self.held.get(block.index) == zero:
+                    # All zeros, and zeros are what the target holds there already.
+                    self._finish(Completion(block.index, zero), unchanged=block.length)
+                    continue
+                if self.target_zero or not block.zeros:
+                    # Nothing to read or write: zeros on a zero target, or clean blocks.
+                    self._finish(
+                        Completion(block.index, zero if block.skipped == 0 else None),
+                        zeroed=block.length - block.skipped,
+                        skipped=block.skipped,
+                    )
+                    continue
             self._put(block)
+
+    def _finish(self, completion: Completion, **counted: int) -> None:
+        """A block done without I/O."""
+        self._finished.append(completion)
+        self.counters.add(**counted)
+        if len(self._finished) >= 256:
+            self._hand_over()
 
     def _hand_over(self) -> None:
         """Pass finished blocks on to be journaled: in batches, each a transaction."""

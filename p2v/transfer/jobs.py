@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from p2v.errors import InputError, TransferError
+from p2v.errors import InputError, P2VError, TransferError
 from p2v.jobs.journal import Journal, Lock
 from p2v.jobs.runner import Kind, Run, Step
 from p2v.transfer import DEFAULT_CHECKPOINT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, blockhash
-from p2v.transfer.endpoints import Endpoint, open_source, open_target, target_key
+from p2v.transfer.delta import COPY, FIRST_DIGEST, held_blocks
+from p2v.transfer.endpoints import (
+    Endpoint,
+    open_source,
+    open_target,
+    target_identity,
+    target_key,
+)
 from p2v.transfer.endpoints.null import NullEndpoint
 from p2v.transfer.engine import (
     DEFAULT_REQUESTS,
@@ -34,8 +41,6 @@ from p2v.transfer.worker import (
 )
 
 REQUEST_VERSION = 1
-# Jobs recorded before they named their digest used this one.
-_FIRST_DIGEST = "blockhash-sha256"
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,10 @@ class CopyRequest:
     secret_file: str | None = None  # for an agent:// source: the file, never the secret
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT  # seconds for each stage of connecting
     io_timeout: float = DEFAULT_IO_TIMEOUT  # seconds without a reply from a side
+    # An earlier copy job whose recorded block digests are what the target holds now
+    # (the caller knows it unchanged since): the target is updated in place, and the
+    # blocks that still have those digests are not written again.
+    held_from: str | None = None
 
     def settings(self) -> Settings:
         return Settings(
@@ -97,6 +106,9 @@ class CopyResult:
     bad: list[tuple[int, int]]  # (offset, length) filled with zeros by --rescue
     verified: bool | None = None
     read: int = 0  # bytes read from the source; zeros known in advance are never read
+    unchanged: int = 0  # read and found to be what the target held already: not written
+    # What tells whether the target changed since the copy ended (endpoints.target_identity).
+    target_identity: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -111,7 +123,7 @@ def _outcome(result: dict[str, Any]) -> str | None:
     return str(result["digest"]) if result.get("digest") else None
 
 
-KIND = Kind("copy", _describe, _outcome)
+KIND = Kind(COPY, _describe, _outcome)
 
 
 def _quiet(_: str) -> None:
@@ -129,38 +141,72 @@ def copy(
     that records it can resume this copy after a crash); `parent`: the job this copy
     is part of (a conversion). The target is locked for the job: refused, before
     anything is opened, while another job writes it."""
+    if request.held_from and not request.overwrite:
+        raise InputError("held_from updates an existing target in place: it needs overwrite")
     lock = _target_lock(request)
     if lock is not None:
         journal.refuse_held(lock)
     source = _open_source(request)
     try:
-        incremental = request.dirty_bitmap is not None
-        target = open_target(
-            request.target,
-            source.size,
-            output_format=request.output_format,
-            overwrite=request.overwrite,
-            existing=incremental,
-            connect_timeout=request.connect_timeout,
-        )
+        target, held = _open_copy_target(request, source.size, journal)
+        if held is None:
+            request = dataclasses.replace(request, held_from=None)  # the record says so
         try:
             params = {"request": request.to_json(), "size": source.size,
                       "digest": blockhash.PREFIX}  # fmt: skip
             run = Run.start(KIND, params, journal, _quiet, parent)
             if on_job:
                 on_job(run.job_id)
-            target_zero = not incremental and target.known_zero()
+            incremental = request.dirty_bitmap is not None
+            target_zero = held is None and not incremental and target.known_zero()
 
             def drive() -> dict[str, Any]:
                 if lock is not None:
                     run.lock(lock)
-                return _steps(run, request, source, target, reporter, {}, target_zero)
+                result = _steps(run, request, source, target, reporter, {}, target_zero, held)
+                target.close()
+                return _identified(result, request)
 
             return CopyResult(**run.execute(drive))
         finally:
             target.close()
     finally:
         source.close()
+
+
+def _open_copy_target(
+    request: CopyRequest, size: int, journal: Journal
+) -> tuple[Endpoint, dict[int, bytes] | None]:
+    """The target, and the digests of the blocks it holds (request.held_from) when it
+    is updated in place. When those digests cannot be trusted, or the target is not
+    there or not the source's size, it is overwritten as if there were none: every
+    block is then written, so nothing is lost but time."""
+    held = held_blocks(journal, request.held_from) if request.held_from else None
+    if held is not None:
+        try:
+            target = open_target(
+                request.target, size, output_format=request.output_format, existing=True,
+                connect_timeout=request.connect_timeout,
+            )  # fmt: skip
+        except InputError as e:
+            log.warning("%s; copying all of it", e)
+        else:
+            if target.size == size:
+                return target, held
+            log.warning(
+                "%s holds %d bytes, not the source's %d; copying all of it",
+                target.name, target.size, size,
+            )  # fmt: skip
+            target.close()
+    target = open_target(
+        request.target,
+        size,
+        output_format=request.output_format,
+        overwrite=request.overwrite,
+        existing=request.dirty_bitmap is not None,
+        connect_timeout=request.connect_timeout,
+    )
+    return target, None
 
 
 def resume(
@@ -200,8 +246,10 @@ def _resumed(run: Run, request: CopyRequest, reporter: Reporter | None) -> dict[
             request.target, source.size, output_format=request.output_format, existing=True,
             connect_timeout=request.connect_timeout,
         ) as target:  # fmt: skip
+            # Without the digests of request.held_from: what the stopped run wrote is no
+            # longer what they describe, so the blocks left are written in full.
             done = run.journal.blocks(run.job_id)
-            if run.params.get("digest", _FIRST_DIGEST) != blockhash.PREFIX:
+            if run.params.get("digest", FIRST_DIGEST) != blockhash.PREFIX:
                 # Its finished blocks carry digests of another algorithm, which cannot
                 # be combined with this one's: copy them again.
                 log.warning(
@@ -209,7 +257,19 @@ def _resumed(run: Run, request: CopyRequest, reporter: Reporter | None) -> dict[
                     run.job_id,
                 )
                 done = {}
-            return _steps(run, request, source, target, reporter, done, False)
+            result = _steps(run, request, source, target, reporter, done, False)
+    return _identified(result, request)
+
+
+def _identified(result: dict[str, Any], request: CopyRequest) -> dict[str, Any]:
+    """The result of a copy with what tells whether its target changed since, taken
+    once the target is closed. Without it a later copy just sends everything again."""
+    try:
+        found = target_identity(request.target, request.connect_timeout)
+    except (P2VError, OSError) as e:
+        log.warning("cannot tell later whether %s changed since this copy: %s", request.target, e)
+        found = None
+    return {**result, "target_identity": found}
 
 
 def go_on(
@@ -251,14 +311,16 @@ def _steps(
     reporter: Reporter | None,
     done: dict[int, bytes | None],
     target_zero: bool,
+    held: Mapping[int, bytes] | None = None,
 ) -> dict[str, Any]:
     """The copy, going on from the blocks `done` (every run: the journal keeps its
-    progress block by block), then the read-back with --verify."""
+    progress block by block), then the read-back with --verify. `held`: digests of
+    the blocks the target holds already."""
     reporter = reporter or QuietReporter()
     outcome: list[Outcome] = []
 
     def blocks() -> dict[str, Any]:
-        outcome.append(_transfer(run, request, source, target, reporter, done, target_zero))
+        outcome.append(_transfer(run, request, source, target, reporter, done, target_zero, held))
         return {"digest": outcome[0].digest}
 
     run(Step("copy", blocks, again=True))
@@ -289,6 +351,7 @@ def _transfer(
     reporter: Reporter,
     done: dict[int, bytes | None],
     target_zero: bool,
+    held: Mapping[int, bytes] | None,
 ) -> Outcome:
     reporter.start(run.job_id, f"{source.name} -> {target.name}", source.size)
 
@@ -306,6 +369,7 @@ def _transfer(
         target_zero=target_zero,
         free=[(offset, offset + length) for offset, length in request.free],
         done=done,
+        held=held,
         on_durable=record,
         reporter=reporter,
     )
@@ -344,6 +408,7 @@ def _result(
         resumed=snap.resumed,
         retried=snap.retried,
         read=snap.read,
+        unchanged=snap.unchanged,
         elapsed=round(snap.elapsed, 3),
         bad=bad,
     )

@@ -23,13 +23,15 @@ class Counters:
         self.copied = 0  # data written
         self.zeroed = 0  # zeros found and left as holes or zeroed
         self.skipped = 0  # left alone: free space, clean in an incremental copy
+        self.unchanged = 0  # read, and found to be what the target holds already
         self.retried = 0  # reads issued again after an error
         self.read = 0  # bytes read from the source (what crossed the network, for NBD)
 
-    def add(self, copied: int = 0, zeroed: int = 0, skipped: int = 0) -> None:
+    def add(self, copied: int = 0, zeroed: int = 0, skipped: int = 0, unchanged: int = 0) -> None:
         self.copied += copied
         self.zeroed += zeroed
         self.skipped += skipped
+        self.unchanged += unchanged
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Snapshot:
     copied: int = 0
     zeroed: int = 0
     skipped: int = 0
+    unchanged: int = 0  # what the target held already: read and hashed, not written
     resumed: int = 0  # finished by an earlier run of the same job
     retried: int = 0
     read: int = 0
@@ -45,7 +48,7 @@ class Snapshot:
 
     @property
     def done(self) -> int:
-        return self.copied + self.zeroed + self.skipped + self.resumed
+        return self.copied + self.zeroed + self.skipped + self.unchanged + self.resumed
 
     @property
     def rate(self) -> float:
@@ -58,6 +61,7 @@ class Snapshot:
             copied=sum(c.copied for c in counters),
             zeroed=sum(c.zeroed for c in counters),
             skipped=sum(c.skipped for c in counters),
+            unchanged=sum(c.unchanged for c in counters),
             resumed=resumed,
             retried=sum(c.retried for c in counters),
             read=sum(c.read for c in counters),
@@ -116,9 +120,10 @@ class BarReporter:
         if self._bar is None:
             return
         self._bar.update(snap.done - self._bar.n)
+        unchanged = f", unchanged {format_size(snap.unchanged)}" if snap.unchanged else ""
         self._bar.set_postfix_str(
             f"copied {format_size(snap.copied)}, zero {format_size(snap.zeroed)}, "
-            f"skipped {format_size(snap.skipped + snap.resumed)}",
+            f"skipped {format_size(snap.skipped + snap.resumed)}{unchanged}",
             refresh=False,
         )
 

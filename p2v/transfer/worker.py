@@ -2,9 +2,10 @@
 
 For each block the worker reads the pieces that hold data, hashes every piece,
 writes the runs of non-zero pieces and zeroes (or leaves as holes) the rest, then
-reports the block finished. Finished blocks become durable only after a flush of
-the target that started after their writes completed; only then are they handed
-to the engine for the journal.
+reports the block finished; a block whose digest is the one the target is known to
+hold there already gets no writes at all. Finished blocks become durable only after
+a flush of the target that started after their writes completed; only then are they
+handed to the engine for the journal.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import mmap
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +87,7 @@ class WorkerSettings:
     io_timeout: float  # seconds without a reply before a side counts as gone
     limiter: TokenBucket | None = None
     pieces: bool = False  # report every block's piece digests (Completion.pieces)
+    held: Mapping[int, bytes] = field(default_factory=dict)  # digests the target holds
 
     @property
     def flush_timeout(self) -> float:
@@ -135,6 +138,7 @@ class _Slot:
         self.digest: bytes | None = None
         self.pieces: tuple[bytes | None, ...] | None = None
         self.copied = 0
+        self.unchanged = False  # the target holds this block already: nothing written
         self.retry_at = 0.0
 
 
@@ -365,6 +369,9 @@ class Worker(threading.Thread):
         if self.settings.pieces:
             slot.pieces = _pieces(work, digests, lengths)
         slot.stage = _WRITING
+        if slot.digest is not None and self.settings.held.get(work.index) == slot.digest:
+            slot.unchanged = True
+            return
         slot.copied = sum(hi - lo for lo, hi in writes)
         for lo, hi in writes:
             slot.pending += 1
@@ -385,11 +392,14 @@ class Worker(threading.Thread):
     def _finish(self, slot: _Slot) -> None:
         work = slot.work
         assert work is not None
-        self.counters.add(
-            copied=slot.copied,
-            zeroed=work.length - slot.copied - work.skipped,
-            skipped=work.skipped,
-        )
+        if slot.unchanged:
+            self.counters.add(unchanged=work.length)
+        else:
+            self.counters.add(
+                copied=slot.copied,
+                zeroed=work.length - slot.copied - work.skipped,
+                skipped=work.skipped,
+            )
         bad = coalesce(span for span, _ in slot.bad)
         self._unflushed.append(Completion(work.index, slot.digest, bad, slot.pieces))
         slot.work = None

@@ -22,16 +22,22 @@ from typing import Any
 
 from p2v.errors import InputError
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT, TARGET_FORMATS
+from p2v.transfer.endpoints import file
 from p2v.transfer.endpoints.base import Endpoint
 from p2v.transfer.endpoints.file import FileEndpoint
 from p2v.transfer.endpoints.handshake import connect_within
 from p2v.transfer.endpoints.nbd import NbdEndpoint
 from p2v.transfer.endpoints.null import NullEndpoint
 from p2v.transfer.endpoints.qemunbd import QemuNbdServer, create_image, image_format
-from p2v.transfer.endpoints.volume import VolumeEndpoint, is_volume, volume_key
+from p2v.transfer.endpoints.volume import (
+    VolumeEndpoint,
+    is_volume,
+    volume_identity,
+    volume_key,
+)
 from p2v.units import parse_size
 
-__all__ = ["Endpoint", "open_source", "open_target", "target_format"]
+__all__ = ["Endpoint", "open_source", "open_target", "target_format", "target_identity"]
 
 _NBD_SCHEMES = ("nbd://", "nbds://", "nbd+unix://", "nbds+unix://", "nbd+vsock://", "nbds+vsock://")
 
@@ -84,6 +90,21 @@ def target_key(spec: str, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> s
     if is_volume(spec):
         return volume_key(spec, connect_timeout)
     return f"file:{os.path.realpath(spec)}"
+
+
+def target_identity(
+    spec: str, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+) -> dict[str, Any] | None:
+    """What tells whether the target `spec` changed since now (its size, modification
+    time and the like), to compare with what an earlier copy into it recorded; None
+    when there is nothing there, or nothing that tells (null:; an NBD export says
+    nothing of the disk behind it). Take it after the target is closed: a copy's
+    last writes and the flush of an image's metadata change it."""
+    if spec.startswith("null:") or is_nbd_uri(spec):
+        return None
+    if is_volume(spec):
+        return volume_identity(spec, connect_timeout)
+    return file.identity(spec)
 
 
 def target_format(spec: str, output_format: str | None) -> str:

@@ -17,7 +17,9 @@ import stat
 import struct
 import threading
 from collections.abc import Iterator
+from typing import Any
 
+from p2v.jobs.owner import boot_id
 from p2v.transfer.endpoints.base import Done, Endpoint, run_now
 from p2v.transfer.extents import Extent, Kind
 
@@ -78,6 +80,31 @@ def punch_hole(fd: int, offset: int, length: int) -> None:
     if _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def identity(path: str) -> dict[str, Any] | None:
+    """What tells whether a file or block device changed since now; None when there
+    is none at `path`. A file's writes change its modification time. A block device's
+    node sees only the writes made through a node: what reaches the device another
+    way (a file system mounted from it, a device mapper on top of it) shows in the
+    sectors the kernel counts as written and discarded, which a reboot resets."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    found: dict[str, Any] = {
+        "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "dev": st.st_dev,
+    }  # fmt: skip
+    if stat.S_ISBLK(st.st_mode):
+        counted = f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}/stat"
+        try:
+            with open(counted) as f:
+                fields = f.read().split()
+        except OSError:
+            return None  # nothing would tell writes by others
+        found.update(boot=boot_id(), written=int(fields[6]),
+                     discarded=int(fields[13]) if len(fields) > 13 else None)  # fmt: skip
+    return found
 
 
 def _logical_sector_size(fd: int) -> int:

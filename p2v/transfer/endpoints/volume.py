@@ -52,6 +52,22 @@ def volume_key(spec: str, timeout: float) -> str:
         return f"volume:{host}/{storage.pool_uuid(storage.pool(conn, where.pool))}/{where.name}"
 
 
+def volume_identity(spec: str, timeout: float) -> dict[str, Any] | None:
+    """What tells whether the volume `spec` changed since (VolumeEndpoint.identity);
+    None when there is no such volume."""
+    where = VolumeSpec.parse(spec)
+    with connection(where.uri, timeout) as conn:
+        vol = storage.volume(storage.pool(conn, where.pool), where.name)
+        return None if vol is None else _identity(vol)
+
+
+def _identity(vol: Any) -> dict[str, Any] | None:
+    found = storage.identity(vol)
+    # Without a file's modification time (a pool of logical volumes, say) the sizes
+    # alone would not tell a volume written since from one left alone.
+    return found if found.get("mtime") is not None else None
+
+
 class VolumeEndpoint(Endpoint):
     # libvirt lets one stream at a time use a volume.
     multi_conn = False
@@ -97,6 +113,11 @@ class VolumeEndpoint(Endpoint):
 
     def known_zero(self) -> bool:
         return self._fresh  # a volume just made is sparse: it reads as zeros
+
+    def identity(self) -> dict[str, Any] | None:
+        """What tells whether the volume changed since now: its sizes and its file's
+        modification time, as its host sees them; None when its pool keeps no file."""
+        return _identity(self.vol)
 
     def clone(self) -> VolumeEndpoint:
         # libvirt connections are thread-safe; each operation has its own stream.

@@ -45,6 +45,26 @@ def test_finish_and_fail_are_recorded(journal):
     assert [j.id for j in journal.jobs()] == [job.id]
 
 
+def test_the_last_done_job_is_found_by_its_parameters(journal):
+    def copy(source, target, created, done=True):
+        job = journal.create("copy", {"request": {"source": source, "target": target}})
+        journal.db.execute("UPDATE jobs SET created = ? WHERE id = ?", (created, job.id))
+        if done:
+            journal.finish(job.id, {"digest": "d"})
+        return job.id
+
+    older = copy("a", "b", 1)
+    newer = copy("a", "b", 2)
+    copy("a", "b", 3, done=False)  # failed or running: not done
+    copy("a", "c", 4)
+    copy("x", "b", 5)
+    want = {"request.source": "a", "request.target": "b"}
+    found = journal.last_done("copy", want)
+    assert found is not None and found.id == newer != older
+    assert journal.last_done("convert", want) is None
+    assert journal.last_done("copy", {"request.source": "a", "request.target": "d"}) is None
+
+
 def test_unknown_job_is_a_clear_error(journal):
     with pytest.raises(InputError, match="no job 'copy-nope'"):
         journal.get("copy-nope")

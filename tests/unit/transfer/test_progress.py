@@ -17,12 +17,14 @@ def test_the_token_bucket_holds_threads_to_the_rate():
 def test_snapshot_sums_threads_and_counts_resumed_work_as_done():
     a, b = Counters(), Counters()
     a.add(copied=10, zeroed=5)
-    b.add(skipped=3)
+    b.add(skipped=3, unchanged=4)
     b.retried = 2
     snap = Snapshot.of([a, b], total=100, resumed=20, elapsed=2.0)
-    assert (snap.copied, snap.zeroed, snap.skipped, snap.retried) == (10, 5, 3, 2)
-    assert snap.done == 38
-    assert snap.rate == 9.0  # resumed work is not counted in the rate
+    assert (snap.copied, snap.zeroed, snap.skipped, snap.unchanged, snap.retried) == (
+        10, 5, 3, 4, 2
+    )  # fmt: skip
+    assert snap.done == 42
+    assert snap.rate == 11.0  # resumed work is not counted in the rate
 
 
 def test_json_progress_names_the_job_on_every_line():
