@@ -61,6 +61,7 @@ def copy_disk(
             source=str(VolumeSpec(disk.source_pool, disk.volume, request.source)),
             target=str(target),
             overwrite=name in run.previous or request.delete_source or disk.replaces is not None,
+            held_from=_held_from(disk, request) if name not in run.previous else None,
             verify=True, bwlimit=_bwlimit(request), connect_timeout=request.connect_timeout,
             io_timeout=request.io_timeout,
         )  # fmt: skip
@@ -70,8 +71,16 @@ def copy_disk(
                          f"with the source's digest {copied.digest}")  # fmt: skip
     return {"identity": now, "child": copied.job_id, "digest": copied.digest, "result": {
         "target": disk.target, "digest": copied.digest, "size": copied.size,
-        "copied": copied.copied, "verified": copied.verified,
+        "copied": copied.copied, "unchanged": copied.unchanged, "verified": copied.verified,
     }}  # fmt: skip
+
+
+def _held_from(disk: DiskMove, request: Request) -> str | None:
+    """The copy job whose block digests describe the earlier copy this one replaces
+    in place (a move back): only the blocks that changed since are sent."""
+    if disk.replaces is None or request.delete_source:  # then it lands under another name
+        return None
+    return disk.replaces.get("copy_job")
 
 
 def left_as_it_was(dst: Any, disk: DiskMove, request: Request) -> Any:
