@@ -464,12 +464,14 @@ def _wait_for(probe: Callable[[], Any], timeout: float) -> Any:
     raise AssertionError(f"not within {timeout:g} s: {probe}")
 
 
-def _bare(name: str, uuid: str | None = None, devices: str = "", cpu: str = "") -> str:
+def _bare(
+    name: str, uuid: str | None = None, devices: str = "", cpu: str = "", boot: str = ""
+) -> str:
     """A domain with no disks: enough to be refused."""
     return (
         f"<domain type='qemu'><name>{name}</name>{f'<uuid>{uuid}</uuid>' if uuid else ''}"
         "<memory unit='MiB'>64</memory><vcpu>1</vcpu>"
-        f"<os><type arch='x86_64' machine='q35'>hvm</type></os>{cpu}"
+        f"<os><type arch='x86_64' machine='q35'>hvm</type>{boot}</os>{cpu}"
         f"<devices>{devices}</devices></domain>"
     )
 
@@ -498,6 +500,10 @@ def test_refusals_say_why_and_change_nothing(
                 "slot='0x1f' function='0x3'/></source></hostdev>",
             ),
         )
+        virt.define(conn, _bare("p2vt-nofw", boot=(
+            "<loader readonly='yes' type='pflash'>/usr/share/OVMF/P2V_MISSING_CODE.fd</loader>"
+            "<nvram>/var/lib/libvirt/qemu/nvram/p2vt-nofw_VARS.fd</nvram>"
+        )))  # fmt: skip
     jobs_before = len(_jobs("migrate"))
     small = "/var/lib/libvirt/small"
     subprocess.run(["nsenter", "-t", str(b.pid), "-m", "--", "sh", "-c",
@@ -517,6 +523,8 @@ def test_refusals_say_why_and_change_nothing(
                                                    "small"],
             "cannot run p2vt-cpu's CPU": ["p2vt-cpu", "-c", a.uri, "--to", b.uri],
             "holds host devices that cannot move": ["p2vt-pci", "-c", a.uri, "--to", b.uri],
+            "has no UEFI firmware /usr/share/OVMF/P2V_MISSING_CODE.fd": ["p2vt-nofw", "-c", a.uri,
+                                                                          "--to", b.uri],
         }  # fmt: skip
         with virt.connection(b.uri) as conn:
             virt.define(conn, _bare(name))
@@ -544,7 +552,7 @@ def test_refusals_say_why_and_change_nothing(
             assert virt.volume(virt.pool(conn, guests.POOL), guests.volume_name(name)) is None
     finally:
         with virt.connection(a.uri) as conn:
-            for bare in ("p2vt-cpu", "p2vt-pci"):
+            for bare in ("p2vt-cpu", "p2vt-pci", "p2vt-nofw"):
                 if (found := virt.lookup(conn, bare)) is not None:
                     virt.undefine(found)
         with virt.connection(b.uri) as conn:

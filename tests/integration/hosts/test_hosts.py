@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from p2v import accel
 from p2v.host import virt
 from tests import hosts
 from tests.conftest import require_root
@@ -51,6 +52,8 @@ def test_two_hosts_are_two_libvirt_hosts_and_down_leaves_nothing() -> None:
                 assert who.hostname == name
                 assert virt.version(conn) >= (11, 0, 0)
                 assert virt.pool(conn, "default")
+                if accel.detect().accel != "kvm":  # as a host without working KVM
+                    assert virt.domain_types(conn) == {"qemu"}
                 ids.append(who.uuid)
         assert len(set(ids)) == 2, "each host has a host UUID of its own"
         assert ids[0] != _machine_uuid()
@@ -71,6 +74,13 @@ def test_two_hosts_are_two_libvirt_hosts_and_down_leaves_nothing() -> None:
         again = _hosts("up", names[0])
         assert again.returncode == 0, again.stderr
         assert not hosts.alive(old[names[0]])
+        # Under the address it had, with a new link: the other host reaches it at once.
+        [replaced] = [line.split() for line in again.stdout.splitlines()]
+        reached = subprocess.run(
+            ["ip", "netns", "exec", f"p2vh-{names[1]}", "virsh", "-c", replaced[1], "hostname"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert reached.stdout.strip() == names[0], reached.stderr
     finally:
         gone = _hosts("down", *names)
     assert gone.returncode == 0, gone.stderr
