@@ -280,8 +280,9 @@ def _begin(job: Run, request: Request, catalog: Catalog, conn: Any, domain: Any)
     the backup recorded as partial, and libvirt's backup job begun."""
     _clear_partial(catalog, domain, say=job.say)
     sizes = _disks(domain)
-    choice = choose(request.mode, catalog.backups(), domain.UUIDString(), sizes,
-                    {c.name for c in backups.checkpoints(domain)})  # fmt: skip
+    known = {c.name for c in backups.checkpoints(domain)}
+    broken = {n: why for n in known if (why := backups.broken(domain, n)) is not None}
+    choice = choose(request.mode, catalog.backups(), domain.UUIDString(), sizes, known, broken)
     name = _unique_name(catalog)
     checkpoint = checkpoint_name(name, domain.UUIDString())
     backup = catalog.begin(

@@ -28,9 +28,11 @@ def choose(
     vm_uuid: str,
     disks: dict[str, int],
     checkpoints: set[str],
+    broken: dict[str, str] | None = None,
 ) -> Choice:
     """`backups`: the directory's complete ones, oldest first; `disks`: the VM's
-    target -> size now; `checkpoints`: the VM's checkpoints in libvirt."""
+    target -> size now; `checkpoints`: the VM's checkpoints in libvirt; `broken`:
+    those whose bitmaps libvirt cannot find, with why."""
     if backups and backups[-1].vm_uuid != vm_uuid:
         raise InputError(
             f"the directory holds backups of another machine ({backups[-1].vm}, "
@@ -47,6 +49,9 @@ def choose(
     if base.checkpoint not in checkpoints:
         why = (f"its checkpoint {base.checkpoint} is gone from the VM (removed, or the VM "
                "was defined again)")  # fmt: skip
+    elif base.checkpoint in (broken or {}):
+        why = (f"the bitmap of its checkpoint {base.checkpoint} is missing from the disks "
+               "(a snapshot reverted since, or a disk replaced)")  # fmt: skip
     elif set(then) != set(disks):
         added, gone = sorted(set(disks) - set(then)), sorted(set(then) - set(disks))
         why = "its disks changed: " + ", ".join(

@@ -11,8 +11,9 @@ from typing import Any
 
 from p2v.errors import ComponentError, InputError
 from p2v.host import virt
-from p2v.host.virt import domains, migration, storage
+from p2v.host.virt import backups, domains, migration, snapshots, storage
 from p2v.host.virt.domainxml import DomainXml
+from p2v.migrate import carry
 from p2v.units import format_size
 
 RECORD_VERSION = 1  # of the request and plan a migration job records
@@ -73,9 +74,12 @@ class Plan:
     running: bool
     autostart: bool
     memory: int  # bytes
-    disks: list[DiskMove] = field(default_factory=list)
-    # The definition is read from the source when it is used, never kept in the journal:
-    # it holds secrets (VNC passwords, ...).
+    disks: list[DiskMove] = field(default_factory=list)  # with the files snapshots use
+    snapshots: list[str] = field(default_factory=list)  # their names, parents first
+    checkpoints: list[str] = field(default_factory=list)  # their XML (no domain in it)
+    nvram_files: list[str] = field(default_factory=list)  # snapshots' UEFI variables
+    # The definition (and the snapshots') is read from the source when it is used, never
+    # kept in the journal: it holds secrets (VNC passwords, ...).
 
     @property
     def copied(self) -> list[DiskMove]:
@@ -125,8 +129,16 @@ def make_plan(
             f"{name} holds host devices that cannot move with it: {', '.join(held)}; "
             "detach them first"
         )
+    taken = [s.name for s in snapshots.listed(domain)]
+    if running and taken:
+        problems.append(
+            f"{name} has {len(taken)} snapshot(s): libvirt cannot migrate a running VM with "
+            "snapshots (its storage copy would flatten their layers); shut it down and move "
+            "it cold, which carries them"
+        )
     if not running:
         problems += _left_behind(domain, described, request)
+    files, nvram_files = ([], []) if running else carry.snapshot_files(domain, described)
     try:
         why = migration.cpu_incompatibility(dst, domains.live_xml(domain) if running else xml)
     except ComponentError as error:
@@ -145,7 +157,7 @@ def make_plan(
     # What other hosts or people changed in the pools' directories since libvirt looked.
     storage.refresh_all(src)
     storage.refresh_all(dst)
-    disks, disk_problems = _disks(src, dst, described, request, leftovers or {})
+    disks, disk_problems = _disks(src, dst, described, request, leftovers or {}, files)
     problems += disk_problems
     if not disk_problems:
         copies = 2 if request.delete_source and not request.live else 1
@@ -155,7 +167,8 @@ def make_plan(
     return Plan(
         vm=name, uuid=uuid, source_host=here.hostname, destination_host=there.hostname,
         running=running, autostart=domains.autostart(domain),
-        memory=described.memory_kib * 1024, disks=disks,
+        memory=described.memory_kib * 1024, disks=disks, snapshots=taken,
+        checkpoints=backups.checkpoint_definitions(domain), nvram_files=nvram_files,
     )  # fmt: skip
 
 
@@ -177,10 +190,11 @@ def _check_mode(request: Request, now: str) -> None:
 def _left_behind(domain: Any, described: DomainXml, request: Request) -> list[str]:
     """What a cold move cannot take along, which undefining it at the source would lose."""
     problems = []
-    if kept := domains.kept_state(domain):
+    if domains.has_saved_memory(domain):
         problems.append(
-            f"{described.name} has {', '.join(kept)} on {request.source}, which a cold "
-            "migration cannot take along: remove them first (or migrate it live)"
+            f"{described.name} has a saved memory image (virsh managedsave) on "
+            f"{request.source}, which a cold migration cannot take along: start it and "
+            "migrate it live, or remove the image"
         )
     if described.tpm_state():
         problems.append(f"{described.name} has an emulated TPM whose state stays on "
@@ -199,9 +213,13 @@ def _conflicts(dst: Any, name: str, uuid: str, uri: str) -> list[str]:
 
 
 def _disks(
-    src: Any, dst: Any, described: DomainXml, request: Request, leftovers: dict[str, Any]
-) -> tuple[list[DiskMove], list[str]]:
+    src: Any, dst: Any, described: DomainXml, request: Request, leftovers: dict[str, Any],
+    files: list[str],
+) -> tuple[list[DiskMove], list[str]]:  # fmt: skip
+    """Each disk's move, then (cold) each file its snapshots use and each layer it reads
+    through to, all at their own paths there; and every reason they cannot move."""
     moves, problems = [], []
+    carried = list(files)
     for disk in described.writable_disks():
         if disk.kind != "file":
             problems.append(f"disk {disk.target} is a {disk.kind} disk; only file disks of "
@@ -215,27 +233,56 @@ def _disks(
             )
             continue
         if base := storage.backing(vol):
-            problems.append(f"disk {disk.target} ({disk.source}) reads through to {base}, "
-                            "which would stay behind: flatten it first")  # fmt: skip
-            continue
-        source_pool = storage.pool_of(vol)
-        directory = posixpath.dirname(disk.source)
-        move, problem = _destination(dst, disk.source, directory, source_pool, request, leftovers)
+            if request.live:
+                problems.append(f"disk {disk.target} ({disk.source}) reads through to {base}, "
+                                "which a live move would flatten: flatten it first, or move "
+                                "it cold, which carries its layers")  # fmt: skip
+                continue
+            carried += carry.layers(src, vol)
+        move, problem = _move(src, dst, disk.target, disk.source, disk.format, request,
+                              leftovers, f"disk {disk.target}")  # fmt: skip
         if problem:
-            problems.append(f"disk {disk.target}: {problem}")
-            continue
-        assert move is not None
-        dest_pool, dest_path, copy, replaces = move
-        moves.append(DiskMove(
-            target=disk.target, path=disk.source, format=disk.format,
-            source_pool=storage.pool_name(source_pool), volume=vol.name(),
-            allocation=storage.allocation(vol), dest_pool=dest_pool, dest_path=dest_path,
-            copy=copy, replaces=replaces,
-        ))  # fmt: skip
+            problems.append(problem)
+        elif move is not None:
+            moves.append(move)
+    ours = {d.source for d in described.writable_disks()}
+    for path in sorted(set(carried) - ours):
+        move, problem = _move(src, dst, posixpath.basename(path), path, None, request,
+                              leftovers, "a file of its snapshots or layers")  # fmt: skip
+        if problem:
+            problems.append(problem)
+        elif move is not None:
+            moves.append(move)
+    if carried:  # the overlays name what is below them by path
+        problems += [p for m in moves if m.copy and (p := carry.same_place(m.path, m.dest_path))]
     targets = [d.dest_path for d in moves]
     if twice := sorted({t for t in targets if targets.count(t) > 1}):
         problems.append(f"two disks would become {', '.join(twice)} on {request.destination}")
     return moves, problems
+
+
+def _move(
+    src: Any, dst: Any, target: str, path: str, fmt: str | None, request: Request,
+    leftovers: dict[str, Any], label: str,
+) -> tuple[DiskMove | None, str | None]:  # fmt: skip
+    """The move of the file at `path` (a disk's, or one its snapshots use), or why not;
+    `label` names it in that."""
+    vol = storage.volume_at(src, path)
+    if vol is None:
+        return None, (f"{label} ({path}) is in no storage pool of {request.source}: libvirt "
+                      "cannot reach it there")  # fmt: skip
+    source_pool = storage.pool_of(vol)
+    move, problem = _destination(dst, path, posixpath.dirname(path), source_pool, request,
+                                 leftovers)  # fmt: skip
+    if problem:
+        return None, f"{label}: {problem}"
+    assert move is not None
+    dest_pool, dest_path, copy, replaces = move
+    return DiskMove(
+        target=target, path=path, format=fmt, source_pool=storage.pool_name(source_pool),
+        volume=vol.name(), allocation=storage.allocation(vol), dest_pool=dest_pool,
+        dest_path=dest_path, copy=copy, replaces=replaces,
+    ), None  # fmt: skip
 
 
 Destination = tuple[str, str, bool, "dict[str, Any] | None"]

@@ -145,11 +145,12 @@ def changed(src: Any, plan: Plan, run: Run) -> list[str]:
         then = run.found(f"copy {disk.target}").get("identity")
         if then != (now := storage.identity(source_volume(src, disk))):
             found.append(f"{disk.target} ({_difference(then, now)})")
-    nvram = run.found("copy nvram")
-    if nvram and nvram.get("identity") != (store := nvram_identity(src, nvram["path"])):
-        if store is None:
-            raise MigrationError(f"the UEFI variable store {nvram['path']} is gone")
-        found.append(f"its UEFI variables ({_difference(nvram.get('identity'), store)})")
+    for step in ["copy nvram", *(f"copy {p}" for p in plan.nvram_files)]:
+        nvram = run.found(step)
+        if nvram and nvram.get("identity") != (store := nvram_identity(src, nvram["path"])):
+            if store is None:
+                raise MigrationError(f"the UEFI variable store {nvram['path']} is gone")
+            found.append(f"{nvram['path']} ({_difference(nvram.get('identity'), store)})")
     return found
 
 

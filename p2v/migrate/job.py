@@ -19,7 +19,7 @@ from p2v.host.virt.domainxml import DomainXml
 from p2v.jobs.journal import Journal, Lock, vm_lock
 from p2v.jobs.owner import this_process
 from p2v.jobs.runner import Kind, Run, Step
-from p2v.migrate import cold, live
+from p2v.migrate import carry, cold, live
 from p2v.migrate.checks import DiskMove, Plan, Request, make_plan
 from p2v.migrate.progress import Progress
 from p2v.units import format_size
@@ -162,6 +162,9 @@ def _live(run: Run, request: Request, plan: Plan, progress: MakeProgress) -> dic
             record = dict(run(move)["record"])
             del domain  # freed while the source still answers
     run(Step("verify", lambda: {"running_on": _running_there(request, plan)}, again=True))
+    if plan.checkpoints:  # their bitmaps came with the disks libvirt copied
+        with virt.connection(request.destination, request.connect_timeout) as dst:
+            _carried(run, None, dst, plan)
     return record
 
 
@@ -323,6 +326,7 @@ def _cold(run: Run, request: Request, plan: Plan, reporter: Any) -> dict[str, An
                 return {"uri": request.destination}
 
             run(Step("define", define))
+            _carried(run, src, dst, plan)
             run(release)
         disks = [run.found(f"copy {d.target}")["result"] for d in plan.copied]
         record.update(disks=disks, bytes=sum(d["copied"] for d in disks))
@@ -340,6 +344,20 @@ def _cold(run: Run, request: Request, plan: Plan, reporter: Any) -> dict[str, An
     return record
 
 
+def _carried(run: Run, src: Any, dst: Any, plan: Plan) -> None:
+    """The snapshots' and checkpoints' records made on the destination, whose copies
+    of their files and bitmaps are in place (`src` None: a live move, no snapshots)."""
+    if plan.snapshots and src is not None:
+        made = run(Step("redefine snapshots", lambda: carry.redefine_snapshots(src, dst, plan.uuid),
+                        needs=("define",)))  # fmt: skip
+        run.record["snapshots"] = made["snapshots"]
+    if plan.checkpoints:
+        made = run(Step("redefine checkpoints",
+                        lambda: carry.redefine_checkpoints(dst, plan.uuid, plan.checkpoints),
+                        needs=("define",)))  # fmt: skip
+        run.record["checkpoints"] = made["checkpoints"]
+
+
 def _copy(run: Run, src: Any, dst: Any, request: Request, plan: Plan, reporter: Any) -> None:
     """Each disk's copy, the NVRAM's, and with --delete-source each made durable."""
     for disk in plan.copied:
@@ -350,14 +368,9 @@ def _copy(run: Run, src: Any, dst: Any, request: Request, plan: Plan, reporter: 
         nvram = DomainXml.parse(domains.definition(domain)).nvram
         del domain
     if nvram:
-        path = nvram
-        run(
-            Step(
-                "copy nvram",
-                lambda: cold.copy_nvram(run, src, dst, path, request, reporter),
-                still=lambda done: done.get("identity") == cold.nvram_identity(src, path),
-            )
-        )
+        run(_nvram_step(run, src, dst, "copy nvram", nvram, request, reporter))
+    for copied in plan.nvram_files:  # the variables each snapshot saved
+        run(_nvram_step(run, src, dst, f"copy {copied}", copied, request, reporter))
     if not request.delete_source:
         return
     for disk in plan.copied:
@@ -376,6 +389,16 @@ def _copy(run: Run, src: Any, dst: Any, request: Request, plan: Plan, reporter: 
                 )
 
         run(Step("durable nvram", durable_nvram, needs=("copy nvram",)))
+
+
+def _nvram_step(
+    run: Run, src: Any, dst: Any, name: str, path: str, request: Request, reporter: Any
+) -> Step:
+    return Step(
+        name,
+        lambda: cold.copy_nvram(run, src, dst, path, request, reporter),
+        still=lambda done: done.get("identity") == cold.nvram_identity(src, path),
+    )
 
 
 def _copy_step(run: Run, src: Any, disk: DiskMove, request: Request, reporter: Any) -> Step:

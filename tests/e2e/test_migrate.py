@@ -36,7 +36,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 # One address per guest: a new guest on an address another had keeps, for a while, this
 # machine's ARP entry of the old MAC.
 IP = {"p2vt-cold": "10.253.0.210", "p2vt-live-warm": "10.253.0.211",
-      "p2vt-live-hot": "10.253.0.212", "p2vt-uefi": "10.253.0.216"}  # fmt: skip
+      "p2vt-live-hot": "10.253.0.212", "p2vt-uefi": "10.253.0.216",
+      "p2vt-keep": "10.253.0.217"}  # fmt: skip
 # MiB/s over one second, as QEMU samples it before the move (a page written twice in
 # the period counts once): warm (100 MiB/s over 64 MiB) shows at most its buffer, hot
 # (as fast as it can over 192 MiB) more than warm's buffer could.
@@ -145,8 +146,9 @@ def moved_live(
         copied = storage.volume_at(conn, f"/var/lib/libvirt/images/{guests.volume_name(name)}")
         assert storage.allocation(copied) < 64 << 20, "the disk's zeros crossed as data"
     shown = json.loads(p2v("show", _last_job("migrate"), "--json").stdout)
+    carried = ["redefine checkpoints"] if record.get("checkpoints") else []
     assert [s["name"] for s in shown["steps"]] == [
-        "check", "measure", "migrate", "verify", "release source"
+        "check", "measure", "migrate", "verify", *carried, "release source"
     ]  # fmt: skip
     assert shown["locks"] == []  # freed when it ended
     return dict(record)
@@ -196,7 +198,7 @@ def test_a_guest_too_busy_for_pre_copy_is_finished_by_the_policy(
 
 
 def test_cancelled_or_destination_killed_a_warm_guest_runs_on_at_the_source_then_moves(
-    pair: tuple[hosts.TestHost, hosts.TestHost], guest: Callable[..., str]
+    pair: tuple[hosts.TestHost, hosts.TestHost], guest: Callable[..., str], tmp_path: Path
 ) -> None:
     a, b = pair
     name = guest("p2vt-live-warm", "warm")
@@ -237,9 +239,13 @@ def test_cancelled_or_destination_killed_a_warm_guest_runs_on_at_the_source_then
         # Nothing held it back: the next move goes through, over TLS; p2v is killed in
         # the middle of it, and one `--resume` follows and steers what libvirt goes on
         # with, to the end: the guest counts on, on b alone.
+        # Its backup chain goes along: the next backup there is incremental.
+        chain = tmp_path / "backups"
+        assert _backup(a, name, chain)["kind"] == "full"
         record = moved_live(a, b, name, "warm", watch, "--tls", "--bandwidth", "20",
                             killed_after=2)  # fmt: skip
         assert record["followed"] is True
+        assert _backup(b, name, chain)["kind"] == "incremental"
     check_disk_records(b.uri, name)
 
 
@@ -395,6 +401,61 @@ def test_uefi_guests_move_cold_with_their_variables_and_back_and_a_move_given_up
     assert disk["digest"] == there["digest"] and disk["verified"] is True
     assert on_a.read_bytes() == on_b.read_bytes()
     assert guests.where([a.uri, b.uri], name) == a.uri
+
+
+def test_a_vm_with_a_snapshot_and_a_backup_chain_moves_cold_and_both_work_there(
+    pair: tuple[hosts.TestHost, hosts.TestHost], guest: Callable[..., str], tmp_path: Path
+) -> None:
+    a, b = pair
+    name = guest("p2vt-keep")
+    chain = tmp_path / "backups"
+    try:
+        assert _backup(a, name, chain)["kind"] == "full"
+        with guests.CounterWatch(IP[name]) as watch:
+            assert watch.wait_for_more(3, 30)
+            before = watch.values[-1]
+            p2v("snapshot", "create", name, "s1", "-c", a.uri)
+            assert watch.wait_for_more(30, 30)  # 3 s on, past the snapshot
+            later = watch.values[-1]
+        with virt.connection(a.uri) as conn:
+            virt.destroy(virt.find(conn, name))
+        # Cold: the snapshot's overlay and memory go along, the checkpoint's bitmap in
+        # the disk, and both records are made there before a lets the VM go.
+        done, record = migrate(name, "-c", a.uri, "--to", b.uri)
+        assert done.returncode == 0, done.stderr
+        shown = json.loads(p2v("show", record["job"], "--json").stdout)["steps"]
+        steps = {s["name"]: s for s in shown}
+        assert steps["redefine snapshots"]["detail"]["snapshots"] == ["s1"]
+        assert len(steps["redefine checkpoints"]["detail"]["checkpoints"]) == 1
+        listed = json.loads(p2v("snapshot", "list", name, "-c", b.uri, "--json").stdout)
+        assert [(s["name"], s["current"]) for s in listed] == [("s1", True)]
+        # Started there, it is backed up incrementally, on the chain begun on a.
+        with virt.connection(b.uri) as conn:
+            virt.start(virt.find(conn, name))
+        guests_cli("counter", "--host", b.uri, "--name", name, "--timeout", "60")
+        assert _backup(b, name, chain)["kind"] == "incremental"
+        # Live, its snapshot is refused before anything moves (libvirt cannot).
+        refused, _ = migrate(name, "-c", b.uri, "--to", a.uri, "--live")
+        assert refused.returncode == 2 and "move it cold, which carries them" in refused.stderr
+        # The snapshot reverts there: the counter goes on from its value.
+        p2v("snapshot", "revert", name, "s1", "-c", b.uri, "--force")
+        with guests.CounterWatch(IP[name]) as watch:
+            assert watch.wait_for_more(3, 30)
+            assert before <= watch.values[0] < later, (before, watch.values[0], later)
+    finally:
+        for uri in uris(pair):  # what the snapshot left in the pools
+            with virt.connection(uri) as conn:
+                pool = virt.pool(conn, guests.POOL)
+                storage.refresh(pool)
+                for vol in pool.listAllVolumes():
+                    if vol.name().startswith(f"{name}.s1"):
+                        storage.delete_volume(vol)
+
+
+def _backup(host: hosts.TestHost, vm: str, directory: Path) -> dict[str, Any]:
+    done = p2v("backup", vm, "--to", str(directory), "-c", host.uri, "--tls-certs",
+               str(host.client_certs), "--json")  # fmt: skip
+    return dict(json.loads(done.stdout.splitlines()[-1]))
 
 
 def _boot_entries(store: Path) -> str:

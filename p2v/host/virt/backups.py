@@ -205,3 +205,41 @@ def delete_checkpoint(domain: Any, name: str) -> None:
         raise ComponentError(f"libvirt: {error.get_error_message()}") from error
     with failing_as(f", deleting checkpoint {name}"):
         checkpoint.delete(0)
+
+
+def checkpoint_definitions(domain: Any) -> list[str]:
+    """Each checkpoint's definition without the domain's (so no secrets: the journal
+    may hold them), parents first: what another host is given to redefine them."""
+    libvirt = libvirt_module()
+    with failing_as(f", reading {domain.name()}'s checkpoints"):
+        found = domain.listAllCheckpoints(libvirt.VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL)
+        return [c.getXMLDesc(libvirt.VIR_DOMAIN_CHECKPOINT_XML_NO_DOMAIN) for c in found]
+
+
+def redefine_checkpoint(domain: Any, xml: str) -> None:
+    """Record a checkpoint whose bitmaps are in the disks already (moved from another
+    host with them), as `virsh checkpoint-create --redefine` does."""
+    libvirt = libvirt_module()
+    with failing_as(f", redefining a checkpoint of {domain.name()}"):
+        domain.checkpointCreateXML(xml, libvirt.VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE)
+
+
+def checkpoint_name_of(xml: str) -> str:
+    return ET.fromstring(xml).findtext("name") or ""
+
+
+def broken(domain: Any, name: str) -> str | None:
+    """Why checkpoint `name` of the running domain cannot be backed up from (its
+    bitmap is missing from the disks' chain: a snapshot was reverted since, a disk was
+    replaced), or None when it can. libvirt finds it out when it sizes the bitmaps."""
+    libvirt = libvirt_module()
+    try:
+        checkpoint = domain.checkpointLookupByName(name, 0)
+        checkpoint.getXMLDesc(libvirt.VIR_DOMAIN_CHECKPOINT_XML_SIZE)
+    except libvirt.libvirtError as error:
+        if error.get_error_code() == libvirt.VIR_ERR_CHECKPOINT_INCONSISTENT:
+            return str(error.get_error_message())
+        raise ComponentError(
+            f"libvirt, reading checkpoint {name}: {error.get_error_message()}"
+        ) from error
+    return None

@@ -65,20 +65,10 @@ def live_xml(domain: Any) -> str:
         return str(domain.XMLDesc(0))
 
 
-def kept_state(domain: Any) -> list[str]:
-    """What the host keeps for the domain beside its definition and disks, which a
-    cold move would leave behind: a saved memory image, snapshots, checkpoints."""
-    libvirt = libvirt_module()
-    kept = []
+def has_saved_memory(domain: Any) -> bool:
+    """Whether the host keeps a saved memory image of the domain (virsh managedsave)."""
     with failing_as(f", reading {domain.name()}"):
-        if domain.hasManagedSaveImage(0):
-            kept.append("a saved memory image (virsh managedsave)")
-        if domain.snapshotNum(0):
-            kept.append(f"{domain.snapshotNum(0)} snapshot(s)")
-        with contextlib.suppress(libvirt.libvirtError):  # a host without checkpoints
-            if domain.listAllCheckpoints(0):
-                kept.append("checkpoints")
-    return kept
+        return bool(domain.hasManagedSaveImage(0))
 
 
 def autostart(domain: Any) -> bool:
@@ -115,13 +105,18 @@ def define_or_replace(conn: Any, name: str, xml: str, replace: bool) -> Any:
 
 def release(domain: Any, keep_nvram: bool = False) -> None:
     """Undefine a stopped domain whose disks, NVRAM and state live on elsewhere now
-    (moved to another host): its disks stay, and its NVRAM file too with `keep_nvram`.
+    (moved to another host): its disks (and its snapshots' files) stay, and its NVRAM
+    file too with `keep_nvram`.
     ComponentError when libvirt refuses, so that nothing is believed released that
     is not."""
     libvirt = libvirt_module()
     flag = "VIR_DOMAIN_UNDEFINE_KEEP_NVRAM" if keep_nvram else "VIR_DOMAIN_UNDEFINE_NVRAM"
+    # Its snapshots' and checkpoints' records go (their files and bitmaps stay): they
+    # were redefined where it went.
+    flags = (getattr(libvirt, flag) | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+             | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)  # fmt: skip
     with failing_as(f", undefining {domain.name()}"):
-        domain.undefineFlags(getattr(libvirt, flag))
+        domain.undefineFlags(flags)
 
 
 def undefine(domain: Any) -> None:

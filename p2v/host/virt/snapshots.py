@@ -163,3 +163,25 @@ def delete(snapshot: Any) -> None:
     other snapshot stays revertible."""
     with failing_as(f", deleting the snapshot {snapshot.getName()}"):
         snapshot.delete(0)
+
+
+def definitions(domain: Any) -> list[tuple[str, str, bool]]:
+    """Each snapshot's full definition (secrets included: the journal never holds it),
+    parents first: (name, XML, whether it is the current one). What another host is
+    given to redefine them."""
+    libvirt = libvirt_module()
+    with failing_as(f", reading {domain.name()}'s snapshots"):
+        found = domain.listAllSnapshots(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL)
+        secure = libvirt.VIR_DOMAIN_SNAPSHOT_XML_SECURE
+        return [(s.getName(), s.getXMLDesc(secure), bool(s.isCurrent(0))) for s in found]
+
+
+def redefine(domain: Any, xml: str, current: bool) -> None:
+    """Record a snapshot whose files are in place already (moved from another host),
+    as `virsh snapshot-create --redefine` does; an existing one of its name is updated."""
+    libvirt = libvirt_module()
+    flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
+    if current:
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
+    with failing_as(f", redefining a snapshot of {domain.name()}"):
+        domain.snapshotCreateXML(xml, flags)

@@ -58,6 +58,12 @@ def test_a_lost_chain_falls_back_to_full_saying_why(
     assert why in str(chosen.why) and "from b3" in str(chosen.why)
 
 
+def test_a_checkpoint_whose_bitmap_is_missing_falls_back_to_full_saying_why() -> None:
+    broken = {"p2v-c3": "checkpoint inconsistent: missing or broken bitmap"}
+    chosen = choose("auto", CHAIN, UUID, NOW, ALL, broken)
+    assert chosen.kind == "full" and "bitmap of its checkpoint p2v-c3 is missing" in str(chosen.why)
+
+
 def test_another_machines_directory_is_refused() -> None:
     with pytest.raises(InputError, match="backups of another machine"):
         choose("auto", CHAIN, "00000000-0000-4000-8000-000000000002", NOW, ALL)
