@@ -26,6 +26,7 @@ import pytest
 
 from imagebuilder.fixups.initramfs import DRACUT_CONF
 from p2v import firmware
+from p2v.host import virt
 from tests import hosts
 from tests.conftest import attach_loop, fixture_image, require_root
 from tests.e2e.converted import check_converted, on_the_host
@@ -146,30 +147,54 @@ def virsh(*args: str) -> str:
     ).stdout.strip()
 
 
-def test_secure_boot_guest_in_libvirt_boots_checks_again_and_is_replaced_cleanly(
-    out: Path,
+def test_secure_boot_guest_replaces_a_stale_domain_cleanly_and_boots_when_checked_again(
+    out: Path, tmp_path: Path
 ) -> None:
-    """uefi-lvm (its shim and GRUB are signed) converted with --target kvm into
-    qemu:///session with Secure Boot on: a boot check that is far too short fails for
+    """uefi-lvm (its shim and GRUB are signed) converted with --target kvm --overwrite
+    into qemu:///session with Secure Boot on, where a stale domain of the same name
+    stands, its disk at the new disk's path and its firmware variables those of a
+    machine with no Secure Boot keys: it is replaced cleanly (a new definition, new
+    disks, its variables gone with it). A boot check that is far too short fails for
     what it is (exit 8, saying what exists and how to check again); checked again with
-    --resume, without reading the source, the guest boots with Secure Boot enforced.
-    A second conversion of the same server then replaces the domain cleanly (new
-    definition, its firmware variables gone with the old one, new disks)."""
+    --resume, without reading the source, the guest boots with Secure Boot enforced,
+    which the stale variables, had they been kept, would not allow."""
     name = f"p2v-sb-{secrets.token_hex(3)}"
     image = fixture_image("uefi-lvm")
     before = digest(image)
+    disk = out / f"{name}-sda.qcow2"
+    nvram = Path(f"/var/lib/libvirt/qemu/nvram/{name}_VARS.fd")
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(disk), "1G"], check=True,
+                   capture_output=True)  # fmt: skip
+    nvram.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(firmware.OVMF_VARS, nvram)
+    stale = tmp_path / "stale.xml"
+    stale.write_text(
+        f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><os>"
+        "<type arch='x86_64' machine='q35'>hvm</type>"
+        f"<loader readonly='yes' type='pflash'>{firmware.OVMF_CODE}</loader>"
+        f"<nvram>{nvram}</nvram></os><features><acpi/></features>"
+        "<devices><disk type='file' device='disk'>"
+        f"<driver name='qemu' type='qcow2'/><source file='{disk}'/>"
+        "<target dev='vda' bus='virtio'/></disk></devices></domain>"
+    )
     argv = [
         "convert", "--disk", str(image), "--target", "kvm", "--storage", str(out),
         "--name", name, "--secure-boot", "--vcpus", "2", "--verify-boot", "--json",
+        "--overwrite",
     ]  # fmt: skip
     try:
+        with virt.connection("qemu:///session") as conn:  # starts libvirt's daemon
+            stale_uuid = virt.define(conn, stale.read_text()).UUIDString()
+        stale_disk = (disk.stat().st_ino, disk.stat().st_mtime_ns)
         failed = p2v(*argv, "--boot-timeout", "2", check=False, timeout=1400)
         assert failed.returncode == 8, failed.stderr
+        assert virsh("domuuid", name) != stale_uuid, "a new definition"
+        assert virsh("list", "--all", "--name").split().count(name) == 1
+        assert (disk.stat().st_ino, disk.stat().st_mtime_ns) != stale_disk, "new disks"
         # The server's initramfs is dracut's (initramfs-tools' /etc is left over): the
         # drivers go where dracut looks, and its next rebuild keeps them.
         assert f"{DRACUT_CONF}: virtio drivers added" in failed.stderr
         job = next(w for w in failed.stderr.split() if w.startswith("convert-"))
-        disk = out / f"{name}-sda.qcow2"
         assert "the guest was converted but did not boot within 2 s" in failed.stderr
         assert f"Its disks are {disk}" in failed.stderr
         assert f"the domain '{name}' is defined in qemu:///session" in failed.stderr
@@ -181,24 +206,6 @@ def test_secure_boot_guest_in_libvirt_boots_checks_again_and_is_replaced_cleanly
         result = json.loads(done.stdout)
         check_converted("uefi-lvm", result, done.stderr)
         assert "Secure boot enabled" in (out / f"{name}.console.log").read_text(errors="replace")
-        first_uuid = virsh("domuuid", name)
-        first_disk = (disk.stat().st_ino, disk.stat().st_mtime_ns)
-        # Firmware variables left from the first guest would carry into the new one:
-        # make them those of a machine with no Secure Boot keys, which a clean
-        # replacement does not keep.
-        nvram = Path(f"/var/lib/libvirt/qemu/nvram/{name}_VARS.fd")
-        assert nvram.exists()
-        shutil.copy(firmware.OVMF_VARS, nvram)
-
-        # Not booted again: the first boot showed the result boots; a stale variable
-        # store is what a replacement must not keep (libvirt makes a new one from its
-        # template when the new domain first starts).
-        replaced = [a for a in argv if a != "--verify-boot"]
-        p2v(*replaced, "--overwrite", timeout=1400)
-        assert virsh("domuuid", name) != first_uuid, "a new definition"
-        assert virsh("list", "--all", "--name").split().count(name) == 1
-        assert (disk.stat().st_ino, disk.stat().st_mtime_ns) != first_disk, "new disks"
-        assert not nvram.exists(), "the old firmware variables went with the old domain"
         assert virsh("domstate", name) == "shut off"
     finally:
         for command in (["destroy", name], ["undefine", "--nvram", name]):
