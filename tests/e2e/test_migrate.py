@@ -533,6 +533,7 @@ def _bare(
         f"<domain type='qemu'><name>{name}</name>{f'<uuid>{uuid}</uuid>' if uuid else ''}"
         "<memory unit='MiB'>64</memory><vcpu>1</vcpu>"
         f"<os><type arch='x86_64' machine='q35'>hvm</type>{boot}</os>{cpu}"
+        f"{'<features><acpi/></features>' if boot else ''}"
         f"<devices>{devices}</devices></domain>"
     )
 
