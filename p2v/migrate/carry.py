@@ -25,13 +25,15 @@ from p2v.host.virt.domainxml import DomainXml
 from p2v.snapshot.plan import nvram_copy
 
 
-def snapshot_files(domain: Any, described: DomainXml) -> tuple[list[str], list[str]]:
-    """(volumes, UEFI variable copies) the snapshots of `domain` use beside its disks
+def snapshot_files(
+    listed: list[snapshots.SnapshotInfo], described: DomainXml
+) -> tuple[list[str], list[str]]:
+    """(volumes, UEFI variable copies) the snapshots `listed` use beside the VM's disks
     as they are now: the overlays each snapshot started (those of other branches of
     the tree too), the memory each saved; and our copy of the variables each took."""
     files: list[str] = []
     nvram: list[str] = []
-    for taken in snapshots.listed(domain):
+    for taken in listed:
         for overlay in taken.disks.values():
             files.append(overlay)
         if taken.memory_file:

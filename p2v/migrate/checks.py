@@ -129,7 +129,8 @@ def make_plan(
             f"{name} holds host devices that cannot move with it: {', '.join(held)}; "
             "detach them first"
         )
-    taken = [s.name for s in snapshots.listed(domain)]
+    listed = snapshots.listed(domain)
+    taken = [s.name for s in listed]
     if running and taken:
         problems.append(
             f"{name} has {len(taken)} snapshot(s): libvirt cannot migrate a running VM with "
@@ -138,7 +139,7 @@ def make_plan(
         )
     if not running:
         problems += _left_behind(domain, described, request)
-    files, nvram_files = ([], []) if running else carry.snapshot_files(domain, described)
+    files, nvram_files = ([], []) if running else carry.snapshot_files(listed, described)
     try:
         why = migration.cpu_incompatibility(dst, domains.live_xml(domain) if running else xml)
     except ComponentError as error:
@@ -225,12 +226,10 @@ def _disks(
             problems.append(f"disk {disk.target} is a {disk.kind} disk; only file disks of "
                             "storage pools move")  # fmt: skip
             continue
-        vol = storage.volume_at(src, disk.source)
-        if vol is None:
-            problems.append(
-                f"disk {disk.target} ({disk.source}) is in no storage pool of "
-                f"{request.source}: libvirt cannot reach it there"
-            )
+        label = f"disk {disk.target}"
+        vol, problem = _in_pool(src, disk.source, label, request)
+        if problem:
+            problems.append(problem)
             continue
         if base := storage.backing(vol):
             if request.live:
@@ -239,16 +238,19 @@ def _disks(
                                 "it cold, which carries its layers")  # fmt: skip
                 continue
             carried += carry.layers(src, vol)
-        move, problem = _move(src, dst, disk.target, disk.source, disk.format, request,
-                              leftovers, f"disk {disk.target}")  # fmt: skip
+        move, problem = _move(dst, vol, disk.target, disk.source, disk.format, request,
+                              leftovers, label)  # fmt: skip
         if problem:
             problems.append(problem)
         elif move is not None:
             moves.append(move)
     ours = {d.source for d in described.writable_disks()}
     for path in sorted(set(carried) - ours):
-        move, problem = _move(src, dst, posixpath.basename(path), path, None, request,
-                              leftovers, "a file of its snapshots or layers")  # fmt: skip
+        label = "a file of its snapshots or layers"
+        vol, problem = _in_pool(src, path, label, request)
+        if not problem:
+            move, problem = _move(dst, vol, posixpath.basename(path), path, None, request,
+                                  leftovers, label)  # fmt: skip
         if problem:
             problems.append(problem)
         elif move is not None:
@@ -261,16 +263,21 @@ def _disks(
     return moves, problems
 
 
-def _move(
-    src: Any, dst: Any, target: str, path: str, fmt: str | None, request: Request,
-    leftovers: dict[str, Any], label: str,
-) -> tuple[DiskMove | None, str | None]:  # fmt: skip
-    """The move of the file at `path` (a disk's, or one its snapshots use), or why not;
-    `label` names it in that."""
+def _in_pool(src: Any, path: str, label: str, request: Request) -> tuple[Any, str | None]:
+    """The source's volume at `path`, or why there is none (`label` names the file)."""
     vol = storage.volume_at(src, path)
     if vol is None:
         return None, (f"{label} ({path}) is in no storage pool of {request.source}: libvirt "
                       "cannot reach it there")  # fmt: skip
+    return vol, None
+
+
+def _move(
+    dst: Any, vol: Any, target: str, path: str, fmt: str | None, request: Request,
+    leftovers: dict[str, Any], label: str,
+) -> tuple[DiskMove | None, str | None]:  # fmt: skip
+    """The move of the source's volume `vol` at `path` (a disk, or a file its
+    snapshots use), or why not; `label` names it in that."""
     source_pool = storage.pool_of(vol)
     move, problem = _destination(dst, path, posixpath.dirname(path), source_pool, request,
                                  leftovers)  # fmt: skip
