@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from p2v.backup.catalog import Catalog
-from p2v.backup.restore import point, restore
+from p2v.backup.chain import point
+from p2v.backup.restore import restore
 from p2v.errors import InputError
 from p2v.host import virt
 from p2v.host.virt import storage

@@ -173,7 +173,7 @@ def _cmd_backup(args: argparse.Namespace) -> int:
 
 
 def _tool(args: argparse.Namespace) -> int:
-    from p2v.backup import restore
+    from p2v.backup import chain
 
     if not args.directory:
         raise InputError(f"backup {args.vm} needs DIR")
@@ -187,7 +187,7 @@ def _tool(args: argparse.Namespace) -> int:
     if args.graph and args.vm != "list":
         raise InputError("--graph goes with backup list")
     if args.vm == "verify":
-        findings = restore.verify(directory, _say, _reporter(args))
+        findings = chain.verify(directory, _say, _reporter(args))
         if args.json:
             print(json.dumps([f.__dict__ for f in findings]))
         elif findings:
@@ -195,7 +195,7 @@ def _tool(args: argparse.Namespace) -> int:
         else:
             print(f"every backup in {directory} reads back as recorded")
         return BackupMismatch.exit_code if findings else 0
-    rows = restore.listing(directory)
+    rows = chain.listing(directory)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -205,7 +205,7 @@ def _tool(args: argparse.Namespace) -> int:
     from p2v.units import format_size, format_time
 
     if args.graph:
-        print("\n".join(restore.graph(rows)))
+        print("\n".join(chain.graph(rows)))
         return 0
     print(f"{'BACKUP':<24} {'KIND':<12} {'TAKEN':<19} {'READ':>9} {'STORED':>9}  DIGEST")
     for row in rows:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from p2v.backup.restore import graph
+from p2v.backup.chain import graph
 
 
 def row(n: int, kind: str, parent: int | None) -> dict[str, Any]:
