@@ -86,6 +86,19 @@ def _structure(catalog: Catalog, backup: Backup, target: str, path: Path) -> str
     return None
 
 
+def needed_bytes(directory: Path, backup: Backup) -> int:
+    """The room the point's disks take once restored as qcow2 (`qemu-img measure`
+    reads through the backing chain: the data of the point, not its virtual size)."""
+    total = 0
+    for disk in backup.disks:
+        measured = _qemu_img("measure", "--output=json", "-O", "qcow2", "-f", "qcow2",
+                             str(directory / disk.file))  # fmt: skip
+        if isinstance(measured, str):
+            raise InputError(f"{backup.folder()}/{disk.target}: {measured}")
+        total += int(measured["required"])
+    return total
+
+
 def directory_file(catalog: Catalog, backup: Backup, target: str) -> Path:
     return catalog.directory / next(d.file for d in backup.disks if d.target == target)
 

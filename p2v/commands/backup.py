@@ -1,4 +1,4 @@
-"""`p2v backup VM --to DIR`, `p2v backup list|verify DIR`, `p2v restore DIR --to PATH`:
+"""`p2v backup VM --to DIR`, `p2v backup list|verify DIR`, `p2v restore DIR`:
 incremental backups through libvirt's backup API, and their way back."""
 
 from __future__ import annotations
@@ -95,11 +95,13 @@ def register(verbs: Any) -> None:
         "where the host has none such, its MAC addresses, fresh UEFI variables). "
         "--check is a restore drill: the point restored to a scratch place and booted "
         "headless on this machine, its NICs on QEMU's user network, the console read "
-        "until it has come up (exit 8 if not), then all removed.",
+        "until it has come up (exit 8 if not), then all removed. Each restore is a job "
+        "(`p2v history`): one stopped half-way goes on with --resume JOB, each disk from "
+        "where its copy stopped. The backup directory is locked meanwhile.",
         epilog=EXIT_CODES,
         formatter_class=HelpLayout,
     )
-    r.add_argument("directory", metavar="DIR", help="the backup directory")
+    r.add_argument("directory", nargs="?", metavar="DIR", help="the backup directory")
     r.add_argument("--at", metavar="BACKUP", help="a backup's name or number (`backup list DIR`)")
     r.add_argument("--to", metavar="PATH", help="where the disks go")
     r.add_argument("--define", metavar="NAME",
@@ -116,6 +118,10 @@ def register(verbs: Any) -> None:
     r.add_argument("--boot-timeout", type=seconds, default=600.0, metavar="S",
                    help="--check: seconds to wait for it to come up (default 600)")  # fmt: skip
     r.add_argument("--overwrite", action="store_true", help="replace an existing --to file")
+    r.add_argument("--bwlimit", type=rate, metavar="RATE",
+                   help="write at most RATE bytes a second (50M, 1G)")  # fmt: skip
+    r.add_argument("--resume", metavar="JOB", help="go on with a restore job that stopped")
+    add_connect_timeout_option(r, DEFAULT_CONNECT_TIMEOUT)
     r.add_argument("--json", action="store_true", help="print the result as JSON")
     r.set_defaults(func=_cmd_restore)
 
@@ -254,42 +260,47 @@ def _prune(args: argparse.Namespace, directory: Path) -> int:
 
 def _cmd_restore(args: argparse.Namespace) -> int:
     from p2v.backup import restore
+    from p2v.jobs.journal import Journal
 
-    if sum(bool(x) for x in (args.to, args.define, args.check)) != 1:
-        raise InputError("restore takes one of --to PATH, --define NAME and --check")
-    if args.check:
-        return _drill(args)
-    if args.define:
-        from p2v.backup.define import define
-
-        made = define(Path(args.directory), args.at, args.define, args.connect, args.pool, _say,
-                      _reporter(args))  # fmt: skip
-        print(json.dumps(made) if args.json else f"{made['name']} defined on {made['uri']} "
-              f"from {made['backup']}")  # fmt: skip
-        return 0
-    done = restore.restore(Path(args.directory), args.at, args.to, _say, _reporter(args),
-                           overwrite=args.overwrite)  # fmt: skip
+    if args.resume:
+        if args.directory or args.to or args.define or args.check or args.at:
+            raise InputError("--resume JOB takes the job's own directory, point and "
+                             "destination (and --bwlimit)")  # fmt: skip
+    else:
+        if not args.directory:
+            raise InputError("restore needs DIR, the backup directory (or --resume JOB)")
+        if sum(bool(x) for x in (args.to, args.define, args.check)) != 1:
+            raise InputError("restore takes one of --to PATH, --define NAME and --check")
+        if args.check and args.overwrite:
+            raise InputError("restore --check restores to a scratch place of its own")
+    journal = Journal()
+    try:
+        if args.resume:
+            job_id, done = restore.resume(args.resume, journal, _say, _reporter(args),
+                                          args.bwlimit)  # fmt: skip
+        else:
+            request = restore.Request(
+                directory=args.directory, at=args.at, to=args.to, define=args.define,
+                check=args.check, uri=args.connect, pool=args.pool, overwrite=args.overwrite,
+                bwlimit=args.bwlimit, boot_timeout=args.boot_timeout,
+                connect_timeout=args.connect_timeout,
+            )  # fmt: skip
+            job_id, done = restore.run(request, journal, _say, _reporter(args))
+    finally:
+        journal.close()
     if args.json:
-        print(json.dumps(done))
+        print(json.dumps({"job": job_id, **done}))
+    elif "booted" in done:
+        print(f"{done['backup']} {'came up' if done['booted'] else 'did NOT come up'} in "
+              f"{done['seconds']} s: {done['line']}")  # fmt: skip
+    elif "name" in done:
+        print(f"{done['name']} defined on {done['uri']} from {done['backup']}")
     else:
         print(f"restored {done['backup']}: " + ", ".join(
             f"{t} -> {d['path']}" for t, d in done["disks"].items()))  # fmt: skip
+    if done.get("booted") is False:
+        return BootCheckError.exit_code
     return 0
-
-
-def _drill(args: argparse.Namespace) -> int:
-    from p2v.backup.drill import drill
-
-    if args.overwrite:
-        raise InputError("restore --check restores to a scratch place of its own")
-    done = drill(Path(args.directory), args.at, args.connect, args.boot_timeout, _say,
-                 _reporter(args))  # fmt: skip
-    if args.json:
-        print(json.dumps(done))
-    else:
-        print(f"{done['backup']} {'came up' if done['booted'] else 'did NOT come up'} in "
-              f"{done['seconds']} s: {done['line']}")  # fmt: skip
-    return 0 if done["booted"] else BootCheckError.exit_code
 
 
 def _reporter(args: argparse.Namespace) -> Any:

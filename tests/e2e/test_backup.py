@@ -7,7 +7,8 @@ flipped in a stored backup. One boot of the guest serves it all (TCG); the expor
 read over TCP with TLS, both sides certified. Retention, in a backup job and by hand,
 drops the oldest: what built on it becomes a full of its own and the remaining points
 restore byte for byte as before; a restore drill boots the newest point, which also
-comes back as a VM defined on the host."""
+comes back as a VM defined on the host (that restore killed while it copies, then
+resumed)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,27 @@ def _killed_then_resumed(host: hosts.TestHost, directory: Path) -> dict[str, Any
     proc.wait()
     done = p2v("backup", "--resume", job, "--bwlimit", "1G", "--json")
     assert "begin ..." not in done.stderr, "the export was read on, not begun again"
+    return dict(json.loads(done.stdout.splitlines()[-1]))
+
+
+def _restore_killed_then_resumed(*argv: str) -> dict[str, Any]:
+    """`p2v restore` killed (-9) while it copies, then resumed: its result."""
+    proc = subprocess.Popen([sys.executable, "-m", "p2v.cli", "restore", "--bwlimit", "2M", *argv],
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stderr is not None
+    job = ""
+    for line in proc.stderr:
+        job = job or (line.split()[2] if line.startswith("p2v: job ") else "")
+        if line.startswith("p2v: restore vda"):
+            break
+    else:
+        raise AssertionError(f"the restore ended before its copy: {proc.wait()}")
+    time.sleep(2)
+    proc.kill()
+    proc.wait()
+    assert "interrupted" in p2v("show", job).stdout
+    done = p2v("restore", "--resume", job, "--bwlimit", "1G", "--json")
+    assert "check ..." not in done.stderr
     return dict(json.loads(done.stdout.splitlines()[-1]))
 
 
@@ -170,9 +192,8 @@ def test_full_and_incremental_backups_restore_every_point_and_verify_finds_a_fli
     assert "P2V-GUEST-READY" in json.loads(drilled.stdout)["line"]
 
     # Back as a VM on the host (the original is gone): its UUID, a qcow2 volume with
-    # the point's digest.
-    back = json.loads(p2v("restore", str(directory), "--define", f"{NAME}-back", "-c",
-                          host.uri, "--json").stdout)  # fmt: skip
+    # the point's digest; the restore killed while it copies, then resumed.
+    back = _restore_killed_then_resumed("--define", f"{NAME}-back", "-c", host.uri, str(directory))
     try:
         assert back["uuid"] == uuid
         with virt.connection(host.uri) as conn:
@@ -194,7 +215,8 @@ def test_full_and_incremental_backups_restore_every_point_and_verify_finds_a_fli
     assert f"{chain[2]['backup']}/vda: digest" in verified.stderr
     redone = p2v("restore", str(directory), "--at", "3", "--to", str(tmp_path / "bad.raw"),
                  check=False)  # fmt: skip
-    assert redone.returncode == 11 and "does not hold vda" in redone.stderr
+    assert redone.returncode == 11 and "not blockhash" in redone.stderr
+    assert not (tmp_path / "bad.raw").exists(), "a restore found wrong is not left"
 
 
 def _disk_digest(host: hosts.TestHost, copy: Path) -> str:
