@@ -17,6 +17,8 @@ backports_roots=(
   libvirt-daemon-driver-qemu libvirt-daemon-driver-storage
   # tests: reads and writes UEFI variable stores (boot entries); only backports has it
   python3-virt-firmware
+  # tests: the test guest carries the guest agent (a backup freezes its filesystem)
+  qemu-guest-agent
 )
 pins=/etc/apt/preferences.d/p2v-bookworm-backports
 

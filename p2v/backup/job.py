@@ -270,6 +270,7 @@ def _steps(job: Run, request: Request, directory: Path, reporter: Reporter) -> d
                 job(Step("stop", stop))
     job.record.update(
         consistency=begun["consistency"],
+        unfrozen=begun.get("unfrozen"),
         disks={t: {k: v for k, v in d.items() if k != "child"} for t, d in totals.items()},
     )
     return job.record
@@ -294,12 +295,18 @@ def _begin(job: Run, request: Request, catalog: Catalog, conn: Any, domain: Any)
     export = _export(request, conn)
     job.remember(backup=backup.id, export=export.__dict__)
     xml = backups.backup_xml(export, list(sizes), choice.since)
-    begun = backups.begin(domain, xml, backups.checkpoint_xml(checkpoint, list(sizes)))
+    state = virt.state(domain)  # paused: started so for the backup, or by its user
+    begun = backups.begin(domain, xml, backups.checkpoint_xml(checkpoint, list(sizes)),
+                          quiesce=state == "running")  # fmt: skip
     consistency = "frozen" if begun.frozen else "crash-consistent"
-    unfrozen = f" (no freeze: {begun.why_not_frozen})" if begun.why_not_frozen else ""
+    why = begun.why_not_frozen
+    if state != "running":
+        why = f"the VM is {state}: no guest agent runs to freeze its filesystems"
+    unfrozen = f" (no freeze: {why})" if why else ""
     job.say(f"backup {backup.folder()} ({choice.kind}) begun, {consistency}{unfrozen}")
     return {"backup": backup.id, "checkpoint": checkpoint, "consistency": consistency,
-            "choice": choice.__dict__, "export": export.__dict__}  # fmt: skip
+            "unfrozen": why, "choice": choice.__dict__,
+            "export": export.__dict__}  # fmt: skip
 
 
 def _unique_name(catalog: Catalog) -> str:

@@ -116,7 +116,7 @@ def test_full_and_incremental_backups_restore_every_point_and_verify_finds_a_fli
 ) -> None:
     started = subprocess.run(
         [sys.executable, "-m", "tests.guests", "start", "--host", host.uri, "--name", NAME,
-         "--ip", IP], capture_output=True, text=True, timeout=300,
+         "--ip", IP, "--agent"], capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert started.returncode == 0, started.stderr
     with virt.connection(host.uri) as conn:
@@ -126,6 +126,7 @@ def test_full_and_incremental_backups_restore_every_point_and_verify_finds_a_fli
         full = _killed_then_resumed(host, directory)
         assert full["kind"] == "full" and full["why_full"] is None
         assert full["folder"].startswith("0001-"), "resumed, not taken again"
+        assert full["consistency"] == "frozen", full  # through the guest's qemu-ga
         _records_for(host, 5)
         one = _backup(host, directory)
         assert one["kind"] == "incremental", one
@@ -136,6 +137,8 @@ def test_full_and_incremental_backups_restore_every_point_and_verify_finds_a_fli
         off_digest = _disk_digest(host, tmp_path / "off.qcow2")
         two = _backup(host, directory)
         assert two["kind"] == "incremental", two
+        # Started paused for it, its agent is not running: crash-consistent, and why.
+        assert two["consistency"] == "crash-consistent" and "no guest agent" in two["unfrozen"]
         with virt.connection(host.uri) as conn:
             assert virt.state(virt.find(conn, NAME)) == "shut off"  # stopped again after
 
@@ -151,6 +154,8 @@ def test_full_and_incremental_backups_restore_every_point_and_verify_finds_a_fli
             found = records.check(text[: text.rfind("\n") + 1])
             assert not found.problems and found.count > 0, found.problems[:3]
             restored.append((path, found.last, backup["disks"]["vda"]))
+            # Frozen, the guest's ext4 had flushed its journal; killed, it had not.
+            assert records.needs_recovery(path) == (backup["consistency"] != "frozen"), n
         assert restored[0][1] < restored[1][1] < restored[2][1]
         assert restored[2][2]["digest"] == off_digest
 

@@ -65,9 +65,11 @@ def start(
     timeout: float = START_TIMEOUT,
     boot: bool = True,
     uefi: bool = False,
+    agent: bool = False,
 ) -> None:
     """Upload the image, define and start the guest, and return once it counts (or,
-    `boot` False, leave it defined and shut off). A guest that does not get there is
+    `boot` False, leave it defined and shut off); `agent`: with the guest agent's
+    channel, so that its qemu-ga runs. A guest that does not get there is
     removed again, with its volume."""
     image = builder.build("vmguest")
     with virt.connection(uri) as conn:
@@ -81,7 +83,7 @@ def start(
             storage.upload_file(conn, vol, str(image))
             spec = GuestSpec(
                 name, settings, memory_mib or settings.memory_for(uefi), storage.path(vol),
-                accel.detect().libvirt_domain_type, uefi,
+                accel.detect().libvirt_domain_type, uefi, agent,
             )  # fmt: skip
             domain = virt.define(conn, spec.to_xml())
             try:

@@ -32,13 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--gw", metavar="ADDRESS", help="default: 10.253.0.1 on the test subnet")
     start.add_argument("--timeout", type=float, default=guests.START_TIMEOUT, metavar="S")
     start.add_argument("--uefi", action="store_true", help="boot it with OVMF, not SeaBIOS")
+    start.add_argument("--agent", action="store_true",
+                       help="with the guest agent's channel: qemu-ga runs in it")  # fmt: skip
     counter.add_argument("--timeout", type=float, default=guests.COUNTER_TIMEOUT, metavar="S")
     args = parser.parse_args(argv)
     try:
         if args.verb == "start":
             settings = guests.settings_for(args.workload, args.ip, args.gw)
             guests.start(args.host, args.name, settings, args.memory, args.timeout,
-                         uefi=args.uefi)  # fmt: skip
+                         uefi=args.uefi, agent=args.agent)  # fmt: skip
             print(args.name)
         elif args.verb == "counter":
             print(guests.counter(args.host, args.name, args.timeout))

@@ -18,6 +18,7 @@ class GuestSpec:
     disk_path: str  # the qcow2 volume's path on its host
     domain_type: str = "qemu"  # "kvm" where KVM really works
     uefi: bool = False  # OVMF (no Secure Boot) with a variable store libvirt makes
+    agent: bool = False  # the guest agent's channel (its qemu-ga starts when it is there)
 
     def to_xml(self) -> str:
         """The domain: one vCPU, the disk, a virtio NIC on the host's bridge when the
@@ -59,5 +60,8 @@ class GuestSpec:
         ET.SubElement(serial, "target", port="0")
         console = ET.SubElement(devices, "console", type="pty")
         ET.SubElement(console, "target", type="serial", port="0")
+        if self.agent:
+            channel = ET.SubElement(devices, "channel", type="unix")
+            ET.SubElement(channel, "target", type="virtio", name="org.qemu.guest_agent.0")
         ET.SubElement(devices, "memballoon", model="none")
         return ET.tostring(domain, encoding="unicode")

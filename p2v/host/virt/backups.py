@@ -89,6 +89,9 @@ def checkpoint_xml(name: str, targets: list[str], description: str = "") -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+AGENT_TIMEOUT = 30  # seconds for the guest agent to freeze its filesystems
+
+
 @dataclass(frozen=True)
 class Begun:
     frozen: bool  # the guest's filesystems were frozen for the instant it began
@@ -101,11 +104,19 @@ def begin(domain: Any, backup: str, checkpoint: str, quiesce: bool = True) -> Be
     libvirt = libvirt_module()
     frozen, why = False, None
     if quiesce:
+        # libvirt waits for an agent's answer without end unless told otherwise (for
+        # the running domain only: its definition keeps no such setting).
+        with contextlib.suppress(libvirt.libvirtError):
+            domain.agentSetResponseTimeout(AGENT_TIMEOUT, 0)
         try:
             domain.fsFreeze(None, 0)
             frozen = True
         except libvirt.libvirtError as error:
             why = error.get_error_message()
+            if error.get_error_code() == libvirt.VIR_ERR_AGENT_UNRESPONSIVE:
+                # It may have frozen some filesystems before it stopped answering.
+                with contextlib.suppress(libvirt.libvirtError):
+                    domain.fsThaw(None, 0)
     try:
         with failing_as(", beginning the backup"):
             domain.backupBegin(backup, checkpoint, 0)
