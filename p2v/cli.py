@@ -14,6 +14,7 @@ from p2v.commands import (
     agents,
     backup,
     convert,
+    golden,
     history,
     inventory,
     migrate,
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.register(verbs)
     snapshot.register(verbs)
     backup.register(verbs)
+    golden.register(verbs)
     history.register(verbs)
     schedule.register(verbs)
     for verb in verbs.choices.values():

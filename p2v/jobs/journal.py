@@ -156,6 +156,14 @@ class Journal:
         ).fetchall()
         return [_record(row) for row in rows]
 
+    def done(self, kind: str) -> list[JobRecord]:
+        """Every done job of `kind`, oldest first."""
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE kind = ? AND state = 'done' ORDER BY created",
+            (kind,),
+        ).fetchall()
+        return [_record(row) for row in rows]
+
     def last_done(self, kind: str, params: dict[str, Any]) -> JobRecord | None:
         """The newest done job of `kind` whose parameters hold these values, each
         named by its path in them: {"request.target": "disk.raw"}."""
