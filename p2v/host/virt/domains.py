@@ -26,6 +26,26 @@ def find(conn: Any, name_or_uuid: str) -> Any:
     return domain
 
 
+def names_and_macs(conn: Any) -> tuple[set[str], set[str]]:
+    """The names of the host's domains, defined or running, and the MAC addresses of
+    their NICs (lower case)."""
+    import xml.etree.ElementTree as ET
+
+    names, macs = set(), set()
+    with failing_as(", listing the host's virtual machines"):
+        for domain in conn.listAllDomains(0):
+            names.add(domain.name())
+            root = ET.fromstring(domain.XMLDesc(0))
+            macs |= {m.get("address", "").lower() for m in root.findall("devices/interface/mac")}
+    return names, macs
+
+
+def free_memory(conn: Any) -> int:
+    """Bytes of memory the host has free for new guests."""
+    with failing_as(", reading the host's free memory"):
+        return int(conn.getFreeMemory())
+
+
 def lookup_uuid(conn: Any, uuid: str) -> Any:
     """The domain with this UUID, or None when the host has none; any other trouble
     is an error, never "gone" (code that deletes relies on it)."""

@@ -138,20 +138,39 @@ def format_of(vol: Any) -> str:
     return found.get("type", "raw") if found is not None else "raw"
 
 
-def durable_clone(vol: Any, name: str) -> Any:
+def durable_clone(vol: Any, name: str, mode: int | None = None) -> Any:
     """A copy of `vol` named `name` in its pool, made by the volume's host and synced
     to its disk: libvirt writes the clone of a raw volume byte for byte, then
     fdatasyncs and fsyncs it; another format goes through qemu-img convert, which
     flushes the new image when it closes it. No other libvirt call syncs a volume's
-    data; streams (uploads) leave it in the host's page cache."""
+    data; streams (uploads) leave it in the host's page cache. `mode`: the new file's
+    permissions (0o444: read-only), which libvirt sets only when it makes a file."""
     storage_pool = pool_of(vol)
     xml = ET.Element("volume")
     ET.SubElement(xml, "name").text = name
     ET.SubElement(xml, "capacity", unit="bytes").text = str(capacity(vol))
     ET.SubElement(xml, "allocation", unit="bytes").text = "0"
-    ET.SubElement(ET.SubElement(xml, "target"), "format", type=format_of(vol))
+    target = ET.SubElement(xml, "target")
+    ET.SubElement(target, "format", type=format_of(vol))
+    if mode is not None:
+        ET.SubElement(ET.SubElement(target, "permissions"), "mode").text = f"{mode:04o}"
     with failing_as(f", making a synced copy of {vol.name()} as {name}"):
         return storage_pool.createXMLFrom(ET.tostring(xml, encoding="unicode"), vol, 0)
+
+
+def create_overlay(storage_pool: Any, name: str, base: Any, size: int) -> Any:
+    """A new qcow2 volume of `size` bytes that reads through to `base` (a qcow2 volume
+    of the same host) until written: a linked clone's disk."""
+    xml = ET.Element("volume")
+    ET.SubElement(xml, "name").text = name
+    ET.SubElement(xml, "capacity", unit="bytes").text = str(size)
+    ET.SubElement(xml, "allocation", unit="bytes").text = "0"
+    ET.SubElement(ET.SubElement(xml, "target"), "format", type="qcow2")
+    backing_store = ET.SubElement(xml, "backingStore")
+    ET.SubElement(backing_store, "path").text = path(base)
+    ET.SubElement(backing_store, "format", type="qcow2")
+    with failing_as(f", making the volume {name} over {base.name()}"):
+        return storage_pool.createXML(ET.tostring(xml, encoding="unicode"), 0)
 
 
 def backing(vol: Any) -> str | None:
