@@ -13,6 +13,7 @@ from p2v import __version__
 from p2v.commands import (
     agents,
     backup,
+    clone,
     convert,
     golden,
     history,
@@ -116,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     snapshot.register(verbs)
     backup.register(verbs)
     golden.register(verbs)
+    clone.register(verbs)
+    clone.register_check(verbs)
     history.register(verbs)
     schedule.register(verbs)
     for verb in verbs.choices.values():

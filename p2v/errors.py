@@ -93,6 +93,12 @@ class BackupMismatch(P2VError):
     exit_code = 11
 
 
+class IdentityClash(P2VError):
+    """Clones share an identity, or one still has its golden's (`p2v clones check`)."""
+
+    exit_code = 12
+
+
 def system_error(error: OSError) -> P2VError:
     """What the system refused (a path that cannot be made, a full disk): not a bug
     of ours, so one line like every other error, naming the file."""
@@ -119,6 +125,7 @@ exit codes:
   {MigrationError.exit_code}   a migration did not finish (cancelled, --timeout, a host or the link
        failed); the message says where the guest runs now
   {BackupMismatch.exit_code}   a backup does not read back as recorded (restore, backup verify)
+  {IdentityClash.exit_code}   clones share an identity, or one still has its golden's (clones check)
   {INTERRUPTED}  interrupted (Ctrl-C); a job that had started can be resumed
 A job that stops after it started says how to go on: `p2v convert --resume JOB`,
 `p2v copy --resume JOB`, `p2v migrate --resume JOB`, `p2v backup --resume JOB`.

@@ -156,6 +156,7 @@ def _steps(job: Run, lock: Lock, reporter: Reporter) -> dict[str, Any]:
         raise
     return {"name": name, "version": version, "path": to, "digest": recorded["digest"],
             "size": recorded["size"], "os": sealed["os"], "firmware": sealed["firmware"],
+            "root": sealed["root"],
             "first_boot": sealed["first_boot"],
             "macs": sealed["macs"], "nic_names": sealed["nic_names"],
             "changes": sealed["changes"]}  # fmt: skip
@@ -242,6 +243,7 @@ def _seal(image: str, name: str, version: str, say: Say) -> dict[str, Any]:
         say(change)
     firmware = "uefi" if "/boot/efi" in guest.mountpoints else "bios"
     return {"os": f"{guest.distro} {guest.version}", "first_boot": first_boot, "firmware": firmware,
+            "root": guest.root,
             "macs": sorted(macs), "nic_names": names, "changes": changes}  # fmt: skip
 
 
@@ -314,6 +316,6 @@ def goldens(journal: Journal) -> list[dict[str, Any]]:
         result = job.result or {}
         out.append({**{k: result.get(k) for k in (
             "name", "version", "path", "digest", "size", "os", "firmware", "nic_names",
-            "first_boot", "macs")}, "sealed": job.updated, "job": job.id,
+            "first_boot", "macs", "root")}, "sealed": job.updated, "job": job.id,
             "present": os.path.exists(str(result.get("path")))})  # fmt: skip
     return out

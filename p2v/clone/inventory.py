@@ -1,0 +1,255 @@
+"""`p2v clones check`: each clone's identity read from its own disk, and what two
+clones share or a clone still shares with its golden.
+
+Only the clones' overlays cross the network: each is downloaded through its host's
+libvirt and put back over the local golden (its base holds the same bytes), then
+up to MAX_DISKS of them are read in one libguestfs appliance, read-only.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from p2v import appliance
+from p2v.clone.seal import FIRSTBOOT_DONE
+from p2v.errors import ComponentError
+from p2v.host import virt
+from p2v.host.virt import storage
+from p2v.transfer import DEFAULT_CONNECT_TIMEOUT
+
+MAX_DISKS = 255  # libguestfs' limit of disks in one appliance (virtio-scsi)
+_DUID = re.compile(r'default-duid\s+"([^"]+)"')
+
+
+@dataclass
+class Seen:
+    """One machine's identity as its disk and its domain tell it."""
+
+    name: str
+    uri: str | None
+    uuid: str | None = None
+    macs: list[str] = field(default_factory=list)
+    hostname: str | None = None
+    machine_id: str | None = None  # None: not booted since it was sealed (or no file)
+    duid: str | None = None  # a DHCPv6 client's stored DUID; networkd's comes from machine-id
+    ssh_keys: list[str] = field(default_factory=list)  # SHA256 fingerprints
+    ip: str | None = None
+    # Not booted since it was made: what its disk holds is still the golden's; its
+    # hostname is the one its domain gives it for its first boot.
+    pending: bool = False
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fingerprint(public_key_line: str) -> str | None:
+    """`ssh-keygen -l`'s SHA256 fingerprint of an OpenSSH public key line. Pure."""
+    parts = public_key_line.split()
+    if len(parts) < 2:
+        return None
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except ValueError:
+        return None
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def clashes(clones: list[Seen], golden: Seen) -> list[str]:
+    """What two clones share, and what a clone still shares with its golden. Pure."""
+    found: list[str] = []
+    columns: dict[str, Any] = {
+        "hostname": lambda s: [s.hostname], "machine-id": lambda s: [s.machine_id],
+        "DHCP DUID": lambda s: [s.duid], "SSH host key": lambda s: s.ssh_keys,
+        "MAC": lambda s: s.macs, "UUID": lambda s: [s.uuid], "IP": lambda s: [s.ip],
+    }  # fmt: skip
+    for column, values in columns.items():
+        holders: dict[str, list[str]] = {}
+        for seen in clones:
+            for value in values(seen):
+                if value:
+                    holders.setdefault(value, []).append(seen.name)
+        found += [f"{column} {v} is shared by {', '.join(n)}"
+                  for v, n in holders.items() if len(n) > 1]  # fmt: skip
+        golden_values = {v for v in values(golden) if v}
+        found += [f"{column} {v} of {', '.join(n)} is the golden's"
+                  for v, n in holders.items() if v in golden_values]  # fmt: skip
+    return found
+
+
+def read_disks(disks: dict[str, str], root: str | None = None) -> dict[str, dict[str, Any]]:
+    """Name -> what its disk (a local qcow2 or raw file) holds of its identity, read
+    read-only in as few appliances as MAX_DISKS allows. `root`: the golden's root
+    filesystem as its appliance named it (/dev/sda1): the same partition of every
+    clone's disk is mounted, without inspecting each (slow, and clones are alike)."""
+    out: dict[str, dict[str, Any]] = {}
+    names = list(disks)
+    for first in range(0, len(names), MAX_DISKS):
+        out |= _read_batch({n: disks[n] for n in names[first : first + MAX_DISKS]}, root)
+    return out
+
+
+def _read_batch(disks: dict[str, str], root: str | None) -> dict[str, dict[str, Any]]:
+    g = appliance.new_handle()
+    try:
+        for path in disks.values():
+            g.add_drive_opts(path, readonly=1)
+        g.launch()
+        devices = g.list_devices()
+        by_device = dict(zip(devices, disks, strict=True))
+        out: dict[str, dict[str, Any]] = {n: {"error": "no operating system found"}
+                                          for n in disks}  # fmt: skip
+        partition = _partition_of(root)
+        if partition is not None:
+            roots = [f"{device}{partition}" for device in devices]
+        else:  # an LVM root, say: each disk inspected
+            roots = g.inspect_os()
+        for found in roots:
+            name = by_device.get(_disk_of(found, devices))
+            if name is None:
+                continue
+            try:
+                g.mount_ro(found, "/")
+            except RuntimeError as error:
+                out[name] = {"error": f"cannot mount {found}: {error}"}
+                continue
+            try:
+                out[name] = _identity(g)
+            finally:
+                g.umount_all()
+        g.shutdown()
+        return out
+    finally:
+        g.close()
+
+
+def _partition_of(root: str | None) -> str | None:
+    """'1' of /dev/sda1; None for anything else (LVM, md)."""
+    match = re.fullmatch(r"/dev/sda(\d+)", root or "")
+    return match.group(1) if match else None
+
+
+def _disk_of(root: str, devices: list[str]) -> str | None:
+    """/dev/sdb1 -> /dev/sdb (an LVM root is not resolved: its disk is not known)."""
+    for device in sorted(devices, key=len, reverse=True):
+        if root.startswith(device):
+            return device
+    return None
+
+
+def _identity(g: Any) -> dict[str, Any]:
+    def text(path: str) -> str | None:
+        return g.cat(path).strip() if g.is_file(path) else None
+
+    keys = []
+    if g.is_dir("/etc/ssh"):
+        for entry in sorted(g.ls("/etc/ssh")):
+            if not (entry.startswith("ssh_host_") and entry.endswith(".pub")):
+                continue
+            if (found := fingerprint(g.cat(f"/etc/ssh/{entry}"))) is not None:
+                keys.append(found)
+    duid = None
+    for directory in ("/var/lib/dhcp", "/var/lib/dhclient"):
+        if g.is_dir(directory):
+            for entry in sorted(g.ls(directory)):
+                if entry.endswith(".leases") and (m := _DUID.search(g.cat(f"{directory}/{entry}"))):
+                    duid = m.group(1)
+    machine_id = text("/etc/machine-id")
+    if machine_id in ("", "uninitialized"):
+        machine_id = None  # systemd makes one at the next boot
+    personalized = g.exists(FIRSTBOOT_DONE) or g.exists("/var/lib/cloud/instance")
+    return {"hostname": text("/etc/hostname"), "ssh_keys": keys, "duid": duid,
+            "machine_id": machine_id, "pending": not personalized}  # fmt: skip
+
+
+@contextlib.contextmanager
+def local_copies(
+    clones: list[dict[str, Any]], golden_path: str, timeout: float = DEFAULT_CONNECT_TIMEOUT
+) -> Iterator[dict[str, str]]:
+    """Name -> a local file reading as the clone's disk: its overlay downloaded through
+    its host's libvirt and put over the golden (a full clone's whole disk)."""
+    with tempfile.TemporaryDirectory(prefix="p2v-clones-") as scratch:
+        out = {}
+        for clone in clones:
+            local = os.path.join(scratch, f"{clone['name']}.qcow2")
+            with virt.connection(clone["uri"], timeout) as conn:
+                vol = storage.volume_at(conn, clone["disk"])
+                if vol is None:
+                    continue
+                backed = storage.backing(vol) is not None
+                storage.download_file(conn, vol, local)
+            if backed:
+                _rebase(local, golden_path)
+            out[clone["name"]] = local
+        yield out
+
+
+def _rebase(overlay: str, base: str) -> None:
+    done = subprocess.run(["qemu-img", "rebase", "-u", "-F", "qcow2", "-b", base, overlay],
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise ComponentError(f"qemu-img rebase of {overlay}: {done.stderr.strip()}")
+
+
+def check(
+    journal: Any, golden: str | None, timeout: float = DEFAULT_CONNECT_TIMEOUT
+) -> list[dict[str, Any]]:
+    """Per golden (all, or the one named): each clone's identity as read now, and the
+    clashes. Clones of the newest clone job that made each name on each host."""
+    from p2v.clone.domain import identity_of
+    from p2v.host.virt.domainxml import DomainXml
+
+    groups: dict[str, dict[str, Any]] = {}
+    for job in journal.done("clone"):
+        result = job.result or {}
+        made_from = result.get("golden") or {}
+        if golden not in (None, made_from.get("name"), made_from.get("path")):
+            continue
+        group = groups.setdefault(str(made_from.get("path")), {"golden": made_from, "clones": {}})
+        for clone in result.get("clones", []):
+            group["clones"][(clone["uri"], clone["name"])] = clone
+    out = []
+    for path, group in groups.items():
+        clones = list(group["clones"].values())
+        seen = []
+        given: dict[str, str | None] = {}
+        for clone in clones:
+            found = Seen(clone["name"], clone["uri"], ip=clone.get("ip"))
+            try:
+                with virt.connection(clone["uri"], timeout) as conn:
+                    domain = virt.lookup(conn, clone["name"])
+                    if domain is None:
+                        found.error = "no such domain on its host now"
+                    else:
+                        xml = domain.XMLDesc(0)
+                        found.uuid = domain.UUIDString()
+                        found.macs = [n.mac.lower() for n in DomainXml.parse(xml).nics]
+                        given[clone["name"]] = identity_of(xml).get("hostname")
+            except ComponentError as error:
+                found.error = str(error)
+            seen.append(found)
+        golden_seen = Seen("golden", None, macs=list(group["golden"].get("macs") or []))
+        with local_copies([c for c, s in zip(clones, seen, strict=True) if not s.error], path,
+                          timeout) as disks:  # fmt: skip
+            read = read_disks({**disks, "\0golden": path}, group["golden"].get("root"))
+        for found in seen:
+            for key, value in read.get(found.name, {}).items():
+                setattr(found, key, value)
+            if found.pending:  # its disk still holds the golden's identity files
+                found.hostname, found.machine_id = given.get(found.name), None
+                found.ssh_keys, found.duid = [], None
+        for key, value in read.get("\0golden", {}).items():
+            if key != "error":
+                setattr(golden_seen, key, value)
+        out.append({"golden": group["golden"], "clones": [s.to_json() for s in seen],
+                    "clashes": clashes(seen, golden_seen)})  # fmt: skip
+    return out

@@ -1,0 +1,272 @@
+"""Clones on two test hosts from a golden sealed out of the converted bios-ext4 server
+(given first the identity an installed machine has, which the seal must take out):
+20 linked clones spread over both hosts, each with its own MAC, UUID and hostname;
+two of them booted (one per host, one after the other) print their own hostname,
+which only the first-boot unit can have given them; `p2v clones check` reads every
+clone's disk and finds nothing shared, then finds the machine-id planted by hand in
+another clone; the golden's digest is unchanged; a bulk clone killed half-way and
+resumed ends with exactly its N clones."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from p2v import appliance
+from p2v.host import virt
+from p2v.host.virt import storage
+from p2v.host.virt.console import read_console_until
+from tests import hosts
+from tests.conftest import fixture_image, require_root
+from tests.integration.transfer.disks import p2v
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+BOOT_TIMEOUT = 300.0
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[tuple[hosts.TestHost, hosts.TestHost]]:
+    require_root("test hosts are namespaces")
+    with hosts.running(["p2vt-cln-a", "p2vt-cln-b"]) as [a, b]:
+        yield a, b
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """bios-ext4 converted (virtio drivers in, no boot check), given the identity an
+    installed machine has (planted: machine-id, SSH host keys, a random seed, a DHCP
+    lease, a shell history, its MAC bound in every network configuration system),
+    then sealed."""
+    work = tmp_path_factory.mktemp("golden")
+    out = work / "converted"
+    out.mkdir()
+    # The session's journal (tests/conftest.py sets it for each test, after this).
+    env = {**os.environ, "P2V_HOME": str(tmp_path_factory.getbasetemp() / "p2v-home")}
+    converted = json.loads(p2v("convert", "--disk", str(fixture_image("bios-ext4")),
+                               "--output-dir", str(out), "--name", "web", "--json",
+                               timeout=900, env=env).stdout)  # fmt: skip
+    [disk] = out.glob("*.qcow2")
+    [(mac, nic)] = converted["plan"]["nics"]
+    _plant(disk, mac.lower(), nic)
+    before = json.loads(p2v("checksum", str(disk), "--json", env=env).stdout)["digest"]
+    sealed = json.loads(p2v("golden", "seal", str(disk), "--to", str(work / "web.qcow2"),
+                            "--json", timeout=900, env=env).stdout)  # fmt: skip
+    return {**sealed, "source": str(disk), "source_digest": before, "server_mac": mac.lower(),
+            "nic": nic}  # fmt: skip
+
+
+def _planted(mac: str, nic: str) -> dict[str, str]:
+    return {
+        "/etc/machine-id": "0123456789abcdef0123456789abcdef\n",
+        "/etc/ssh/ssh_host_ed25519_key": "not a real key\n",
+        "/etc/ssh/ssh_host_ed25519_key.pub": "ssh-ed25519 AAAA golden\n",
+        "/var/lib/systemd/random-seed": "0" * 512,
+        "/var/lib/dhcp/dhclient.leases": f"lease {{ hardware ethernet {mac}; }}\n",
+        "/root/.bash_history": "echo golden\n",
+        # Inert in this ifupdown system, as they are where these tools are absent.
+        "/etc/netplan/50-net.yaml": "network:\n  version: 2\n  ethernets:\n    nic0:\n"
+        f"      match:\n        macaddress: {mac}\n      set-name: {nic}\n      dhcp4: true\n",
+        "/etc/systemd/network/20-wired.network":
+            f"[Match]\nMACAddress={mac}\n\n[Network]\nDHCP=yes\n",
+        "/etc/NetworkManager/system-connections/wired.nmconnection":
+            f"[connection]\nid=wired\ntype=ethernet\n\n[ethernet]\nmac-address={mac.upper()}\n",
+        "/etc/udev/rules.d/70-persistent-net.rules":
+            f'SUBSYSTEM=="net", ATTR{{address}}=="{mac}", NAME="{nic}"\n',
+    }  # fmt: skip
+
+
+def _plant(disk: Path, mac: str, nic: str) -> None:
+    g = appliance.new_handle()
+    try:
+        g.add_drive_opts(str(disk), format="qcow2")
+        g.launch()
+        g.mount(g.inspect_os()[0], "/")
+        for path, text in _planted(mac, nic).items():
+            g.mkdir_p(os.path.dirname(path))
+            g.write(path, text.encode())
+        interfaces = g.cat("/etc/network/interfaces")  # the NIC takes this MAC at ifup
+        g.write("/etc/network/interfaces", interfaces.replace(
+            f"iface {nic} inet static\n", f"iface {nic} inet static\n\thwaddress ether {mac}\n"
+        ).encode())  # fmt: skip
+        g.umount_all()
+        g.shutdown()
+    finally:
+        g.close()
+
+
+def test_a_sealed_golden_keeps_no_identity_and_its_source_is_untouched(
+    golden: dict[str, Any],
+) -> None:
+    mac, nic = golden["server_mac"], golden["nic"]
+    assert golden["name"] == "web" and golden["version"] == "1"
+    assert golden["first_boot"] == "p2v-firstboot" and golden["macs"] == [mac]
+    assert golden["nic_names"] == [nic] and golden["root"] == "/dev/sda1"
+    source = json.loads(p2v("checksum", golden["source"], "--json").stdout)["digest"]
+    assert source == golden["source_digest"], "the source was written"
+    assert not stat.S_IMODE(os.stat(golden["path"]).st_mode) & 0o222, "the golden is writable"
+    g = appliance.new_handle()
+    try:
+        g.add_drive_opts(golden["path"], format="qcow2", readonly=1)
+        g.launch()
+        g.mount_ro(g.inspect_os()[0], "/")
+        assert g.cat("/etc/machine-id").strip() in ("", "uninitialized")
+        assert not [k for k in g.ls("/etc/ssh") if k.startswith("ssh_host_")]
+        for path in (
+            "/var/lib/systemd/random-seed",
+            "/var/lib/dhcp/dhclient.leases",
+            "/root/.bash_history",
+            f"/etc/systemd/network/10-p2v-{nic}.link",
+        ):
+            assert not g.exists(path), path  # fmt: skip
+        for path in [*_planted(mac, nic), "/etc/network/interfaces"]:
+            if g.is_file(path):
+                assert mac not in g.cat(path).lower(), f"{path} still names the golden's MAC"
+        assert f"iface {nic} inet static\n\taddress" in g.cat("/etc/network/interfaces")
+        assert "dhcp4: true" in g.cat("/etc/netplan/50-net.yaml")
+        assert g.is_file("/usr/local/sbin/p2v-firstboot")
+        assert g.is_symlink("/etc/systemd/system/sysinit.target.wants/p2v-firstboot.service")
+        assert "version=1" in g.cat("/etc/p2v-golden")
+    finally:
+        g.close()
+    listed = json.loads(p2v("golden", "list", "--json").stdout)
+    assert [(r["name"], r["version"], r["digest"]) for r in listed] == [
+        ("web", "1", golden["digest"])
+    ]
+    again = p2v("golden", "seal", golden["source"], "--to", golden["path"], check=False)
+    assert again.returncode == 2 and "exists" in again.stderr
+
+
+def _clone(pair: tuple[hosts.TestHost, hosts.TestHost], *argv: str) -> dict[str, Any]:
+    done = p2v("clone", "web", "-c", pair[0].uri, "-c", pair[1].uri, "--memory", "512",
+               "--network", "user", "--json", *argv, timeout=900)  # fmt: skip
+    return dict(json.loads(done.stdout))
+
+
+def _domains(pair: tuple[hosts.TestHost, hosts.TestHost], prefix: str) -> list[str]:
+    found = []
+    for host in pair:
+        with virt.connection(host.uri) as conn:
+            found += [d.name() for d in conn.listAllDomains(0) if d.name().startswith(prefix)]
+    return sorted(found)
+
+
+def _boots_as_itself(uri: str, name: str) -> str:
+    with virt.connection(uri) as conn:
+        domain = virt.find(conn, name)
+        virt.start(domain)
+        try:
+            text = read_console_until(conn, domain, lambda t: "P2V-TEST-BOOTED" in t,
+                                      BOOT_TIMEOUT)  # fmt: skip
+        finally:
+            virt.destroy(domain)
+    line = next((x for x in text.splitlines() if "P2V-TEST-BOOTED" in x), "")
+    assert line, f"{name} did not come up:\n{text[-3000:]}"
+    return line
+
+
+def test_twenty_linked_clones_over_two_hosts_each_with_its_own_identity(
+    pair: tuple[hosts.TestHost, hosts.TestHost], golden: dict[str, Any], tmp_path: Path
+) -> None:
+    before = json.loads(p2v("checksum", golden["path"], "--json").stdout)["digest"]
+    made = _clone(pair, "--name", "web-{n}", "--count", "20", "--seed", "1")
+    clones = made["clones"]
+    assert [c["name"] for c in clones] == [f"web-{n}" for n in range(1, 21)]
+    assert [c["uri"] for c in clones] == [pair[0].uri, pair[1].uri] * 10
+    macs = [m for c in clones for m in c["macs"]]
+    assert len(set(macs)) == 20 and golden["server_mac"] not in macs
+    assert len({c["uuid"] for c in clones}) == 20
+    assert _domains(pair, "web-") == sorted(c["name"] for c in clones)
+
+    # The first-boot unit, from the SMBIOS strings alone: the hostname, and the NIC
+    # name the golden had, pinned to the clone's own MAC.
+    nic = golden["nic"]
+    for clone in clones[:2]:
+        line = _boots_as_itself(clone["uri"], clone["name"])
+        assert f"host={clone['name']} " in line, line
+        assert f"{nic}={clone['macs'][0]}" in line, line
+
+    checked = p2v("clones", "check", "web", "--json")
+    [group] = json.loads(checked.stdout)
+    assert group["clashes"] == [], group["clashes"]
+    seen = {s["name"]: s for s in group["clones"]}
+    booted = [seen["web-1"], seen["web-2"]]
+    assert all(s["machine_id"] and not s["pending"] for s in booted), booted
+    assert booted[0]["machine_id"] != booted[1]["machine_id"]
+    assert [s["hostname"] for s in booted] == ["web-1", "web-2"]
+    assert all(seen[f"web-{n}"]["pending"] for n in range(3, 21))
+
+    # A duplicate planted by hand: web-3's disk given web-1's machine-id (and the
+    # first-boot mark, as if it had booted).
+    _plant_machine_id(pair[0].uri, "web-3", booted[0]["machine_id"], golden["path"], tmp_path)
+    clash = p2v("clones", "check", "web", check=False)
+    assert clash.returncode == 12, clash.stdout + clash.stderr
+    assert f"machine-id {booted[0]['machine_id']} is shared by web-1, web-3" in clash.stdout
+
+    after = json.loads(p2v("checksum", golden["path"], "--json").stdout)["digest"]
+    assert after == before == golden["digest"]
+
+
+def test_a_bulk_clone_killed_half_way_is_resumed_to_exactly_its_clones(
+    pair: tuple[hosts.TestHost, hosts.TestHost], golden: dict[str, Any]
+) -> None:
+    argv = [sys.executable, "-m", "p2v.cli", "clone", "web", "-c", pair[0].uri, "-c",
+            pair[1].uri, "--name", "k-{n:02d}", "--count", "30", "--memory", "256"]  # fmt: skip
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    job, steps = "", 0
+    for line in proc.stderr:
+        job = job or (line.split()[2] if line.startswith("p2v: job ") else "")
+        steps += line.startswith("p2v: clone k-")
+        if steps == 12:
+            break
+    else:
+        raise AssertionError(f"the clone job ended early: {proc.wait()}")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = _domains(pair, "k-")
+    assert 0 < len(partial) < 30
+    done = p2v("clone", "--resume", job, "--json", timeout=900)
+    record = json.loads(done.stdout)
+    assert len(record["clones"]) == 30
+    assert _domains(pair, "k-") == [f"k-{n:02d}" for n in range(1, 31)]
+    shown = p2v("show", job).stdout
+    assert "clone job, done" in shown and "30 clones defined" in shown
+
+
+def _plant_machine_id(uri: str, name: str, machine_id: str, golden: str, work: Path) -> None:
+    """By hand, through the host's libvirt: the clone's overlay downloaded, given the
+    machine-id over the local golden, put back on its own base, uploaded."""
+    local = work / f"{name}.qcow2"
+    with virt.connection(uri) as conn:
+        vol = storage.volume_at(conn, f"{hosts.POOL_DIR}/{name}.qcow2")
+        base = storage.backing(vol)
+        assert base
+        storage.download_file(conn, vol, str(local))
+    rebase = ["qemu-img", "rebase", "-u", "-F", "qcow2", "-b"]
+    subprocess.run([*rebase, golden, str(local)], check=True, timeout=60)
+    g = appliance.new_handle()
+    try:
+        g.add_drive_opts(str(local), format="qcow2")
+        g.launch()
+        g.mount(g.inspect_os()[0], "/")
+        g.write("/etc/machine-id", f"{machine_id}\n".encode())
+        g.mkdir_p("/var/lib/p2v")
+        g.write("/var/lib/p2v/identity-done", b"")
+        g.umount_all()
+        g.shutdown()
+    finally:
+        g.close()
+    subprocess.run([*rebase, base, str(local)], check=True, timeout=60)
+    with virt.connection(uri) as conn:
+        storage.upload_file(conn, storage.volume_at(conn, f"{hosts.POOL_DIR}/{name}.qcow2"),
+                            str(local))  # fmt: skip
