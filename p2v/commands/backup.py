@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,10 @@ from p2v.commands.options import (
     add_connect_timeout_option,
     add_schedule_options,
     count,
+    job_reporter,
     port,
     rate,
+    say,
     seconds,
 )
 from p2v.errors import EXIT_CODES, BackupMismatch, BootCheckError, InputError
@@ -163,12 +164,12 @@ def _cmd_backup(args: argparse.Namespace) -> int:
         raise InputError("--resume JOB takes the job's own VM and directory (and --bwlimit)")
     request = None if args.resume else _request(args)
     journal = Journal()
-    reporter = _reporter(args)
+    reporter = job_reporter(args)
     try:
         if request is None:
-            job_id, record = job.resume(args.resume, journal, _say, reporter, args.bwlimit)
+            job_id, record = job.resume(args.resume, journal, say, reporter, args.bwlimit)
         else:
-            job_id, record = job.run(request, journal, _say, reporter)
+            job_id, record = job.run(request, journal, say, reporter)
     finally:
         journal.close()
     if args.json:
@@ -193,7 +194,7 @@ def _tool(args: argparse.Namespace) -> int:
     if args.graph and args.vm != "list":
         raise InputError("--graph goes with backup list")
     if args.vm == "verify":
-        findings = chain.verify(directory, _say, _reporter(args))
+        findings = chain.verify(directory, say, job_reporter(args))
         if args.json:
             print(json.dumps([f.__dict__ for f in findings]))
         elif findings:
@@ -241,12 +242,12 @@ def _prune(args: argparse.Namespace, directory: Path) -> int:
     try:  # a job of its own, holding the directory against a backup into it meanwhile
         lock = Lock(f"backup-dir:{where}", f"backup directory {where}")
         journal.refuse_held(lock)
-        job = Run.start(kind, {"directory": str(where), "keep": keep.__dict__}, journal, _say)
+        job = Run.start(kind, {"directory": str(where), "keep": keep.__dict__}, journal, say)
 
         def drive() -> dict[str, Any]:
             job.lock(lock)
             with Catalog(directory) as catalog:
-                return {"dropped": [b.folder() for b in retention.apply(catalog, keep, _say)]}
+                return {"dropped": [b.folder() for b in retention.apply(catalog, keep, say)]}
 
         dropped = job.execute(drive)["dropped"]
     finally:
@@ -276,7 +277,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     journal = Journal()
     try:
         if args.resume:
-            job_id, done = restore.resume(args.resume, journal, _say, _reporter(args),
+            job_id, done = restore.resume(args.resume, journal, say, job_reporter(args),
                                           args.bwlimit)  # fmt: skip
         else:
             request = restore.Request(
@@ -285,7 +286,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
                 bwlimit=args.bwlimit, boot_timeout=args.boot_timeout,
                 connect_timeout=args.connect_timeout,
             )  # fmt: skip
-            job_id, done = restore.run(request, journal, _say, _reporter(args))
+            job_id, done = restore.run(request, journal, say, job_reporter(args))
     finally:
         journal.close()
     if args.json:
@@ -301,15 +302,3 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     if done.get("booted") is False:
         return BootCheckError.exit_code
     return 0
-
-
-def _reporter(args: argparse.Namespace) -> Any:
-    from p2v.transfer.progress import BarReporter, QuietReporter
-
-    if args.json or not sys.stderr.isatty():
-        return QuietReporter()
-    return BarReporter()
-
-
-def _say(message: str) -> None:
-    print(f"p2v: {message}", file=sys.stderr)

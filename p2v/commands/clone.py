@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-from p2v.commands.options import HelpLayout, add_connect_timeout_option, count
+from p2v.commands.options import (
+    HelpLayout,
+    add_connect_timeout_option,
+    count,
+    job_reporter,
+    say,
+)
 from p2v.errors import EXIT_CODES, InputError
 from p2v.host.virt import DEFAULT_URI
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT
@@ -89,7 +94,7 @@ def _cmd_clone(args: argparse.Namespace) -> int:
     journal = Journal()
     try:
         if args.resume:
-            job_id, record = job.resume(args.resume, journal, _say, _reporter(args))
+            job_id, record = job.resume(args.resume, journal, say, job_reporter(args))
         else:
             request = job.Request(
                 source=args.source, pattern=args.pattern, count=args.count,
@@ -99,7 +104,7 @@ def _cmd_clone(args: argparse.Namespace) -> int:
                 pool=args.pool, start=args.start, wave=args.wave,
                 connect_timeout=args.connect_timeout, seed=args.seed,
             )  # fmt: skip
-            job_id, record = job.run(request, journal, _say, _reporter(args))
+            job_id, record = job.run(request, journal, say, job_reporter(args))
     finally:
         journal.close()
     if args.json:
@@ -110,18 +115,6 @@ def _cmd_clone(args: argparse.Namespace) -> int:
         print(f"job {job_id}: {len(record['clones'])} clones of {record['golden']['name']} "
               f"v{record['golden']['version']}")  # fmt: skip
     return 0
-
-
-def _reporter(args: argparse.Namespace) -> Any:
-    from p2v.transfer.progress import BarReporter, QuietReporter
-
-    if args.json or not sys.stderr.isatty():
-        return QuietReporter()
-    return BarReporter()
-
-
-def _say(message: str) -> None:
-    print(f"p2v: {message}", file=sys.stderr)
 
 
 def register_check(verbs: Any) -> None:

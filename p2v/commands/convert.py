@@ -16,6 +16,7 @@ from p2v.commands.options import (
     add_schedule_options,
     add_timeout_options,
     rate,
+    say,
     seconds,
 )
 from p2v.convert import DEFAULT_BOOT_TIMEOUT, RESUME_CHANGES
@@ -175,7 +176,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         changes = {
             key: getattr(args, key) for key in RESUME_CHANGES if getattr(args, key) is not None
         }
-        return _run(lambda j: pipeline.resume(args.resume, j, _say, reporter, changes), args)
+        return _run(lambda j: pipeline.resume(args.resume, j, say, reporter, changes), args)
     if args.agent:
         source = sources.agent_source(args.agent, args.secret_file)
     else:
@@ -207,7 +208,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         connect_timeout=args.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
         io_timeout=args.io_timeout or DEFAULT_IO_TIMEOUT,
     )
-    return _run(lambda j: pipeline.convert(source, options, j, _say, reporter), args)
+    return _run(lambda j: pipeline.convert(source, options, j, say, reporter), args)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -289,7 +290,3 @@ def _default_storage(state: Path) -> Path:
     else the state directory's images/."""
     shared = Path("/var/lib/libvirt/images")
     return shared if shared.is_dir() and os.access(shared, os.W_OK) else state / "images"
-
-
-def _say(message: str) -> None:
-    print(f"p2v: {message}", file=sys.stderr, flush=True)

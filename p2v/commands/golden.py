@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-from p2v.commands.options import HelpLayout, add_connect_timeout_option
+from p2v.commands.options import (
+    HelpLayout,
+    add_connect_timeout_option,
+    job_reporter,
+    say,
+)
 from p2v.errors import EXIT_CODES, InputError
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT
 
@@ -67,13 +71,13 @@ def _cmd_golden(args: argparse.Namespace) -> int:
     journal = Journal()
     try:
         if args.resume:
-            job_id, record = golden.resume(args.resume, journal, _say, _reporter(args))
+            job_id, record = golden.resume(args.resume, journal, say, job_reporter(args))
         else:
             request = golden.Request(
                 source=args.source, to=args.to, uri=args.connect, name=args.name,
                 version=args.golden_version, connect_timeout=args.connect_timeout,
             )  # fmt: skip
-            job_id, record = golden.run(request, journal, _say, _reporter(args))
+            job_id, record = golden.run(request, journal, say, job_reporter(args))
     finally:
         journal.close()
     if args.json:
@@ -107,15 +111,3 @@ def _list(args: argparse.Namespace) -> int:
         print(f"{row['name']:<16} {row['version']:<8} {format_time(row['sealed']):<19} "
               f"{row['os'] or '?':<12} {row['path']}{gone}\n{'':<16} {row['digest']}")  # fmt: skip
     return 0
-
-
-def _reporter(args: argparse.Namespace) -> Any:
-    from p2v.transfer.progress import BarReporter, QuietReporter
-
-    if args.json or not sys.stderr.isatty():
-        return QuietReporter()
-    return BarReporter()
-
-
-def _say(message: str) -> None:
-    print(f"p2v: {message}", file=sys.stderr)

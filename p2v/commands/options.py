@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
+from typing import Any
 
 from p2v.errors import InputError
 from p2v.transfer import DEFAULT_CHECKPOINT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT
@@ -131,3 +133,17 @@ def _schedule_options(group: argparse._ActionsContainer) -> None:
         metavar="EXPR",
         help="run when the crontab line EXPR says (5 fields, local time: '30 2 * * *')",
     )
+
+
+def say(message: str) -> None:
+    """What a job says as it goes: one line on stderr, stdout kept for the result."""
+    print(f"p2v: {message}", file=sys.stderr, flush=True)
+
+
+def job_reporter(args: argparse.Namespace) -> Any:
+    """A progress bar for a person at a terminal; nothing for --json or a pipe."""
+    from p2v.transfer.progress import BarReporter, QuietReporter
+
+    if args.json or not sys.stderr.isatty():
+        return QuietReporter()
+    return BarReporter()

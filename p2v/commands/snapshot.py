@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from p2v.commands.options import (
@@ -12,6 +11,7 @@ from p2v.commands.options import (
     add_connect_timeout_option,
     add_schedule_options,
     count,
+    say,
 )
 from p2v.errors import EXIT_CODES, InputError
 from p2v.host.virt import DEFAULT_URI
@@ -114,9 +114,9 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
     journal = Journal()
     try:
         if request is None:
-            job_id, record = job.resume(args.resume, journal, _say)
+            job_id, record = job.resume(args.resume, journal, say)
         else:
-            job_id, record = job.run(request, journal, _say)
+            job_id, record = job.run(request, journal, say)
     finally:
         journal.close()
     if args.json:
@@ -162,7 +162,3 @@ def _size(n: int) -> str:
     from p2v.units import format_size
 
     return format_size(n)
-
-
-def _say(message: str) -> None:
-    print(f"p2v: {message}", file=sys.stderr)
