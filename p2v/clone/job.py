@@ -241,14 +241,16 @@ def _steps(job: Run, locks: list[Lock], reporter: Reporter) -> dict[str, Any]:
         make_base = functools.partial(_base, job, request, golden, uri, reporter)
         bases[uri] = job(Step(f"base {uri}", make_base))
     clones = []
-    for identity in made.clones:
-        base = bases[identity.uri]
-        make_clone = functools.partial(_clone, job, request, golden, identity, base, shape)
-        done = job(Step(f"clone {identity.name}", make_clone))
-        clones.append({**identity.to_json(), "disk": done["disk"]})
-    job.record = {"golden": golden, "clones": clones}
-    if request.start:
-        job(Step("start", lambda: _start(job, request, made)))
+    with Connections(request.connect_timeout) as conns:
+        for identity in made.clones:
+            base = bases[identity.uri]
+            make_clone = functools.partial(_clone, job, conns(identity.uri), request, golden,
+                                           identity, base, shape)  # fmt: skip
+            done = job(Step(f"clone {identity.name}", make_clone))
+            clones.append({**identity.to_json(), "disk": done["disk"]})
+        job.record = {"golden": golden, "clones": clones}
+        if request.start:
+            job(Step("start", lambda: _start(job, conns, request, made)))
     kept = ("name", "version", "path", "digest", "macs", "root")
     return {"golden": {k: golden.get(k) for k in kept}, "clones": clones,
             "bases": {u: b["path"] for u, b in bases.items()}}  # fmt: skip
@@ -284,8 +286,30 @@ def _base(
         return {"path": storage.path(vol), "copied": True, "child": copied.job_id}
 
 
+class Connections:
+    """One libvirt connection per host for all the job's clones (a clone is a few
+    calls: a connection each would cost more than the clone)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.open: dict[str, Any] = {}
+
+    def __call__(self, uri: str) -> Any:
+        if uri not in self.open:
+            self.open[uri] = virt.connect(uri, self.timeout)
+        return self.open[uri]
+
+    def __enter__(self) -> Connections:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for conn in self.open.values():
+            conn.close()
+
+
 def _clone(
     job: Run,
+    conn: Any,
     request: Request,
     golden: dict[str, Any],
     identity: planning.Identity,
@@ -302,7 +326,7 @@ def _clone(
         one = Run.start(CLONE_VM, {"identity": identity.to_json()}, job.journal, _quiet,
                         parent=job.job_id)  # fmt: skip
         job.adopt(one.job_id)
-    result = one.execute(lambda: _make(one, request, golden, identity, base, shape))
+    result = one.execute(lambda: _make(one, conn, request, golden, identity, base, shape))
     return {"child": one.job_id, **result}
 
 
@@ -312,6 +336,7 @@ def _quiet(_: str) -> None:
 
 def _make(
     one: Run,
+    conn: Any,
     request: Request,
     golden: dict[str, Any],
     identity: planning.Identity,
@@ -319,43 +344,42 @@ def _make(
     shape: Shape,
 ) -> dict[str, Any]:
     volume = f"{identity.name}.qcow2"
-    with virt.connection(identity.uri, request.connect_timeout) as conn:
-        pool = virt.pool(conn, request.pool)
+    pool = virt.pool(conn, request.pool)
 
-        def disk() -> dict[str, Any]:
-            if (vol := virt.volume(pool, volume)) is not None:
-                if not one.earlier("disk").get("making"):
-                    raise InputError(f"the pool {request.pool} on {identity.uri} has a volume "
-                                     f"{volume} this job did not make")  # fmt: skip
-                storage.delete_volume(vol)  # cut short: made again whole
-            one.remember(making=True)
-            base_vol = storage.volume_at(conn, base["path"])
-            if base_vol is None:
-                raise InputError(f"the golden's base {base['path']} is gone from {identity.uri}")
-            if request.full:
-                vol = storage.durable_clone(base_vol, volume)
-            else:
-                vol = storage.create_overlay(pool, volume, base_vol, int(golden["size"]))
-            return {"making": True, "path": storage.path(vol)}
+    def disk() -> dict[str, Any]:
+        if (vol := virt.volume(pool, volume)) is not None:
+            if not one.earlier("disk").get("making"):
+                raise InputError(f"the pool {request.pool} on {identity.uri} has a volume "
+                                 f"{volume} this job did not make")  # fmt: skip
+            storage.delete_volume(vol)  # cut short: made again whole
+        one.remember(making=True)
+        base_vol = storage.volume_at(conn, base["path"])
+        if base_vol is None:
+            raise InputError(f"the golden's base {base['path']} is gone from {identity.uri}")
+        if request.full:
+            vol = storage.durable_clone(base_vol, volume)
+        else:
+            vol = storage.create_overlay(pool, volume, base_vol, int(golden["size"]))
+        return {"making": True, "path": storage.path(vol)}
 
-        made = one(Step("disk", disk))
+    made = one(Step("disk", disk))
 
-        def define() -> dict[str, Any]:
-            found = virt.lookup(conn, identity.name)
-            if found is not None:
-                if found.UUIDString() != identity.uuid:
-                    raise InputError(f"{identity.uri} has a domain named {identity.name} "
-                                     "this job did not make")  # fmt: skip
-                return {"uuid": identity.uuid}
-            xml = clone_xml(identity, made["path"], int(golden["size"]), shape)
-            virt.define(conn, xml)
+    def define() -> dict[str, Any]:
+        found = virt.lookup(conn, identity.name)
+        if found is not None:
+            if found.UUIDString() != identity.uuid:
+                raise InputError(f"{identity.uri} has a domain named {identity.name} "
+                                 "this job did not make")  # fmt: skip
             return {"uuid": identity.uuid}
+        xml = clone_xml(identity, made["path"], int(golden["size"]), shape)
+        virt.define(conn, xml)
+        return {"uuid": identity.uuid}
 
-        one(Step("define", define))
+    one(Step("define", define))
     return {"uuid": identity.uuid, "disk": made["path"]}
 
 
-def _start(job: Run, request: Request, made: planning.Plan) -> dict[str, Any]:
+def _start(job: Run, conns: Connections, request: Request, made: planning.Plan) -> dict[str, Any]:
     """Step `start`: the clones started `wave` at a time, WAVE_GAP seconds apart, so
     their boots do not all land on their hosts at once."""
     started = []
@@ -364,10 +388,9 @@ def _start(job: Run, request: Request, made: planning.Plan) -> dict[str, Any]:
         if first:
             time.sleep(WAVE_GAP)
         for identity in clones[first : first + request.wave]:
-            with virt.connection(identity.uri, request.connect_timeout) as conn:
-                domain = virt.find(conn, identity.name)
-                if virt.state(domain) != "running":
-                    virt.start(domain)
+            domain = virt.find(conns(identity.uri), identity.name)
+            if virt.state(domain) != "running":
+                virt.start(domain)
             started.append(identity.name)
         job.say(f"started {len(started)} of {len(clones)}")
     return {"started": started}

@@ -195,22 +195,24 @@ def test_twenty_linked_clones_over_two_hosts_each_with_its_own_identity(
         assert f"host={clone['name']} " in line, line
         assert f"{nic}={clone['macs'][0]}" in line, line
 
-    checked = p2v("clones", "check", "web", "--json")
+    # A duplicate planted by hand: web-3 and web-4 given one machine-id (and their
+    # hostnames and the first-boot mark, as if they had booted). The check must find
+    # it, and nothing else.
+    planted = "0123456789abcdef0123456789abcdef"
+    _plant_machine_id([(pair[0].uri, "web-3"), (pair[1].uri, "web-4")], planted,
+                      golden["path"], tmp_path)  # fmt: skip
+    checked = p2v("clones", "check", "web", "--json", check=False)
+    assert checked.returncode == 12, checked.stderr
     [group] = json.loads(checked.stdout)
-    assert group["clashes"] == [], group["clashes"]
+    assert group["clashes"] == [f"machine-id {planted} is shared by web-3, web-4"]
     seen = {s["name"]: s for s in group["clones"]}
     booted = [seen["web-1"], seen["web-2"]]
     assert all(s["machine_id"] and not s["pending"] for s in booted), booted
     assert booted[0]["machine_id"] != booted[1]["machine_id"]
+    assert planted not in (booted[0]["machine_id"], booted[1]["machine_id"])
     assert [s["hostname"] for s in booted] == ["web-1", "web-2"]
-    assert all(seen[f"web-{n}"]["pending"] for n in range(3, 21))
-
-    # A duplicate planted by hand: web-3's disk given web-1's machine-id (and the
-    # first-boot mark, as if it had booted).
-    _plant_machine_id(pair[0].uri, "web-3", booted[0]["machine_id"], golden["path"], tmp_path)
-    clash = p2v("clones", "check", "web", check=False)
-    assert clash.returncode == 12, clash.stdout + clash.stderr
-    assert f"machine-id {booted[0]['machine_id']} is shared by web-1, web-3" in clash.stdout
+    assert all(seen[f"web-{n}"]["pending"] for n in range(5, 21))
+    assert len({s["hostname"] for s in group["clones"]}) == 20
 
     after = json.loads(p2v("checksum", golden["path"], "--json").stdout)["digest"]
     assert after == before == golden["digest"]
@@ -243,30 +245,38 @@ def test_a_bulk_clone_killed_half_way_is_resumed_to_exactly_its_clones(
     assert "clone job, done" in shown and "30 clones defined" in shown
 
 
-def _plant_machine_id(uri: str, name: str, machine_id: str, golden: str, work: Path) -> None:
-    """By hand, through the host's libvirt: the clone's overlay downloaded, given the
-    machine-id over the local golden, put back on its own base, uploaded."""
-    local = work / f"{name}.qcow2"
-    with virt.connection(uri) as conn:
-        vol = storage.volume_at(conn, f"{hosts.POOL_DIR}/{name}.qcow2")
-        base = storage.backing(vol)
-        assert base
-        storage.download_file(conn, vol, str(local))
+def _plant_machine_id(
+    clones: list[tuple[str, str]], machine_id: str, golden: str, work: Path
+) -> None:
+    """By hand, through their hosts' libvirt: the clones' (URI, name) overlays
+    downloaded, given the machine-id over the local golden (one appliance), put back
+    on their own base, uploaded."""
     rebase = ["qemu-img", "rebase", "-u", "-F", "qcow2", "-b"]
-    subprocess.run([*rebase, golden, str(local)], check=True, timeout=60)
+    bases = {}
+    for uri, name in clones:
+        with virt.connection(uri) as conn:
+            vol = storage.volume_at(conn, f"{hosts.POOL_DIR}/{name}.qcow2")
+            bases[name] = str(storage.backing(vol))
+            storage.download_file(conn, vol, str(work / f"{name}.qcow2"))
+        subprocess.run([*rebase, golden, str(work / f"{name}.qcow2")], check=True, timeout=60)
     g = appliance.new_handle()
     try:
-        g.add_drive_opts(str(local), format="qcow2")
+        for _, name in clones:
+            g.add_drive_opts(str(work / f"{name}.qcow2"), format="qcow2")
         g.launch()
-        g.mount(g.inspect_os()[0], "/")
-        g.write("/etc/machine-id", f"{machine_id}\n".encode())
-        g.mkdir_p("/var/lib/p2v")
-        g.write("/var/lib/p2v/identity-done", b"")
-        g.umount_all()
+        for device, (_, name) in zip(g.list_devices(), clones, strict=True):
+            g.mount(f"{device}1", "/")
+            g.write("/etc/hostname", f"{name}\n".encode())
+            g.write("/etc/machine-id", f"{machine_id}\n".encode())
+            g.mkdir_p("/var/lib/p2v")
+            g.write("/var/lib/p2v/identity-done", b"")
+            g.umount_all()
         g.shutdown()
     finally:
         g.close()
-    subprocess.run([*rebase, base, str(local)], check=True, timeout=60)
-    with virt.connection(uri) as conn:
-        storage.upload_file(conn, storage.volume_at(conn, f"{hosts.POOL_DIR}/{name}.qcow2"),
-                            str(local))  # fmt: skip
+    for uri, name in clones:
+        local = str(work / f"{name}.qcow2")
+        subprocess.run([*rebase, bases[name], local], check=True, timeout=60)
+        with virt.connection(uri) as conn:
+            storage.upload_file(conn, storage.volume_at(conn, f"{hosts.POOL_DIR}/{name}.qcow2"),
+                                local)  # fmt: skip
