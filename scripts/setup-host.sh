@@ -35,7 +35,7 @@ debian_pkgs=(
   # tests: relays a guest's connection to a host port (QEMU guestfwd); LUKS volumes
   socat cryptsetup-bin
   # benchmarks: the peer tools measured against
-  virt-v2v virtnbdbackup
+  virt-v2v virtnbdbackup virtinst
   # ISO pieces
   mmdebstrap xorriso mtools grub-pc-bin grub-efi-amd64-bin grub-common
   cpio zstd
