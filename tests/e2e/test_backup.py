@@ -53,46 +53,37 @@ def _backup(host: hosts.TestHost, directory: Path, *extra: str) -> dict[str, Any
 def _killed_then_resumed(host: hosts.TestHost, directory: Path) -> dict[str, Any]:
     """A backup killed (-9) while it reads, then resumed: libvirt's job went on
     serving the export meanwhile, so the resume reads on from it."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "p2v.cli", "backup", NAME, "--to", str(directory), "-c",
-         host.uri, "--tls-certs", str(host.client_certs), "--bwlimit", "2M"],
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    job = ""
-    for line in proc.stderr:
-        job = job or (line.split()[2] if line.startswith("p2v: job ") else "")
-        if line.startswith("p2v: copy vda"):
-            break
-    else:
-        raise AssertionError(f"the backup ended before its copy: {proc.wait()}")
-    time.sleep(2)
-    proc.kill()
-    proc.wait()
-    done = p2v("backup", "--resume", job, "--bwlimit", "1G", "--json")
+    done = _kill_then_resume("backup", "copy vda", NAME, "--to", str(directory), "-c",
+                             host.uri, "--tls-certs", str(host.client_certs))  # fmt: skip
     assert "begin ..." not in done.stderr, "the export was read on, not begun again"
     return dict(json.loads(done.stdout.splitlines()[-1]))
 
 
 def _restore_killed_then_resumed(*argv: str) -> dict[str, Any]:
     """`p2v restore` killed (-9) while it copies, then resumed: its result."""
-    proc = subprocess.Popen([sys.executable, "-m", "p2v.cli", "restore", "--bwlimit", "2M", *argv],
+    done = _kill_then_resume("restore", "restore vda", *argv)
+    assert "check ..." not in done.stderr
+    return dict(json.loads(done.stdout.splitlines()[-1]))
+
+
+def _kill_then_resume(verb: str, step: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`p2v VERB ARGV` at 2 MB/s, killed (-9) 2 s into its step `step`, then
+    `p2v VERB --resume JOB`: what the resume printed."""
+    proc = subprocess.Popen([sys.executable, "-m", "p2v.cli", verb, "--bwlimit", "2M", *argv],
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     assert proc.stderr is not None
     job = ""
     for line in proc.stderr:
         job = job or (line.split()[2] if line.startswith("p2v: job ") else "")
-        if line.startswith("p2v: restore vda"):
+        if line.startswith(f"p2v: {step}"):
             break
     else:
-        raise AssertionError(f"the restore ended before its copy: {proc.wait()}")
+        raise AssertionError(f"{verb} ended before its step {step}: {proc.wait()}")
     time.sleep(2)
     proc.kill()
     proc.wait()
     assert "interrupted" in p2v("show", job).stdout
-    done = p2v("restore", "--resume", job, "--bwlimit", "1G", "--json")
-    assert "check ..." not in done.stderr
-    return dict(json.loads(done.stdout.splitlines()[-1]))
+    return p2v(verb, "--resume", job, "--bwlimit", "1G", "--json")
 
 
 def _records_for(host: hosts.TestHost, seconds: float) -> None:
