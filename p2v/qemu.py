@@ -1,10 +1,12 @@
-"""Finding the QEMU programs and their versions."""
+"""Finding the QEMU programs, their versions, and what qemu-img says of an image."""
 
+import json
 import re
 import shutil
 import subprocess
+from typing import Any
 
-from p2v.errors import MissingComponent
+from p2v.errors import ComponentError, MissingComponent
 
 SYSTEM_EMULATOR = "qemu-system-x86_64"
 
@@ -44,3 +46,18 @@ def version(program: str = SYSTEM_EMULATOR) -> tuple[int, int, int]:
         [find_program(program), "--version"], capture_output=True, text=True, check=True
     ).stdout
     return parse_version(out)
+
+
+def image_info(path: str) -> dict[str, Any]:
+    """What `qemu-img info` says of an image file (format, virtual size, backing
+    file), read while another process may hold it (-U); ComponentError when it
+    cannot read it."""
+    result = subprocess.run(
+        [find_program("qemu-img"), "info", "--output=json", "-U", path],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        raise ComponentError(f"qemu-img cannot read {path}: {lines[-1] if lines else ''}")
+    info: dict[str, Any] = json.loads(result.stdout)
+    return info

@@ -17,7 +17,6 @@ clone jobs that name each golden.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import time
@@ -34,6 +33,7 @@ from p2v.host.virt import domains, storage
 from p2v.host.virt.domainxml import DomainXml
 from p2v.jobs.journal import Journal, Lock
 from p2v.jobs.runner import Kind, Run, Step
+from p2v.qemu import image_info
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT, jobs
 from p2v.transfer.endpoints import open_source
 from p2v.transfer.endpoints.volume import VolumeSpec
@@ -107,7 +107,10 @@ def _source(request: Request) -> tuple[str, str]:
     if request.uri is None:
         if not os.path.isfile(request.source):
             raise InputError(f"{request.source}: no such image file")
-        info = _image_info(request.source)
+        try:
+            info = image_info(request.source)
+        except ComponentError as error:
+            raise InputError(str(error)) from None
         if info.get("backing-filename"):
             raise InputError(f"{request.source} has a backing file: a golden is one whole "
                              "image (`qemu-img convert` it first)")  # fmt: skip
@@ -298,15 +301,6 @@ def _record(image: str, reporter: Reporter) -> dict[str, Any]:
 def _remove(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-
-
-def _image_info(path: str) -> dict[str, Any]:
-    done = subprocess.run(["qemu-img", "info", "--output=json", path], capture_output=True,
-                          text=True, timeout=120, check=False)  # fmt: skip
-    if done.returncode != 0:
-        raise InputError(f"{path}: {done.stderr.strip()}")
-    info: dict[str, Any] = json.loads(done.stdout)
-    return info
 
 
 def goldens(journal: Journal) -> list[dict[str, Any]]:

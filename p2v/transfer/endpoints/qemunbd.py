@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import shutil
 import signal
 import socket
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 
 from p2v.errors import ComponentError
-from p2v.qemu import find_program
+from p2v.qemu import find_program, image_info
 
 _START_TIMEOUT = 15.0
 _PR_SET_PDEATHSIG = 1
@@ -28,14 +27,7 @@ CONNECTIONS = 8
 
 def image_format(path: str) -> str:
     """The format qemu-img sees in an image file (its own probe)."""
-    result = subprocess.run(
-        [find_program("qemu-img"), "info", "--output=json", "-U", path],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        raise ComponentError(f"qemu-img cannot read {path}: {_last_line(result.stderr)}")
-    return str(json.loads(result.stdout)["format"])
+    return str(image_info(path)["format"])
 
 
 def create_image(path: str, fmt: str, size: int) -> None:
