@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from p2v import accel
+from p2v import accel, appliance
 from p2v.clone.domain import Shape, clone_xml
 from p2v.clone.plan import Identity
 from p2v.host import virt
@@ -160,10 +160,8 @@ def _peer(
              "--file", disk, "--preserve-data", "--quiet"],
         ]  # fmt: skip
 
-    settings = ":".join(accel.detect().guestfs_backend_settings)
-    peer_env = {**env, "LIBGUESTFS_BACKEND": "direct", "LIBGUESTFS_BACKEND_SETTINGS": settings}
-    return _timed("peer", count, [c for n in range(1, count + 1) for c in one(n)], peer_env,
-                  many=True)  # fmt: skip
+    return _timed("peer", count, [c for n in range(1, count + 1) for c in one(n)],
+                  appliance.tool_environment(env), many=True)  # fmt: skip
 
 
 def _timed(tool: str, count: int, argv: list, env: dict[str, str], many: bool = False) -> Run:

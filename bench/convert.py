@@ -16,7 +16,6 @@ of virt-v2v's. Target: under 0.5, both boot.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.transfer import P2V, run_measured
-from p2v import accel
+from p2v import appliance
 from tests.fixtures import boot, builder, recipes
 
 MiB = 1 << 20
@@ -49,10 +48,7 @@ def main() -> int:
     if shutil.which("virt-v2v") is None:
         print("virt-v2v is not installed (make setup installs it)", file=sys.stderr)
         return 2
-    env = {**os.environ, "LIBGUESTFS_BACKEND": "direct"}
-    settings = accel.detect().guestfs_backend_settings
-    if settings:
-        env["LIBGUESTFS_BACKEND_SETTINGS"] = ":".join(settings)
+    env = appliance.tool_environment()
     rows = [row for name in args.servers for row in _convert_both(name, env)]
     print(
         f"{'server':<10} {'tool':<12} {'wall s':>7} {'peak MiB':>9} {'output MiB':>11}"

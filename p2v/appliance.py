@@ -1,7 +1,9 @@
-"""libguestfs handles set up for this host: direct backend, TCG when KVM does not work."""
+"""libguestfs set up for this host, for our handles and for its command-line tools:
+direct backend, TCG when KVM does not work."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from p2v import accel
@@ -21,3 +23,15 @@ def new_handle(decision: accel.AccelDecision | None = None) -> Any:
     handle.set_backend("direct")
     handle.set_backend_settings(decision.guestfs_backend_settings)
     return handle
+
+
+def tool_environment(
+    base: dict[str, str] | None = None, decision: accel.AccelDecision | None = None
+) -> dict[str, str]:
+    """The environment for libguestfs' command-line tools (virt-sysprep, virt-v2v):
+    `base` (default: ours) with the backend and accelerator our handles use."""
+    env = {**(os.environ if base is None else base), "LIBGUESTFS_BACKEND": "direct"}
+    settings = (decision or accel.detect()).guestfs_backend_settings
+    if settings:
+        env["LIBGUESTFS_BACKEND_SETTINGS"] = ":".join(settings)
+    return env

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from p2v import accel, appliance
+from p2v import appliance
 from p2v.clone import seal
 from p2v.errors import ComponentError, InputError
 from p2v.host import virt
@@ -178,13 +178,11 @@ def _copy(job: Run, request: Request, reporter: Reporter) -> dict[str, Any]:
 
 def _sysprep_step(image: str) -> Callable[[], dict[str, Any]]:
     def sysprep() -> dict[str, Any]:
-        settings = accel.detect().guestfs_backend_settings
-        env = {**os.environ, "LIBGUESTFS_BACKEND": "direct",
-               "LIBGUESTFS_BACKEND_SETTINGS": ":".join(settings)}  # fmt: skip
         command = ["virt-sysprep", "--format", "qcow2", "-a", image, "--quiet",
                    "--operations", ",".join(seal.SYSPREP_OPERATIONS)]  # fmt: skip
         try:
-            done = subprocess.run(command, capture_output=True, text=True, env=env,
+            done = subprocess.run(command, capture_output=True, text=True,
+                                  env=appliance.tool_environment(),
                                   timeout=SYSPREP_TIMEOUT, check=False)  # fmt: skip
         except FileNotFoundError as error:
             raise ComponentError("virt-sysprep is missing: install libguestfs-tools") from error
