@@ -20,10 +20,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from p2v import appliance
+from p2v.clone.domain import identity_of
 from p2v.clone.seal import FIRSTBOOT_DONE
 from p2v.errors import ComponentError
 from p2v.host import virt
 from p2v.host.virt import storage
+from p2v.host.virt.domainxml import DomainXml
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT
 
 MAX_DISKS = 255  # libguestfs' limit of disks in one appliance (virtio-scsi)
@@ -173,7 +175,7 @@ def _identity(g: Any) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def local_copies(
-    clones: list[dict[str, Any]], golden_path: str, timeout: float = DEFAULT_CONNECT_TIMEOUT
+    clones: list[dict[str, Any]], golden_path: str, conns: virt.Connections
 ) -> Iterator[dict[str, str]]:
     """Name -> a local file reading as the clone's disk: its overlay downloaded through
     its host's libvirt and put over the golden (a full clone's whole disk)."""
@@ -181,12 +183,12 @@ def local_copies(
         out = {}
         for clone in clones:
             local = os.path.join(scratch, f"{clone['name']}.qcow2")
-            with virt.connection(clone["uri"], timeout) as conn:
-                vol = storage.volume_at(conn, clone["disk"])
-                if vol is None:
-                    continue
-                backed = storage.backing(vol) is not None
-                storage.download_file(conn, vol, local)
+            conn = conns(clone["uri"])
+            vol = storage.volume_at(conn, clone["disk"])
+            if vol is None:
+                continue
+            backed = storage.backing(vol) is not None
+            storage.download_file(conn, vol, local)
             if backed:
                 _rebase(local, golden_path)
             out[clone["name"]] = local
@@ -205,9 +207,6 @@ def check(
 ) -> list[dict[str, Any]]:
     """Per golden (all, or the one named): each clone's identity as read now, and the
     clashes. Clones of the newest clone job that made each name on each host."""
-    from p2v.clone.domain import identity_of
-    from p2v.host.virt.domainxml import DomainXml
-
     groups: dict[str, dict[str, Any]] = {}
     for job in journal.done("clone"):
         result = job.result or {}
@@ -218,38 +217,43 @@ def check(
         for clone in result.get("clones", []):
             group["clones"][(clone["uri"], clone["name"])] = clone
     out = []
-    for path, group in groups.items():
-        clones = list(group["clones"].values())
-        seen = []
-        given: dict[str, str | None] = {}
-        for clone in clones:
-            found = Seen(clone["name"], clone["uri"], ip=clone.get("ip"))
-            try:
-                with virt.connection(clone["uri"], timeout) as conn:
-                    domain = virt.lookup(conn, clone["name"])
-                    if domain is None:
-                        found.error = "no such domain on its host now"
-                    else:
-                        xml = domain.XMLDesc(0)
-                        found.uuid = domain.UUIDString()
-                        found.macs = [n.mac.lower() for n in DomainXml.parse(xml).nics]
-                        given[clone["name"]] = identity_of(xml).get("hostname")
-            except ComponentError as error:
-                found.error = str(error)
-            seen.append(found)
-        golden_seen = Seen("golden", None, macs=list(group["golden"].get("macs") or []))
-        with local_copies([c for c, s in zip(clones, seen, strict=True) if not s.error], path,
-                          timeout) as disks:  # fmt: skip
-            read = read_disks({**disks, "\0golden": path}, group["golden"].get("root"))
-        for found in seen:
-            for key, value in read.get(found.name, {}).items():
-                setattr(found, key, value)
-            if found.pending:  # its disk still holds the golden's identity files
-                found.hostname, found.machine_id = given.get(found.name), None
-                found.ssh_keys, found.duid = [], None
-        for key, value in read.get("\0golden", {}).items():
-            if key != "error":
-                setattr(golden_seen, key, value)
-        out.append({"golden": group["golden"], "clones": [s.to_json() for s in seen],
-                    "clashes": clashes(seen, golden_seen)})  # fmt: skip
+    with virt.Connections(timeout) as conns:
+        for path, group in groups.items():
+            out.append(_check_group(path, group, conns))
     return out
+
+
+def _check_group(path: str, group: dict[str, Any], conns: virt.Connections) -> dict[str, Any]:
+    """One golden's clones: each read from its domain and its disk, then compared."""
+    clones = list(group["clones"].values())
+    seen = []
+    given: dict[str, str | None] = {}
+    for clone in clones:
+        found = Seen(clone["name"], clone["uri"], ip=clone.get("ip"))
+        try:
+            domain = virt.lookup(conns(clone["uri"]), clone["name"])
+            if domain is None:
+                found.error = "no such domain on its host now"
+            else:
+                xml = domain.XMLDesc(0)
+                found.uuid = domain.UUIDString()
+                found.macs = [n.mac.lower() for n in DomainXml.parse(xml).nics]
+                given[clone["name"]] = identity_of(xml).get("hostname")
+        except ComponentError as error:
+            found.error = str(error)
+        seen.append(found)
+    golden_seen = Seen("golden", None, macs=list(group["golden"].get("macs") or []))
+    with local_copies([c for c, s in zip(clones, seen, strict=True) if not s.error], path,
+                      conns) as disks:  # fmt: skip
+        read = read_disks({**disks, "\0golden": path}, group["golden"].get("root"))
+    for found in seen:
+        for key, value in read.get(found.name, {}).items():
+            setattr(found, key, value)
+        if found.pending:  # its disk still holds the golden's identity files
+            found.hostname, found.machine_id = given.get(found.name), None
+            found.ssh_keys, found.duid = [], None
+    for key, value in read.get("\0golden", {}).items():
+        if key != "error":
+            setattr(golden_seen, key, value)
+    return {"golden": group["golden"], "clones": [s.to_json() for s in seen],
+            "clashes": clashes(seen, golden_seen)}  # fmt: skip

@@ -241,7 +241,7 @@ def _steps(job: Run, locks: list[Lock], reporter: Reporter) -> dict[str, Any]:
         make_base = functools.partial(_base, job, request, golden, uri, reporter)
         bases[uri] = job(Step(f"base {uri}", make_base))
     clones = []
-    with Connections(request.connect_timeout) as conns:
+    with virt.Connections(request.connect_timeout) as conns:
         for identity in made.clones:
             base = bases[identity.uri]
             make_clone = functools.partial(_clone, job, conns(identity.uri), request, golden,
@@ -284,27 +284,6 @@ def _base(
         storage.delete_volume(part)
         job.say(f"golden {golden['name']} v{golden['version']} is {request.pool}/{name} on {uri}")
         return {"path": storage.path(vol), "copied": True, "child": copied.job_id}
-
-
-class Connections:
-    """One libvirt connection per host for all the job's clones (a clone is a few
-    calls: a connection each would cost more than the clone)."""
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self.open: dict[str, Any] = {}
-
-    def __call__(self, uri: str) -> Any:
-        if uri not in self.open:
-            self.open[uri] = virt.connect(uri, self.timeout)
-        return self.open[uri]
-
-    def __enter__(self) -> Connections:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        for conn in self.open.values():
-            conn.close()
 
 
 def _clone(
@@ -379,7 +358,9 @@ def _make(
     return {"uuid": identity.uuid, "disk": made["path"]}
 
 
-def _start(job: Run, conns: Connections, request: Request, made: planning.Plan) -> dict[str, Any]:
+def _start(
+    job: Run, conns: virt.Connections, request: Request, made: planning.Plan
+) -> dict[str, Any]:
     """Step `start`: the clones started `wave` at a time, WAVE_GAP seconds apart, so
     their boots do not all land on their hosts at once."""
     started = []

@@ -197,3 +197,27 @@ def _start_privileged_daemon() -> None:
         if not os.path.exists(path):
             raise MissingComponent(daemon, "install libvirt-daemon-system")
         subprocess.run([path, *args], check=False, capture_output=True)
+
+
+class Connections:
+    """One open connection per host, made when first asked for and kept for the
+    whole of a long operation (a bulk clone, a check of its clones): a few calls per
+    machine would cost less than a connection each. A host that cannot be reached
+    is tried again the next time it is asked for."""
+
+    def __init__(self, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
+        self.timeout = timeout
+        self.open: dict[str, Any] = {}
+
+    def __call__(self, uri: str) -> Any:
+        if uri not in self.open:
+            self.open[uri] = connect(uri, self.timeout)
+        return self.open[uri]
+
+    def __enter__(self) -> Connections:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for conn in self.open.values():
+            with contextlib.suppress(Exception):
+                conn.close()
