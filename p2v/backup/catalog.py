@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from p2v.errors import InputError
+from p2v.jobs.journal import Lock
 from p2v.transfer import blockhash
 
 FILE = "catalog.sqlite"
@@ -329,3 +330,9 @@ def stored_bytes(path: Path) -> int:
         return os.stat(path).st_blocks * 512
     except FileNotFoundError:
         return 0
+
+
+def directory_lock(directory: Path | str) -> Lock:
+    """The lock of a backup directory: held by a backup, a prune and a restore, since
+    each of them writes or reads its files."""
+    return Lock(f"backup-dir:{directory}", f"backup directory {directory}")

@@ -142,7 +142,7 @@ def resume(
 def _locks(conn: Any, request: Request, uuid: str, directory: Path) -> list[Lock]:
     return [
         vm_lock(virt.identity(conn).uuid, uuid, f"{request.vm} on {request.uri}"),
-        Lock(f"backup-dir:{directory}", f"backup directory {directory}"),
+        cat.directory_lock(directory),
     ]
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from p2v.backup.catalog import Backup, Catalog, Disk
+from p2v.backup.catalog import Backup, Catalog, Disk, directory_lock
 from p2v.backup.chain import needed_bytes, point
 from p2v.backup.define import backed_up_uuid, left_out, vm_xml
 from p2v.backup.drill import DEFAULT_DRILL_TIMEOUT, drill_xml
@@ -116,7 +116,7 @@ def resume(
 
 def _locks(request: Request) -> list[Lock]:
     directory = request.directory
-    locks = [Lock(f"backup-dir:{directory}", f"backup directory {directory}")]
+    locks = [directory_lock(directory)]
     if request.define:
         with virt.connection(request.uri, request.connect_timeout) as conn:
             host = virt.identity(conn).uuid

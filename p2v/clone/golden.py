@@ -82,7 +82,7 @@ def run(
         raise InputError(f"{os.path.dirname(to)} is not a directory")
     name = request.name or Path(to).name.removesuffix(".qcow2")
     version = request.version or str(_last_version(journal, name) + 1)
-    lock = Lock(f"golden:{to}", f"golden image {to}")
+    lock = _lock(to)
     journal.refuse_held(lock)
     params = {"request": request.to_json(), "name": name, "version": version,
               "source": source, "format": fmt}  # fmt: skip
@@ -96,8 +96,11 @@ def resume(
 ) -> tuple[str, dict[str, Any]]:
     job = Run.resume(KIND, job_id, journal, say)
     to = job.params["request"]["to"]
-    return job_id, job.execute(lambda: _steps(job, Lock(f"golden:{to}", f"golden image {to}"),
-                                                reporter))  # fmt: skip
+    return job_id, job.execute(lambda: _steps(job, _lock(to), reporter))
+
+
+def _lock(to: str) -> Lock:
+    return Lock(f"golden:{to}", f"golden image {to}")
 
 
 def _source(request: Request) -> tuple[str, str]:

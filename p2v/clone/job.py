@@ -26,7 +26,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from p2v import accel
@@ -104,7 +104,6 @@ class Target:
     base_needed: bool
     room: int
     plan_host: planning.Host
-    notes: list[str] = field(default_factory=list)
 
 
 def run(
@@ -125,8 +124,7 @@ def run(
     rng = random.Random(request.seed) if request.seed is not None else random.SystemRandom()
     nics = max(1, len(golden.get("nic_names") or []))
     made = planning.make(names, uris, hosts, nics, ips, rng)
-    locks = [Lock(f"clone-names:{t.identity}/{request.pattern}",
-                  f"clone names {request.pattern} on {t.uri}") for t in targets]  # fmt: skip
+    locks = [_names_lock(t.identity, t.uri, request.pattern) for t in targets]
     for lock in locks:
         journal.refuse_held(lock)
     params = {"request": request.to_json(), "golden": golden, "plan": made.to_json(),
@@ -147,11 +145,15 @@ def resume(
         for uri in request.uris:
             with virt.connection(uri, request.connect_timeout) as conn:
                 host = virt.identity(conn).uuid
-            locks.append(Lock(f"clone-names:{host}/{request.pattern}",
-                              f"clone names {request.pattern} on {uri}"))  # fmt: skip
+            locks.append(_names_lock(host, uri, request.pattern))
         return _steps(job, locks, reporter)
 
     return job_id, job.execute(drive)
+
+
+def _names_lock(host: str, uri: str, pattern: str) -> Lock:
+    """The clone names a pattern makes on a host (by its UUID), for the job making them."""
+    return Lock(f"clone-names:{host}/{pattern}", f"clone names {pattern} on {uri}")
 
 
 def _golden(request: Request, journal: Journal) -> dict[str, Any]:

@@ -227,8 +227,8 @@ def _tool(args: argparse.Namespace) -> int:
 
 def _prune(args: argparse.Namespace, directory: Path) -> int:
     from p2v.backup import retention
-    from p2v.backup.catalog import Catalog
-    from p2v.jobs.journal import Journal, Lock
+    from p2v.backup.catalog import Catalog, directory_lock
+    from p2v.jobs.journal import Journal
     from p2v.jobs.runner import Kind, Run
 
     keep = _keep(args)
@@ -240,7 +240,7 @@ def _prune(args: argparse.Namespace, directory: Path) -> int:
                 resumable=False)  # fmt: skip
     journal = Journal()
     try:  # a job of its own, holding the directory against a backup into it meanwhile
-        lock = Lock(f"backup-dir:{where}", f"backup directory {where}")
+        lock = directory_lock(where)
         journal.refuse_held(lock)
         job = Run.start(kind, {"directory": str(where), "keep": keep.__dict__}, journal, say)
 
