@@ -219,16 +219,18 @@ def _seal(image: str, name: str, version: str, say: Say) -> dict[str, Any]:
             raise InputError(f"{image} holds {guest.type}: golden images are Linux (yet)")
         changes: list[str] = []
         macs: set[str] = set()
+        names: set[str] = set()  # NIC names the golden pinned to its MACs: clones pin them anew
         for path in _network_files(g):
             text = g.cat(path)
             macs |= seal.macs_in(text)
             new, removed = seal.unbind(path, text)
             if new is None:
                 g.rm(path)
+                if (pinned := seal.pinned_name(path)) is not None:
+                    names.add(pinned)
             elif removed:
                 g.write(path, new.encode())
             changes += removed
-        names = _pinned_names(changes)
         for path in seal.RANDOM_SEEDS:
             if g.is_file(path):
                 g.rm(path)
@@ -248,7 +250,7 @@ def _seal(image: str, name: str, version: str, say: Say) -> dict[str, Any]:
     firmware = "uefi" if "/boot/efi" in guest.mountpoints else "bios"
     return {"os": f"{guest.distro} {guest.version}", "first_boot": first_boot, "firmware": firmware,
             "root": guest.root,
-            "macs": sorted(macs), "nic_names": names, "changes": changes}  # fmt: skip
+            "macs": sorted(macs), "nic_names": sorted(names), "changes": changes}  # fmt: skip
 
 
 def _network_files(g: Any) -> list[str]:
@@ -259,13 +261,6 @@ def _network_files(g: Any) -> list[str]:
         elif g.is_dir(where):
             found += [f"{where}/{e}" for e in sorted(g.ls(where)) if g.is_file(f"{where}/{e}")]
     return found
-
-
-def _pinned_names(changes: list[str]) -> list[str]:
-    """The NIC names the golden pinned to its MACs (p2v's own .link files): each
-    clone pins them to its own MACs."""
-    return sorted({c.split("10-p2v-", 1)[1].split(".link", 1)[0] for c in changes
-                   if "/10-p2v-" in c and ".link: removed" in c})  # fmt: skip
 
 
 def _first_boot(g: Any, changes: list[str]) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from imagebuilder.fixups.network import LINK_DIR, PINNED_PREFIX
+
 # virt-sysprep's operations a golden gets: what identifies the machine, its logs and
 # caches. Not `customize` (it writes one random seed for every clone), nor
 # `ssh-userdir` or `user-account` (the users' own keys and accounts are what a clone
@@ -86,6 +88,15 @@ def unbind(path: str, text: str) -> tuple[str | None, list[str]]:
     return out, removed
 
 
+def pinned_name(path: str) -> str | None:
+    """The NIC name a conversion pinned to its MAC with the .link file `path` (as
+    imagebuilder's network fix-up names them), or None for any other file."""
+    directory, _, file = path.rpartition("/")
+    if directory != LINK_DIR or not file.startswith(PINNED_PREFIX) or not file.endswith(".link"):
+        return None
+    return file.removeprefix(PINNED_PREFIX).removesuffix(".link")
+
+
 def _netplan_without_empty_match(text: str) -> str:
     """A netplan `match:` left empty (it held only the MAC) goes, with the
     `set-name:` beside it: the interface is then matched by its id."""
@@ -134,9 +145,9 @@ fi
 
 printf '%s\\n' "$strings" | sed -n 's/^nic\\.\\([^=]*\\)=\\(.*\\)$/\\1 \\2/p' |
 	while read -r nic mac; do
-		mkdir -p /etc/systemd/network
+		mkdir -p {LINK_DIR}
 		printf '[Match]\\nMACAddress=%s\\n\\n[Link]\\nName=%s\\n' "$mac" "$nic" \\
-			>"/etc/systemd/network/10-p2v-$nic.link"
+			>"{LINK_DIR}/{PINNED_PREFIX}$nic.link"
 	done
 
 if command -v ssh-keygen >/dev/null; then

@@ -74,3 +74,10 @@ def test_the_first_boot_script_is_valid_shell_and_its_unit_runs_before_udev_name
     unit = seal.firstboot_unit()
     assert "Before=systemd-udev-trigger.service" in unit
     assert f"ConditionPathExists=!{seal.FIRSTBOOT_DONE}" in unit
+
+
+def test_the_names_a_conversion_pinned_are_told_from_other_link_files() -> None:
+    assert seal.pinned_name("/etc/systemd/network/10-p2v-enp0s3.link") == "enp0s3"
+    assert seal.pinned_name("/etc/systemd/network/50-wired.link") is None
+    assert seal.pinned_name("/etc/udev/rules.d/10-p2v-net-names.rules") is None
+    assert f"{seal.PINNED_PREFIX}$nic.link" in seal.firstboot_script()
