@@ -274,7 +274,7 @@ def _base(
         target=str(VolumeSpec(request.pool, staging, uri)), overwrite=True, verify=True,
         connect_timeout=request.connect_timeout,
     )  # fmt: skip
-    copied = jobs.copy(copy, job.journal, None, on_job=job.adopt, parent=job.job_id)
+    copied = jobs.copy(copy, job.journal, reporter, on_job=job.adopt, parent=job.job_id)
     if copied.verified is not True:
         raise InputError(f"the golden's copy on {uri} does not read back as it was sent")
     with virt.connection(uri, request.connect_timeout) as conn:
