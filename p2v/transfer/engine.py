@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -157,8 +158,7 @@ class Transfer:
 
         threads: list[threading.Thread] = [producer, *workers]
         try:
-            for thread in threads:
-                thread.start()
+            _start(threads)
             while finished < len(threads):
                 collect(0.5)
                 self.reporter.update(
@@ -169,7 +169,8 @@ class Transfer:
             raise
         finally:
             for thread in threads:
-                thread.join()
+                if thread.ident is not None:  # start() itself can fail
+                    thread.join()
             while not durable.empty():
                 collect(0)
             for worker in workers[1:]:
@@ -291,3 +292,14 @@ class _Producer(threading.Thread):
         for _ in range(self.consumers):  # one end marker per worker
             if not self._put(None):
                 return  # stopping: workers stop on their own
+
+
+def _start(threads: list[threading.Thread]) -> None:
+    """Start the threads with Ctrl-C held back until all run: an interrupt landing
+    inside start() leaves a thread running that can be neither stopped nor joined."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        for thread in threads:
+            thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
