@@ -3,7 +3,7 @@ clones share or a clone still shares with its golden.
 
 Only the clones' overlays cross the network: each is downloaded through its host's
 libvirt and put back over the local golden (its base holds the same bytes), then
-up to MAX_DISKS of them are read in one libguestfs appliance, read-only.
+up to batch.MAX_DISKS of them are read in one libguestfs appliance, read-only.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from p2v import appliance
+from p2v.clone import batch
 from p2v.clone.domain import identity_of
 from p2v.clone.seal import FIRSTBOOT_DONE
 from p2v.errors import ComponentError
@@ -28,7 +28,6 @@ from p2v.host.virt import storage
 from p2v.host.virt.domainxml import DomainXml
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT
 
-MAX_DISKS = 255  # libguestfs' limit of disks in one appliance (virtio-scsi)
 _DUID = re.compile(r'default-duid\s+"([^"]+)"')
 
 
@@ -90,62 +89,8 @@ def clashes(clones: list[Seen], golden: Seen) -> list[str]:
 
 def read_disks(disks: dict[str, str], root: str | None = None) -> dict[str, dict[str, Any]]:
     """Name -> what its disk (a local qcow2 or raw file) holds of its identity, read
-    read-only in as few appliances as MAX_DISKS allows. `root`: the golden's root
-    filesystem as its appliance named it (/dev/sda1): the same partition of every
-    clone's disk is mounted, without inspecting each (slow, and clones are alike)."""
-    out: dict[str, dict[str, Any]] = {}
-    names = list(disks)
-    for first in range(0, len(names), MAX_DISKS):
-        out |= _read_batch({n: disks[n] for n in names[first : first + MAX_DISKS]}, root)
-    return out
-
-
-def _read_batch(disks: dict[str, str], root: str | None) -> dict[str, dict[str, Any]]:
-    g = appliance.new_handle()
-    try:
-        for path in disks.values():
-            g.add_drive_opts(path, readonly=1)
-        g.launch()
-        devices = g.list_devices()
-        by_device = dict(zip(devices, disks, strict=True))
-        out: dict[str, dict[str, Any]] = {n: {"error": "no operating system found"}
-                                          for n in disks}  # fmt: skip
-        partition = _partition_of(root)
-        if partition is not None:
-            roots = [f"{device}{partition}" for device in devices]
-        else:  # an LVM root, say: each disk inspected
-            roots = g.inspect_os()
-        for found in roots:
-            name = by_device.get(_disk_of(found, devices))
-            if name is None:
-                continue
-            try:
-                g.mount_ro(found, "/")
-            except RuntimeError as error:
-                out[name] = {"error": f"cannot mount {found}: {error}"}
-                continue
-            try:
-                out[name] = _identity(g)
-            finally:
-                g.umount_all()
-        g.shutdown()
-        return out
-    finally:
-        g.close()
-
-
-def _partition_of(root: str | None) -> str | None:
-    """'1' of /dev/sda1; None for anything else (LVM, md)."""
-    match = re.fullmatch(r"/dev/sda(\d+)", root or "")
-    return match.group(1) if match else None
-
-
-def _disk_of(root: str, devices: list[str]) -> str | None:
-    """/dev/sdb1 -> /dev/sdb (an LVM root is not resolved: its disk is not known)."""
-    for device in sorted(devices, key=len, reverse=True):
-        if root.startswith(device):
-            return device
-    return None
+    read-only in as few appliances as batch.MAX_DISKS allows."""
+    return batch.each_root(disks, root, lambda g, _name: _identity(g))
 
 
 def _identity(g: Any) -> dict[str, Any]:
