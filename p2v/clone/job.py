@@ -10,9 +10,12 @@ exactly these clones.
 Steps: `base URI` per host (linked clones: the golden copied once into the host's
 pool by a child copy job, read back and checked, then made durable and read-only
 as GOLDEN-vVERSION-DIGEST.qcow2 by the host itself; a later clone job reuses it),
-`clone NAME` per clone (a child job: `disk`, a qcow2 overlay over the base or, with
---full, a copy of it made by the host; then `define`, the domain with the clone's
-identity in its SMBIOS table), `start` (with --start: in waves). After a crash
+with --personalize offline `personalize` (every clone's overlay made here, its
+identity written in batched appliances: clone/personalize.py), `clone NAME` per
+clone (a child job: `disk`, a qcow2 overlay over the base, the one personalized here
+uploaded, or with --full a copy of the base made by the host; then `define`, the
+domain with the clone's identity in its SMBIOS table), `start` (with --start: in
+waves), and after an offline personalization `clean up`. After a crash
 `p2v clone --resume JOB` goes on: a clone whose child finished is left, one cut
 short is finished (its disk, if this job made it, made again), one not begun is
 made; so there are exactly N, none twice.
@@ -22,14 +25,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import glob
 import os
 import random
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from p2v import accel
+from p2v.clone import batch, personalize
 from p2v.clone import golden as goldens
 from p2v.clone import plan as planning
 from p2v.clone.domain import Shape, clone_xml
@@ -46,6 +53,9 @@ from p2v.units import format_size
 Say = Callable[[str], None]
 OVERLAY_ROOM = 1 << 20  # what a new overlay takes before its clone writes
 WAVE_GAP = 20.0  # seconds between two waves of starts
+# Offline personalization's overlays, until uploaded: kept across a reboot for a
+# resume, and private (they hold the clones' SSH host keys).
+SCRATCH_ROOT = "/var/tmp"
 
 
 @dataclass(frozen=True)
@@ -55,7 +65,7 @@ class Request:
     count: int
     uris: list[str]
     full: bool = False  # independent copies instead of overlays over a shared base
-    personalize: str = "first-boot"  # first-boot or none
+    personalize: str = "first-boot"  # first-boot, offline or none
     policy: str = "round-robin"  # or memory
     ip_pool: str | None = None
     memory_mib: int = 1024
@@ -110,7 +120,11 @@ def run(
     request: Request, journal: Journal, say: Say, reporter: Reporter
 ) -> tuple[str, dict[str, Any]]:
     """Check and plan the bulk clone, record it, and make it: (job id, its record)."""
+    if request.personalize == "offline" and request.full:
+        raise InputError("--personalize offline writes linked clones' overlays: with --full "
+                         "use first-boot")  # fmt: skip
     golden = _golden(request, journal)
+    check_offline(request, golden)
     names = planning.names(request.pattern, request.count)
     targets = _targets(request, golden)
     hosts = [t.plan_host for t in targets]
@@ -186,6 +200,14 @@ def _golden(request: Request, journal: Journal) -> dict[str, Any]:
             "nic_names": [], "first_boot": "none"}  # fmt: skip
 
 
+def check_offline(request: Request, golden: dict[str, Any]) -> None:
+    """Offline personalization mounts the same root partition of many clones' disks."""
+    if request.personalize == "offline" and batch.partition_of(golden.get("root")) is None:
+        raise InputError(f"golden {golden['name']}'s root ({golden.get('root') or 'unknown'}) "
+                         "is not a partition: its clones cannot be written side by side in "
+                         "one appliance; use --personalize first-boot")  # fmt: skip
+
+
 def base_name(golden: dict[str, Any]) -> str:
     digest = str(golden.get("digest") or "").rpartition(":")[2][:12] or "unsealed"
     return f"{golden['name']}-v{golden['version']}-{digest}.qcow2"
@@ -242,17 +264,24 @@ def _steps(job: Run, locks: list[Lock], reporter: Reporter) -> dict[str, Any]:
     for uri in dict.fromkeys(c.uri for c in made.clones):
         make_base = functools.partial(_base, job, request, golden, uri, reporter)
         bases[uri] = job(Step(f"base {uri}", make_base))
+    offline = None
+    if request.personalize == "offline":
+        offline = job(Step("personalize", lambda: _personalize(job, request, golden, made,
+                                                                  bases)))  # fmt: skip
     clones = []
     with virt.Connections(request.connect_timeout) as conns:
         for identity in made.clones:
             base = bases[identity.uri]
+            local = offline["overlays"][identity.name] if offline else None
             make_clone = functools.partial(_clone, job, conns(identity.uri), request, golden,
-                                           identity, base, shape)  # fmt: skip
+                                           identity, base, shape, local)  # fmt: skip
             done = job(Step(f"clone {identity.name}", make_clone))
             clones.append({**identity.to_json(), "disk": done["disk"]})
         job.record = {"golden": golden, "clones": clones}
         if request.start:
             job(Step("start", lambda: _start(job, conns, request, made)))
+    if offline:
+        job(Step("clean up", lambda: _remove(offline["scratch"]), again=True))
     kept = ("name", "version", "path", "digest", "macs", "root")
     return {"golden": {k: golden.get(k) for k in kept}, "clones": clones,
             "bases": {u: b["path"] for u, b in bases.items()}}  # fmt: skip
@@ -288,6 +317,37 @@ def _base(
         return {"path": storage.path(vol), "copied": True, "child": copied.job_id}
 
 
+def _personalize(
+    job: Run,
+    request: Request,
+    golden: dict[str, Any],
+    made: planning.Plan,
+    bases: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Step `personalize`: every clone's overlay made here over the local golden, its
+    identity written (batched appliances), then pointed at its host's base, ready for
+    its upload. A run cut short starts this step again from nothing."""
+    for old in glob.glob(os.path.join(SCRATCH_ROOT, f"p2v-clone-{job.job_id}-*")):
+        shutil.rmtree(old, ignore_errors=True)
+    scratch = tempfile.mkdtemp(prefix=f"p2v-clone-{job.job_id}-", dir=SCRATCH_ROOT)
+    clones = {c.name: c for c in made.clones}
+    disks = personalize.overlays(golden["path"], clones, scratch)
+    rng = random.Random(request.seed) if request.seed is not None else random.SystemRandom()
+    started = time.monotonic()
+    written = personalize.write(disks, clones, list(golden.get("nic_names") or []),
+                                golden.get("root"), rng)  # fmt: skip
+    for name, path in disks.items():
+        personalize.rebase(path, bases[clones[name].uri]["path"])
+    job.say(f"{len(disks)} clones personalized in {time.monotonic() - started:.1f} s")
+    return {"scratch": scratch, "overlays": disks,
+            "machine_ids": {n: w["machine_id"] for n, w in written.items()}}  # fmt: skip
+
+
+def _remove(scratch: str) -> dict[str, Any]:
+    shutil.rmtree(scratch, ignore_errors=True)
+    return {"removed": scratch}
+
+
 def _clone(
     job: Run,
     conn: Any,
@@ -296,6 +356,7 @@ def _clone(
     identity: planning.Identity,
     base: dict[str, Any],
     shape: Shape,
+    local: str | None,
 ) -> dict[str, Any]:
     """Step `clone NAME`: its child job, made, gone on with, or found done."""
     earlier = job.child()
@@ -307,7 +368,7 @@ def _clone(
         one = Run.start(CLONE_VM, {"identity": identity.to_json()}, job.journal, _quiet,
                         parent=job.job_id)  # fmt: skip
         job.adopt(one.job_id)
-    result = one.execute(lambda: _make(one, conn, request, golden, identity, base, shape))
+    result = one.execute(lambda: _make(one, conn, request, golden, identity, base, shape, local))
     return {"child": one.job_id, **result}
 
 
@@ -323,7 +384,10 @@ def _make(
     identity: planning.Identity,
     base: dict[str, Any],
     shape: Shape,
+    local: str | None,
 ) -> dict[str, Any]:
+    """A clone's child job: `disk` (an overlay over its host's base, its copy with
+    --full, or its overlay personalized here, uploaded), then `define`."""
     volume = f"{identity.name}.qcow2"
     pool = virt.pool(conn, request.pool)
 
@@ -339,6 +403,10 @@ def _make(
             raise InputError(f"the golden's base {base['path']} is gone from {identity.uri}")
         if request.full:
             vol = storage.durable_clone(base_vol, volume)
+        elif local is not None:
+            vol = storage.create_volume(pool, volume, os.path.getsize(local))
+            storage.upload_file(conn, vol, local)
+            storage.refresh(pool)  # libvirt reads it again: a qcow2 over the base
         else:
             vol = storage.create_overlay(pool, volume, base_vol, int(golden["size"]))
         return {"making": True, "path": storage.path(vol)}

@@ -97,6 +97,20 @@ def pinned_name(path: str) -> str | None:
     return file.removeprefix(PINNED_PREFIX).removesuffix(".link")
 
 
+def pinned_link(nic: str, mac: str) -> tuple[str, str]:
+    """The systemd .link file naming the NIC with MAC `mac` `nic`: (path, text), as the
+    first-boot script writes it. Pure."""
+    return (f"{LINK_DIR}/{PINNED_PREFIX}{nic}.link",
+            f"[Match]\nMACAddress={mac}\n\n[Link]\nName={nic}\n")  # fmt: skip
+
+
+def with_hostname(hosts: str, name: str) -> str:
+    """/etc/hosts with its 127.0.1.1 line naming `name`, as the first-boot script makes
+    it. Pure."""
+    lines = [line for line in hosts.splitlines() if not re.match(r"127\.0\.1\.1\s", line)]
+    return "\n".join([*lines, f"127.0.1.1\t{name}"]) + "\n"
+
+
 def _netplan_without_empty_match(text: str) -> str:
     """A netplan `match:` left empty (it held only the MAC) goes, with the
     `set-name:` beside it: the interface is then matched by its id."""

@@ -32,7 +32,8 @@ def register(verbs: Any) -> None:
         "the host with the most free memory). Each clone has its own UUID and MAC "
         "addresses, and its hostname and NIC names travel in its domain's SMBIOS table: "
         "the golden's first-boot unit (or cloud-init's NoCloud) gives it its own "
-        "hostname, SSH host keys and machine-id at its first boot, with no appliance. "
+        "hostname, SSH host keys and machine-id at its first boot, with no appliance "
+        "(or --personalize offline writes them before). "
         "Everything that would be refused is refused before anything is made: a name a "
         "host has already, an address pool too small, a host without room, a golden not "
         "sealed (unless --personalize none). The bulk clone is one job with one child job "
@@ -53,9 +54,14 @@ def register(verbs: Any) -> None:
                       help="copy-on-write overlays over a shared base (the default)")  # fmt: skip
     kind.add_argument("--full", dest="full", action="store_true",
                       help="independent copies of the golden")  # fmt: skip
-    p.add_argument("--personalize", choices=("first-boot", "none"), default="first-boot",
-                   help="first-boot: each clone becomes itself at its first boot (default); "
-                   "none: clones keep the image as it is")  # fmt: skip
+    p.add_argument("--personalize", choices=("first-boot", "offline", "none"),
+                   default="first-boot",
+                   help="first-boot: each clone becomes itself at its first boot, from its "
+                   "SMBIOS table (default); offline: its identity (hostname, machine-id, "
+                   "SSH host keys, NIC names) is written into its disk before it is "
+                   "uploaded, up to 255 clones per libguestfs appliance (linked clones of "
+                   "a golden whose root is a partition); none: clones keep the image as it "
+                   "is")  # fmt: skip
     p.add_argument("--spread", choices=("round-robin", "memory"), default="round-robin",
                    help="how clones are shared out over the hosts")  # fmt: skip
     p.add_argument("--ip-pool", metavar="CIDR",

@@ -34,6 +34,8 @@ def image(tmp_path: Path) -> str:
         ({"pattern": "web", "count": 2}, "has no {n}"),
         ({"pattern": "web-{n}", "personalize": "first-boot"},
          "is not a sealed golden: its clones would all carry its identity"),
+        ({"pattern": "web-{n}", "personalize": "offline", "full": True},
+         "--personalize offline writes linked clones' overlays: with --full use first-boot"),
     ],
 )  # fmt: skip
 def test_refused_before_anything_is_made(

@@ -1,0 +1,60 @@
+"""Offline personalization's parts that touch no disk: the files a clone gets, the
+keys made for it, and the goldens it refuses."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from p2v.clone import job, personalize, seal
+from p2v.clone.inventory import fingerprint
+from p2v.errors import InputError
+
+
+def test_hosts_names_the_clone_once_and_keeps_the_rest() -> None:
+    hosts = "127.0.0.1\tlocalhost\n127.0.1.1\tgolden.example golden\n::1\tlocalhost\n"
+    assert seal.with_hostname(hosts, "web-7") == (
+        "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\tweb-7\n"
+    )
+    assert seal.with_hostname("", "web-7") == "127.0.1.1\tweb-7\n"
+
+
+def test_a_nic_is_pinned_to_the_clones_mac_where_the_first_boot_script_would() -> None:
+    path, text = seal.pinned_link("enp0s3", "52:54:00:12:34:56")
+    assert path == "/etc/systemd/network/10-p2v-enp0s3.link"
+    assert seal.pinned_name(path) == "enp0s3"
+    assert "MACAddress=52:54:00:12:34:56\n" in text and "Name=enp0s3\n" in text
+    assert f"{seal.PINNED_PREFIX}$nic.link" in seal.firstboot_script()
+
+
+def test_each_clone_gets_its_own_host_keys_of_every_default_type(tmp_path: Path) -> None:
+    one = personalize.host_keys(str(tmp_path), "web-1")
+    two = personalize.host_keys(str(tmp_path), "web-2")
+    kinds = ("rsa", "ecdsa", "ed25519")
+    assert sorted(one) == sorted(
+        f"/etc/ssh/ssh_host_{t}_key{e}" for t in kinds for e in ("", ".pub")
+    )
+    assert one["/etc/ssh/ssh_host_ed25519_key.pub"].endswith(b" root@web-1\n")
+    prints = {fingerprint(key.decode()) for keys in (one, two)
+              for path, key in keys.items() if path.endswith(".pub")}  # fmt: skip
+    assert None not in prints and len(prints) == 6, "six public keys, none alike"
+    key = tmp_path / "check"
+    key.write_bytes(one["/etc/ssh/ssh_host_ed25519_key"])
+    key.chmod(0o600)
+    public = subprocess.run(["ssh-keygen", "-y", "-f", str(key)], capture_output=True,
+                            text=True, check=True).stdout  # fmt: skip
+    assert public.split()[1] == one["/etc/ssh/ssh_host_ed25519_key.pub"].decode().split()[1]
+    assert not list(tmp_path.glob("web-*/*")), "no private key is left behind"
+
+
+@pytest.mark.parametrize("root", ["/dev/vg0/root", None])
+def test_a_golden_whose_root_is_not_a_partition_is_not_personalized_offline(
+    root: str | None,
+) -> None:
+    request = job.Request(source="web", pattern="web-{n}", count=2, uris=["test:///default"],
+                          personalize="offline")  # fmt: skip
+    with pytest.raises(InputError, match="is not a partition"):
+        job.check_offline(request, {"name": "web", "root": root})
+    job.check_offline(request, {"name": "web", "root": "/dev/sda2"})
