@@ -308,4 +308,22 @@ def goldens(journal: Journal) -> list[dict[str, Any]]:
             "name", "version", "path", "digest", "size", "os", "firmware", "nic_names",
             "first_boot", "macs", "root")}, "sealed": job.updated, "job": job.id,
             "present": os.path.exists(str(result.get("path")))})  # fmt: skip
+    made = clones_made(journal)
+    for row in out:
+        clones = made.get(str(row["path"]), {}).get("clones", {})
+        row["clones"] = [{"name": c["name"], "uri": c["uri"]} for c in clones.values()]
+    return out
+
+
+def clones_made(journal: Journal) -> dict[str, dict[str, Any]]:
+    """Golden image path -> {"golden": as the clone jobs recorded it, "clones": (host
+    URI, name) -> the clone as the newest job that made that name there recorded it}.
+    From the journal: a clone deleted since is still listed."""
+    out: dict[str, dict[str, Any]] = {}
+    for job in journal.done("clone"):
+        result = job.result or {}
+        made_from = result.get("golden") or {}
+        group = out.setdefault(str(made_from.get("path")), {"golden": made_from, "clones": {}})
+        for clone in result.get("clones", []):
+            group["clones"][(clone["uri"], clone["name"])] = clone
     return out

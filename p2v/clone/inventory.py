@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from p2v.clone import batch
+from p2v.clone import golden as goldens
 from p2v.clone.domain import identity_of
 from p2v.clone.seal import FIRSTBOOT_DONE
 from p2v.errors import ComponentError
@@ -152,15 +153,8 @@ def check(
 ) -> list[dict[str, Any]]:
     """Per golden (all, or the one named): each clone's identity as read now, and the
     clashes. Clones of the newest clone job that made each name on each host."""
-    groups: dict[str, dict[str, Any]] = {}
-    for job in journal.done("clone"):
-        result = job.result or {}
-        made_from = result.get("golden") or {}
-        if golden not in (None, made_from.get("name"), made_from.get("path")):
-            continue
-        group = groups.setdefault(str(made_from.get("path")), {"golden": made_from, "clones": {}})
-        for clone in result.get("clones", []):
-            group["clones"][(clone["uri"], clone["name"])] = clone
+    groups = {path: group for path, group in goldens.clones_made(journal).items()
+              if golden in (None, group["golden"].get("name"), path)}  # fmt: skip
     out = []
     with virt.Connections(timeout) as conns:
         for path, group in groups.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 from typing import Any
 
@@ -33,7 +34,8 @@ def register(verbs: Any) -> None:
         "boot (cloud-init where the image has it, else a small first-boot unit that "
         "reads the clone's hostname and NIC names from its domain's SMBIOS strings). "
         "The golden's digest and version are recorded and IMAGE is made read-only. "
-        "`golden list` shows every golden sealed, with its version and digest. Each seal "
+        "`golden list` shows every golden sealed, with its version, digest and the clones "
+        "made of it on each host (as recorded: `p2v clones check` reads them). Each seal "
         "is a job (`p2v history`); one that stopped goes on with `golden --resume JOB`.",
         epilog=EXIT_CODES,
         formatter_class=HelpLayout,
@@ -110,4 +112,7 @@ def _list(args: argparse.Namespace) -> int:
         gone = "" if row["present"] else "  (gone)"
         print(f"{row['name']:<16} {row['version']:<8} {format_time(row['sealed']):<19} "
               f"{row['os'] or '?':<12} {row['path']}{gone}\n{'':<16} {row['digest']}")  # fmt: skip
+        hosts = collections.Counter(c["uri"] for c in row["clones"])
+        made = ", ".join(f"{n} on {uri}" for uri, n in hosts.items()) or "none yet"
+        print(f"{'':<16} clones: {made}")
     return 0

@@ -1,11 +1,12 @@
 """Clones on two test hosts from a golden sealed out of the converted bios-ext4 server
 (given first the identity an installed machine has, which the seal must take out):
-20 linked clones spread over both hosts, each with its own MAC, UUID and hostname;
-two of them booted (one per host, one after the other) print their own hostname,
-which only the first-boot unit can have given them; `p2v clones check` reads every
-clone's disk and finds nothing shared, then finds the machine-id planted by hand in
-another clone; the golden's digest is unchanged; a bulk clone killed half-way and
-resumed ends with exactly its N clones."""
+20 linked clones spread over both hosts, each with its own MAC, UUID and hostname,
+and 4 more personalized offline; two of them booted (one per host, one after the
+other, one of each kind) print their own hostname, which only the first-boot unit or
+the offline writing can have given them; `p2v clones check` reads every clone's disk
+and finds nothing shared but the machine-id planted by hand in two clones; the
+golden's digest is unchanged; a bulk clone killed half-way and resumed ends with
+exactly its N clones."""
 
 from __future__ import annotations
 
@@ -187,10 +188,18 @@ def test_twenty_linked_clones_over_two_hosts_each_with_its_own_identity(
     assert len({c["uuid"] for c in clones}) == 20
     assert _domains(pair, "web-") == sorted(c["name"] for c in clones)
 
-    # The first-boot unit, from the SMBIOS strings alone: the hostname, and the NIC
+    # Four more personalized offline: written in one appliance before their upload.
+    offline = _clone(pair, "--name", "off-{n}", "--count", "4", "--seed", "2",
+                     "--personalize", "offline")  # fmt: skip
+    written = next(s["detail"] for s in json.loads(p2v("show", offline["job"], "--json").stdout)
+                   ["steps"] if s["name"] == "personalize")["machine_ids"]  # fmt: skip
+    assert sorted(written) == ["off-1", "off-2", "off-3", "off-4"]
+
+    # One of each boots as itself: the first-boot unit's work from the SMBIOS strings
+    # alone, and the offline one's from its disk. Each has its hostname, and the NIC
     # name the golden had, pinned to the clone's own MAC.
     nic = golden["nic"]
-    for clone in clones[:2]:
+    for clone in (clones[0], offline["clones"][1]):
         line = _boots_as_itself(clone["uri"], clone["name"])
         assert f"host={clone['name']} " in line, line
         assert f"{nic}={clone['macs'][0]}" in line, line
@@ -206,14 +215,18 @@ def test_twenty_linked_clones_over_two_hosts_each_with_its_own_identity(
     [group] = json.loads(checked.stdout)
     assert group["clashes"] == [f"machine-id {planted} is shared by web-3, web-4"]
     seen = {s["name"]: s for s in group["clones"]}
-    booted = [seen["web-1"], seen["web-2"]]
-    assert all(s["machine_id"] and not s["pending"] for s in booted), booted
-    assert booted[0]["machine_id"] != booted[1]["machine_id"]
-    assert planted not in (booted[0]["machine_id"], booted[1]["machine_id"])
-    assert [s["hostname"] for s in booted] == ["web-1", "web-2"]
+    assert seen["web-1"]["machine_id"] and not seen["web-1"]["pending"]
+    assert seen["web-1"]["hostname"] == "web-1"
+    for name, machine_id in written.items():  # booted (off-2) or not, as written
+        assert (seen[name]["machine_id"], seen[name]["hostname"]) == (machine_id, name)
+        assert not seen[name]["pending"]
+    ids = [seen["web-1"]["machine_id"], *written.values()]
+    assert len(set(ids)) == 5 and planted not in ids
     assert all(seen[f"web-{n}"]["pending"] for n in range(5, 21))
-    assert len({s["hostname"] for s in group["clones"]}) == 20
+    assert len({s["hostname"] for s in group["clones"]}) == 24
 
+    [listed] = json.loads(p2v("golden", "list", "--json").stdout)
+    assert sorted(c["name"] for c in listed["clones"]) == sorted(seen)
     after = json.loads(p2v("checksum", golden["path"], "--json").stdout)["digest"]
     assert after == before == golden["digest"]
 
