@@ -104,9 +104,13 @@ def _remove_lvm_device_records(g: Any, report: FixupReport) -> None:
             report.changes.append(f"{path}: removed (named the old disks)")
 
 
+# initramfs-tools' setting of the swap it resumes from (copied into each initramfs).
+INITRAMFS_TOOLS_RESUME = "/etc/initramfs-tools/conf.d/resume"
+
+
 def _fix_resume(g: Any, stable: Any, report: FixupReport) -> None:
     """initramfs-tools' RESUME= (the swap it resumes from) by UUID too."""
-    for path in ("/etc/initramfs-tools/conf.d/resume", "/etc/uswsusp.conf"):
+    for path in (INITRAMFS_TOOLS_RESUME, "/etc/uswsusp.conf"):
         if not g.is_file(path):
             continue
         text = g.cat(path)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from imagebuilder.fixups import FixupReport, keep_original, replace_file
+from imagebuilder.fixups.devices import INITRAMFS_TOOLS_RESUME
 from imagebuilder.fixups.network import PINNED_PREFIX
 
 # What a guest needs on a q35 machine with virtio disks and NICs.
@@ -142,6 +143,12 @@ def _stage(g: Any, stage: Path, moddir: str, added: list[str], tool: str, names:
         (stage / "conf").mkdir()
         listed = [own] if own else []
         (stage / "conf" / "modules").write_text("\n".join([*listed, *names]) + "\n")
+        # The resume device as the devices fix-up named it (by UUID): the copy inside
+        # still names the old disk (/dev/sda2), which the initramfs would wait for at
+        # every boot, 30 s, before giving up.
+        if g.is_file(INITRAMFS_TOOLS_RESUME):
+            (stage / "conf" / "conf.d").mkdir()
+            g.download(INITRAMFS_TOOLS_RESUME, str(stage / "conf" / "conf.d" / "resume"))
     else:
         (stage / "etc/modules-load.d").mkdir(parents=True)
         (stage / "etc/modules-load.d/p2v-virtio.conf").write_text("\n".join(names) + "\n")
