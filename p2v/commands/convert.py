@@ -282,6 +282,8 @@ def _report(result: Any, args: argparse.Namespace) -> int:
     if result.boot:
         booted = "booted" if result.boot["booted"] else "did NOT boot"
         print(f"  boot     {booted} in {result.boot['seconds']} s: {result.boot['line']}")
+        for waited in result.boot.get("waited", []):
+            print(f"           but its boot waited: {waited}")
     return 0
 
 

@@ -643,7 +643,8 @@ def _boot(options: ConvertOptions, name: str, xml: str, console_log: Path) -> di
                 check = watch_console(console_log, options.boot_timeout, domain.isActive)
             if not options.start:
                 virt.destroy(domain)
-    return {"booted": check.booted, "line": check.line, "seconds": round(check.seconds, 1)}
+    return {"booted": check.booted, "line": check.line, "seconds": round(check.seconds, 1),
+            "waited": check.waited}  # fmt: skip
 
 
 def _boot_watching_stream(conn: Any, domain: Any, console_log: Path, timeout: float) -> BootCheck:

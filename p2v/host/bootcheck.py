@@ -8,7 +8,7 @@ import secrets
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,19 @@ STUCK = re.compile(
 )
 
 
+# What a Linux prints when its boot waited for something that never came: a booted
+# guest that shows one is slow to boot every time, and why is worth saying.
+WAITED = re.compile(
+    r"Gave up waiting for suspend/resume device|A start job is running for [^(\r\n]*"
+)
+
+
 @dataclass
 class BootCheck:
     booted: bool
     line: str  # the boot line, or why not
     seconds: float
+    waited: list[str] = field(default_factory=list)  # waits the console shows, once each
 
 
 def watch_console(log: Path, timeout: float, alive: Any) -> BootCheck:
@@ -46,7 +54,8 @@ def watch(read: Callable[[], str], timeout: float, alive: Any) -> BootCheck:
     while True:
         text = read()
         if found := BOOTED.search(text):
-            return BootCheck(True, found["line"].strip(), time.monotonic() - start)
+            waited = list(dict.fromkeys(w.strip() for w in WAITED.findall(text)))
+            return BootCheck(True, found["line"].strip(), time.monotonic() - start, waited)
         if stuck := STUCK.search(text):
             return BootCheck(False, f"stuck: {stuck[0]}", time.monotonic() - start)
         if not alive():

@@ -22,6 +22,7 @@ def check_converted(name: str, result: dict[str, Any], stderr: str) -> None:
     recipe = recipes.RECIPES[name]
     boot = result["boot"]
     assert boot["booted"], f"{name} did not boot: {boot['line']}\n{stderr[-3000:]}"
+    assert not boot["waited"], f"{name}'s boot waited for what never came"
     fields = dict(f.split("=", 1) for f in boot["line"].split()[1:])
     assert fields["host"] == recipe.hostname
     assert fields["disk"] == "virtio_blk"
