@@ -1,10 +1,10 @@
-"""`p2v convert --disk FIXTURE --target kvm --verify-boot`: a SATA-only test server
-comes out as a guest that boots on virtio-blk and virtio-net, with the same hostname,
-the root found by UUID or LVM name, and the NIC keeping its name and configuration:
-bios-ext4 onto another libvirt host (a test host) even when the conversion was killed
-and resumed, uefi-lvm with Secure Boot into this host's libvirt. The source image is
-never written. (bios-ext4 is converted through the agent ISO to files:
-test_agent_iso.py, and through an agent onto a test host, here.)
+"""`p2v convert ... --target kvm --verify-boot`: a SATA-only test server comes out as
+a guest that boots on virtio-blk, with the same hostname and the root found by UUID
+or LVM name: bios-ext4 served by an agent onto another libvirt host (a test host),
+even when the agent stopped answering and the conversion was killed and resumed,
+uefi-lvm with Secure Boot into this host's libvirt. The source image is never
+written. (bios-ext4 is converted through the agent ISO to files, its NIC keeping its
+name and configuration: test_agent_iso.py.)
 
 Slow: an appliance, a copy and a boot under QEMU (TCG here) per fixture.
 """
@@ -47,57 +47,6 @@ def durable_blocks(job: str, step: str) -> int:
         return data_blocks(child) if child else 0
     finally:
         journal.close()
-
-
-def test_killed_conversion_onto_another_host_resumes_and_boots_there() -> None:
-    """bios-ext4 converted onto another libvirt host (a test host), its disk a volume
-    of that host's pool filled through the libvirt connection: `kill -9` in the middle
-    of the copy, then `p2v convert --resume JOB` goes on from there: the guest is not
-    fixed again, what the volume durably holds is not copied again, the guest boots
-    there, and this host keeps no copy of the disk."""
-    require_root("test hosts are namespaces")
-    name = "bios-ext4"
-    image = fixture_image(name)
-    before = digest(image)
-    with hosts.running(["p2vt-target"]) as [host]:
-        argv = [
-            "convert", "--disk", str(image), "--target", "kvm", "-c", host.uri,
-            "--name", name, "--verify-boot", "--json",
-            "--bwlimit", "40M", "--checkpoint", "2",  # a slow copy: time to kill it
-        ]  # fmt: skip
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "p2v.cli", *argv], stderr=subprocess.PIPE, text=True
-        )
-        assert proc.stderr is not None
-        job = ""
-        said = []
-        for line in proc.stderr:
-            said.append(line)
-            job = job or line.split()[2] if line.startswith("p2v: job ") else job
-            if line.startswith("p2v: copy sda"):
-                break
-        else:
-            raise AssertionError(f"the conversion ended before its copy: {proc.wait()}")
-        deadline = time.monotonic() + 120
-        while durable_blocks(job, "copy sda") < 4:
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.2)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        assert "interrupted" in p2v("history").stdout
-
-        done = p2v("convert", "--resume", job, "--bwlimit", "10G", "--json", timeout=1400)
-        assert "fix-ups ..." not in done.stderr, "the guest was fixed before: not again"
-        result = json.loads(done.stdout)
-        assert result["job_id"] == job
-        check_converted(name, result, done.stderr)
-        on_the_host(host, name, "sda", result, image.stat().st_size)
-        assert json.loads(p2v("history", job, "--json").stdout)["state"] == "done"
-        copy_job = json.loads(p2v("history", result["copies"][0]["job_id"], "--json").stdout)
-        assert copy_job["result"]["resumed"] > 0, "durable blocks are not copied again"
-        work = Path(os.environ["P2V_HOME"]) / "guests"
-        assert not list(work.glob(".p2v-*")), "the work directory goes once the job is done"
-    assert digest(image) == before, "the source image must not change"
 
 
 def test_a_private_output_dir_is_refused_before_copying(tmp_path: Path) -> None:
@@ -213,21 +162,25 @@ def test_secure_boot_guest_replaces_a_stale_domain_cleanly_and_boots_when_checke
     assert digest(image) == before, "the source image must not change"
 
 
-def test_an_agent_stopping_mid_conversion_onto_another_host_is_named_and_the_job_goes_on(
+def test_a_conversion_onto_another_host_outlives_its_agent_stopping_and_a_kill(
     tmp_path: Path,
 ) -> None:
     """bios-ext4 served by `p2v-agent serve` from a loop device (as on a server booted
-    from the ISO), converted onto another libvirt host (a test host): the agent stops
-    answering in the middle of the copy, twice, the second time while the resumed job
-    copies. Each time the conversion fails within its time limits, says it is the
-    agent and that `p2v convert --resume JOB` goes on (not the inner copy's command);
-    once the agent answers again, the job goes on with the one copy it started,
-    copying only what is left into the volume. The domain is then defined on that host,
-    its disk a volume of the host's pool, and this host holds no copy of the disk. No
-    boot: the agent inventories this machine, whose NICs the fixture's guest does not
-    know; the killed conversion above boots bios-ext4 on a test host."""
+    from the ISO), converted onto another libvirt host (a test host), its disk a volume
+    of that host's pool filled through the libvirt connection. The agent stops
+    answering in the middle of the copy: the conversion fails within its time limits,
+    says it is the agent and that `p2v convert --resume JOB` goes on (not the inner
+    copy's command). Resumed, it is killed (-9) in the middle of the copy. Resumed
+    again, it goes on with the one copy it started, copying only what the volume does
+    not durably hold, without fixing the guest again: the volume then reads back with
+    the digest of the fixed guest, the domain is defined there, and this host keeps no
+    copy of the disk. No boot: the disk is loop0 to the agent but sda to the guest,
+    whose fstab still names sda (bios-ext4 converted through the agent ISO boots, in
+    test_agent_iso.py)."""
     require_root("test hosts are namespaces")
+    name = "through-agent"
     image = fixture_image("bios-ext4")
+    before = digest(image)
     device = attach_loop(image, "--read-only")
     key = secret_file(tmp_path)
     disk = Path(device).name
@@ -241,29 +194,53 @@ def test_an_agent_stopping_mid_conversion_onto_another_host_is_named_and_the_job
             limits = ["--bwlimit", "40M", "--io-timeout", "3", "--connect-timeout", "2"]
             argv = [
                 "convert", "--agent", f"127.0.0.1:{PORT}", "--secret-file", str(key),
-                "--target", "kvm", "-c", host.uri, "--name", "through-agent",
-                "--checkpoint", "0.5", *limits,
+                "--target", "kvm", "-c", host.uri, "--name", name, "--checkpoint", "0.5",
+                *limits,
             ]  # fmt: skip
             job, err = stop_the_agent_mid_copy(argv, nbdkit, step, blocks=2)
+            assert f"the agent at 127.0.0.1:{PORT} does not answer" in err
+            assert f"resume with `p2v convert --resume {job}`" in err
+            assert "p2v copy --resume" not in err and "Traceback" not in err
             first_copy = copy_job_of(job, step)
-            resumed, err2 = stop_the_agent_mid_copy(
-                ["convert", "--resume", job, *limits], nbdkit, step, blocks=6
-            )
-            for said in (err, err2):
-                assert f"the agent at 127.0.0.1:{PORT} does not answer" in said
-                assert f"resume with `p2v convert --resume {job}`" in said
-                assert "p2v copy --resume" not in said and "Traceback" not in said
-            assert resumed == job and copy_job_of(job, step) == first_copy
 
-            done = p2v("convert", "--resume", job, "--bwlimit", "10G", "--json", timeout=900)
+            kill_mid_copy(["convert", "--resume", job, *limits], job, step, blocks=6)
+            assert "interrupted" in p2v("history").stdout
+
+            done = p2v("convert", "--resume", job, "--bwlimit", "10G", "--json", timeout=1400)
             result = json.loads(done.stdout)
             assert "fix-ups ..." not in done.stderr, "the guest was fixed before: not again"
+            assert result["job_id"] == job
             assert result["copies"][0]["job_id"] == first_copy, "one copy, resumed twice"
             copy_job = json.loads(p2v("history", first_copy, "--json").stdout)
             assert copy_job["result"]["resumed"] >= 6 * (4 << 20), "durable blocks stay done"
-            on_the_host(host, "through-agent", disk, result, image.stat().st_size)
+            on_the_host(host, name, disk, result, image.stat().st_size)
+            there = f"volume:default/{name}-{disk}.img@{host.uri}"
+            assert p2v("checksum", there).stdout.split()[0] == result["copies"][0]["digest"]
+            assert json.loads(p2v("history", job, "--json").stdout)["state"] == "done"
+            work = Path(os.environ["P2V_HOME"]) / "guests"
+            assert not list(work.glob(".p2v-*")), "the work directory goes once the job is done"
     finally:
         subprocess.run(["losetup", "-d", device], check=False)
+    assert digest(image) == before, "the source image must not change"
+
+
+def kill_mid_copy(argv: list[str], job: str, step: str, blocks: int) -> None:
+    """Run `p2v ARGV`; once its copy has `blocks` data blocks durable, kill it (-9)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "p2v.cli", *argv], stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith(f"p2v: {step} ..."):
+            break
+    else:
+        raise AssertionError(f"the conversion ended before its copy: {proc.wait()}")
+    deadline = time.monotonic() + 120
+    while durable_blocks(job, step) < blocks:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def copy_job_of(job: str, step: str) -> str:
