@@ -30,6 +30,7 @@ typecheck: setup
 # happening silently inside a test.
 fixtures: setup
 	$(PY) -m tests.fixtures bios-ext4
+	$(PY) -m tests.fixtures bios-ext4 --converted
 	$(PY) -m tests.fixtures uefi-lvm
 	$(PY) -m tests.fixtures vmguest
 

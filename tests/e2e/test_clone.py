@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -27,7 +28,8 @@ from p2v.host import virt
 from p2v.host.virt import storage
 from p2v.host.virt.console import read_console_until
 from tests import hosts
-from tests.conftest import fixture_image, require_root
+from tests.conftest import require_root
+from tests.fixtures import converted as fixtures_converted
 from tests.integration.transfer.disks import p2v
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -44,65 +46,23 @@ def pair() -> Iterator[tuple[hosts.TestHost, hosts.TestHost]]:
 
 @pytest.fixture(scope="module")
 def golden(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """bios-ext4 converted (virtio drivers in, no boot check), given the identity an
-    installed machine has (planted: machine-id, SSH host keys, a random seed, a DHCP
-    lease, a shell history, its MAC bound in every network configuration system),
-    then sealed."""
+    """bios-ext4 converted (virtio drivers in) and given the identity an installed
+    machine has (machine-id, SSH host keys, a random seed, a DHCP lease, a shell
+    history, its MAC bound in every network configuration system: cached, see
+    tests/fixtures/converted.py), then sealed from a copy."""
     work = tmp_path_factory.mktemp("golden")
-    out = work / "converted"
-    out.mkdir()
     # The session's journal (tests/conftest.py sets it for each test, after this).
     env = {**os.environ, "P2V_HOME": str(tmp_path_factory.getbasetemp() / "p2v-home")}
-    converted = json.loads(p2v("convert", "--disk", str(fixture_image("bios-ext4")),
-                               "--output-dir", str(out), "--name", "web", "--json",
-                               timeout=900, env=env).stdout)  # fmt: skip
-    [disk] = out.glob("*.qcow2")
-    [(mac, nic)] = converted["plan"]["nics"]
-    _plant(disk, mac.lower(), nic)
+    require_root("the fixture is built with loop devices")
+    converted, plan = fixtures_converted.build("bios-ext4")
+    disk = work / "server.qcow2"  # a golden's source is one whole image: a copy
+    shutil.copyfile(converted, disk)
+    [(mac, nic)] = plan["nics"]
     before = json.loads(p2v("checksum", str(disk), "--json", env=env).stdout)["digest"]
     sealed = json.loads(p2v("golden", "seal", str(disk), "--to", str(work / "web.qcow2"),
                             "--json", timeout=900, env=env).stdout)  # fmt: skip
     return {**sealed, "source": str(disk), "source_digest": before, "server_mac": mac.lower(),
             "nic": nic}  # fmt: skip
-
-
-def _planted(mac: str, nic: str) -> dict[str, str]:
-    return {
-        "/etc/machine-id": "0123456789abcdef0123456789abcdef\n",
-        "/etc/ssh/ssh_host_ed25519_key": "not a real key\n",
-        "/etc/ssh/ssh_host_ed25519_key.pub": "ssh-ed25519 AAAA golden\n",
-        "/var/lib/systemd/random-seed": "0" * 512,
-        "/var/lib/dhcp/dhclient.leases": f"lease {{ hardware ethernet {mac}; }}\n",
-        "/root/.bash_history": "echo golden\n",
-        # Inert in this ifupdown system, as they are where these tools are absent.
-        "/etc/netplan/50-net.yaml": "network:\n  version: 2\n  ethernets:\n    nic0:\n"
-        f"      match:\n        macaddress: {mac}\n      set-name: {nic}\n      dhcp4: true\n",
-        "/etc/systemd/network/20-wired.network":
-            f"[Match]\nMACAddress={mac}\n\n[Network]\nDHCP=yes\n",
-        "/etc/NetworkManager/system-connections/wired.nmconnection":
-            f"[connection]\nid=wired\ntype=ethernet\n\n[ethernet]\nmac-address={mac.upper()}\n",
-        "/etc/udev/rules.d/70-persistent-net.rules":
-            f'SUBSYSTEM=="net", ATTR{{address}}=="{mac}", NAME="{nic}"\n',
-    }  # fmt: skip
-
-
-def _plant(disk: Path, mac: str, nic: str) -> None:
-    g = appliance.new_handle()
-    try:
-        g.add_drive_opts(str(disk), format="qcow2")
-        g.launch()
-        g.mount(g.inspect_os()[0], "/")
-        for path, text in _planted(mac, nic).items():
-            g.mkdir_p(os.path.dirname(path))
-            g.write(path, text.encode())
-        interfaces = g.cat("/etc/network/interfaces")  # the NIC takes this MAC at ifup
-        g.write("/etc/network/interfaces", interfaces.replace(
-            f"iface {nic} inet static\n", f"iface {nic} inet static\n\thwaddress ether {mac}\n"
-        ).encode())  # fmt: skip
-        g.umount_all()
-        g.shutdown()
-    finally:
-        g.close()
 
 
 def test_a_sealed_golden_keeps_no_identity_and_its_source_is_untouched(
@@ -129,7 +89,7 @@ def test_a_sealed_golden_keeps_no_identity_and_its_source_is_untouched(
             f"/etc/systemd/network/10-p2v-{nic}.link",
         ):
             assert not g.exists(path), path  # fmt: skip
-        for path in [*_planted(mac, nic), "/etc/network/interfaces"]:
+        for path in [*fixtures_converted.planted(mac, nic), "/etc/network/interfaces"]:
             if g.is_file(path):
                 assert mac not in g.cat(path).lower(), f"{path} still names the golden's MAC"
         assert f"iface {nic} inet static\n\taddress" in g.cat("/etc/network/interfaces")
