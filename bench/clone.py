@@ -5,9 +5,10 @@ them) and with `p2v clone`, in one run.
     .venv/bin/python -m bench.clone [--runs 2] [--peer-count 10] [--counts 100,1000]
                                     [--offline-counts 100]
 
-The golden is the bios-ext4 test server converted (`p2v convert --disk`) and sealed
-(`p2v golden seal`). Everything runs on this machine's libvirt (qemu:///session),
-disks in a directory pool of their own. A peer clone is `qemu-img create -b GOLDEN`,
+The golden is the bios-ext4 test server converted (`p2v convert --disk`, cached as a
+test fixture, with an installed machine's identity) and sealed (`p2v golden seal`).
+Everything runs on this machine's libvirt (qemu:///session), disks in a directory
+pool of their own. A peer clone is `qemu-img create -b GOLDEN`,
 then `virt-sysprep -a CLONE --hostname NAME` (its default operations: machine-id, SSH
 host keys, ..., in an appliance of its own), then `virt-clone --original TEMPLATE
 --preserve-data --file CLONE` (new UUID and MAC, defined). A p2v clone is made by
@@ -44,7 +45,7 @@ from p2v.clone.domain import Shape, clone_xml
 from p2v.clone.plan import Identity
 from p2v.host import virt
 from p2v.host.virt import storage
-from tests.fixtures import builder
+from tests.fixtures import converted
 
 URI = "qemu:///session"
 POOL = "p2vb-clones"
@@ -132,11 +133,8 @@ def main() -> int:
 
 
 def _golden(work: Path, env: dict[str, str]) -> dict[str, object]:
-    out = work / "converted"
-    out.mkdir()
-    _run(sys.executable, "-m", "p2v.cli", "convert", "--disk", str(builder.build("bios-ext4")),
-         "--output-dir", str(out), "--name", "web", env=env)  # fmt: skip
-    [disk] = out.glob("*.qcow2")
+    disk = work / "server.qcow2"  # converted, with an installed machine's identity (cached)
+    shutil.copyfile(converted.build("bios-ext4")[0], disk)
     sealed = _run(sys.executable, "-m", "p2v.cli", "golden", "seal", str(disk), "--to",
                   str(work / "web.qcow2"), "--json", env=env)  # fmt: skip
     return dict(json.loads(sealed))
