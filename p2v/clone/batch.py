@@ -2,17 +2,23 @@
 root partition of every disk mounted in turn. Clones of one golden are alike, so the
 root is the golden's (recorded when it was sealed) instead of each disk inspected,
 which is slow; and one appliance for many disks, never one per clone, is what makes
-reading or personalizing hundreds of clones quick."""
+reading or personalizing hundreds of clones quick. An appliance's start grows with
+its disks (it probes each), so many disks are shared out over one appliance per
+core, started side by side; `visit` must then be safe to call from several threads
+(each call on its own handle)."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from p2v import appliance
 
 MAX_DISKS = 255  # libguestfs' limit of disks in one appliance (virtio-scsi)
+MIN_DISKS = 16  # below twice this, one appliance: another's start would cost more
 
 # What is done with one clone's root, mounted at /: (handle, clone's name) -> its record.
 Visit = Callable[[Any, str], dict[str, Any]]
@@ -25,12 +31,24 @@ def each_root(
     when its root could not be mounted. `root`: the golden's root as its appliance
     named it (/dev/sda1); anything else (an LVM root) has each disk inspected, which
     only works read-only (the clones' volume groups share one name)."""
-    out: dict[str, dict[str, Any]] = {}
     names = list(disks)
-    for first in range(0, len(names), MAX_DISKS):
-        batch = {n: disks[n] for n in names[first : first + MAX_DISKS]}
-        out |= _batch(batch, root, visit, writable)
+    cores = os.cpu_count() or 1
+    size = batch_size(len(names), cores)
+    batches = [{n: disks[n] for n in names[first : first + size]}
+               for first in range(0, len(names), size)]  # fmt: skip
+    out: dict[str, dict[str, Any]] = {}
+    with ThreadPoolExecutor(min(cores, len(batches))) as pool:
+        for found in pool.map(lambda b: _batch(b, root, visit, writable), batches):
+            out |= found
     return out
+
+
+def batch_size(disks: int, cores: int) -> int:
+    """Disks per appliance: each core boots one (an appliance's start grows with its
+    disks, which it probes one by one), none with fewer than MIN_DISKS (a start costs
+    as much as probing that many) or more than MAX_DISKS. Pure."""
+    appliances = max(1, min(cores, disks // MIN_DISKS))
+    return max(1, min(MAX_DISKS, -(-disks // appliances)))
 
 
 def _batch(

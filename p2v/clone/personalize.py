@@ -16,6 +16,7 @@ import os
 import random
 import subprocess
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -70,10 +71,13 @@ def write(
     with tempfile.TemporaryDirectory(prefix="p2v-keys-") as keys, \
             ThreadPoolExecutor(workers) as pool:  # fmt: skip
         made: dict[str, Future[dict[str, bytes]]] = {}
+        making = threading.Lock()  # appliances visit side by side
 
         def visit(g: Any, name: str) -> dict[str, Any]:
             if not made and g.is_file(SSH_KEYGEN):  # clones are alike: all want keys
-                made.update({n: pool.submit(host_keys, keys, n) for n in disks})
+                with making:
+                    if not made:
+                        made.update({n: pool.submit(host_keys, keys, n) for n in disks})
             identity = clones[name]
             g.write("/etc/hostname", f"{name}\n".encode())
             hosts = g.cat("/etc/hosts") if g.is_file("/etc/hosts") else ""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from p2v.clone import job, personalize, seal
+from p2v.clone import batch, job, personalize, seal
 from p2v.clone.inventory import fingerprint
 from p2v.errors import InputError
 
@@ -58,3 +58,14 @@ def test_a_golden_whose_root_is_not_a_partition_is_not_personalized_offline(
     with pytest.raises(InputError, match="is not a partition"):
         job.check_offline(request, {"name": "web", "root": root})
     job.check_offline(request, {"name": "web", "root": "/dev/sda2"})
+
+
+@pytest.mark.parametrize(
+    ("disks", "cores", "size"),
+    [(4, 2, 4), (31, 2, 31), (32, 2, 16), (100, 2, 50), (100, 1, 100), (1000, 2, 255),
+     (1000, 8, 125), (1, 8, 1)],
+)  # fmt: skip
+def test_disks_are_shared_out_one_appliance_a_core_within_the_limits(
+    disks: int, cores: int, size: int
+) -> None:
+    assert batch.batch_size(disks, cores) == size
