@@ -340,7 +340,8 @@ def _personalize(
         personalize.rebase(path, bases[clones[name].uri]["path"])
     job.say(f"{len(disks)} clones personalized in {time.monotonic() - started:.1f} s")
     return {"scratch": scratch, "overlays": disks,
-            "machine_ids": {n: w["machine_id"] for n, w in written.items()}}  # fmt: skip
+            "machine_ids": {n: w["machine_id"] for n, w in written.items()},
+            "addresses": {n: w["address"] for n, w in written.items() if w["address"]}}  # fmt: skip
 
 
 def _remove(scratch: str) -> dict[str, Any]:

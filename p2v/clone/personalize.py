@@ -3,8 +3,8 @@ identity written into its own overlay before it first boots, in as few libguestf
 appliances as batch.MAX_DISKS allows, never one per clone. A clone gets its
 hostname, a new machine-id (which also gives it its own DHCP DUID), new SSH host keys
 (made here, as `ssh-keygen -A` makes them, when the image has OpenSSH), its NIC names
-pinned to its own MACs, and the first-boot unit's done mark, so that it boots as
-itself with nothing left to do.
+pinned to its own MACs, its address from --ip-pool on its first NIC (ifupdown), and
+the first-boot unit's done mark, so that it boots as itself with nothing left to do.
 
 The overlays are made over the local golden, written, then pointed at the base their
 host holds (the same bytes) for the upload; the private keys only ever sit in the
@@ -12,8 +12,11 @@ overlays and a private scratch directory, never in the journal."""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import random
+import re
 import subprocess
 import tempfile
 import threading
@@ -54,6 +57,46 @@ def qemu_img(argv: list[str]) -> None:
         raise ComponentError(f"qemu-img {argv[0]}: {done.stderr.strip()}")
 
 
+INTERFACES = "/etc/network/interfaces"
+_STANZA = re.compile(r"^(iface|auto|allow-\S+|mapping|source|source-directory)\b")
+
+
+def with_address(interfaces: str, nic: str, address: str) -> str | None:
+    """ifupdown's configuration with `nic` given the static ADDRESS/PREFIX, or None
+    when it has no stanza for `nic`. Its other settings are kept; its gateway too when
+    it is inside the new network, else (or without one) the network's first address,
+    the gateway by the custom the address pool follows. Pure."""
+    network = ipaddress.ip_interface(address).network
+    out: list[str] = []
+    found, inside = False, False
+    for line in interfaces.splitlines(keepends=True):
+        words = line.split()
+        if _STANZA.match(line):
+            inside = words[:3] == ["iface", nic, "inet"]
+            if inside:
+                found = True
+                gateway = _gateway(interfaces, nic, network)
+                out.append(f"iface {nic} inet static\n\taddress {address}\n\tgateway {gateway}\n")
+                continue
+        elif inside and words and words[0] in ("address", "netmask", "gateway"):
+            continue
+        out.append(line)
+    return "".join(out) if found else None
+
+
+def _gateway(interfaces: str, nic: str, network: Any) -> str:
+    inside = False
+    for line in interfaces.splitlines():
+        words = line.split()
+        if _STANZA.match(line):
+            inside = words[:3] == ["iface", nic, "inet"]
+        elif inside and len(words) > 1 and words[0] == "gateway":
+            with contextlib.suppress(ValueError):
+                if ipaddress.ip_address(words[1]) in network:
+                    return words[1]
+    return str(next(network.hosts()))
+
+
 def write(
     disks: dict[str, str],
     clones: dict[str, Identity],
@@ -87,6 +130,12 @@ def write(
                 path, text = seal.pinned_link(nic, mac)
                 g.mkdir_p(os.path.dirname(path))
                 g.write(path, text.encode())
+            applied = None
+            if identity.ip and nic_names and g.is_file(INTERFACES):
+                configured = with_address(g.cat(INTERFACES), nic_names[0], identity.ip)
+                if configured is not None:
+                    g.write(INTERFACES, configured.encode())
+                    applied = identity.ip
             fingerprints = []
             for path, data in (made[name].result() if made else {}).items():
                 g.write(path, data)
@@ -95,7 +144,8 @@ def write(
                     fingerprints.append(found)
             g.mkdir_p(os.path.dirname(seal.FIRSTBOOT_DONE))
             g.write(seal.FIRSTBOOT_DONE, b"offline\n")
-            return {"machine_id": machine_ids[name], "ssh_keys": sorted(fingerprints)}
+            return {"machine_id": machine_ids[name], "ssh_keys": sorted(fingerprints),
+                    "address": applied}  # fmt: skip
 
         written = batch.each_root(disks, root, visit, writable=True)
     failed = [f"{n}: {r['error']}" for n, r in written.items() if "error" in r]

@@ -66,7 +66,8 @@ def register(verbs: Any) -> None:
                    help="how clones are shared out over the hosts")  # fmt: skip
     p.add_argument("--ip-pool", metavar="CIDR",
                    help="give each clone an address from this network (in its SMBIOS "
-                   "table)")  # fmt: skip
+                   "table; written into ifupdown's configuration with --personalize "
+                   "offline)")  # fmt: skip
     p.add_argument("--memory", type=count, default=1024, metavar="MiB",
                    help="each clone's memory (default 1024)")  # fmt: skip
     p.add_argument("--vcpus", type=count, default=1, metavar="N", help="each clone's vCPUs")

@@ -150,19 +150,21 @@ def test_twenty_linked_clones_over_two_hosts_each_with_its_own_identity(
 
     # Four more personalized offline: written in one appliance before their upload.
     offline = _clone(pair, "--name", "off-{n}", "--count", "4", "--seed", "2",
-                     "--personalize", "offline")  # fmt: skip
+                     "--personalize", "offline", "--ip-pool", "10.99.0.0/24")  # fmt: skip
+    assert [c["ip"] for c in offline["clones"]] == [f"10.99.0.{n}/24" for n in range(2, 6)]
     written = next(s["detail"] for s in json.loads(p2v("show", offline["job"], "--json").stdout)
                    ["steps"] if s["name"] == "personalize")["machine_ids"]  # fmt: skip
     assert sorted(written) == ["off-1", "off-2", "off-3", "off-4"]
 
     # One of each boots as itself: the first-boot unit's work from the SMBIOS strings
     # alone, and the offline one's from its disk. Each has its hostname, and the NIC
-    # name the golden had, pinned to the clone's own MAC.
+    # name the golden had, pinned to the clone's own MAC; the offline one its address.
     nic = golden["nic"]
     for clone in (clones[0], offline["clones"][1]):
         line = _boots_as_itself(clone["uri"], clone["name"])
         assert f"host={clone['name']} " in line, line
         assert f"{nic}={clone['macs'][0]}" in line, line
+    assert f"net={nic}:10.99.0.3/24" in line, line
 
     # A duplicate planted by hand: web-3 and web-4 given one machine-id (and their
     # hostnames and the first-boot mark, as if they had booted). The check must find

@@ -69,3 +69,33 @@ def test_disks_are_shared_out_one_appliance_a_core_within_the_limits(
     disks: int, cores: int, size: int
 ) -> None:
     assert batch.batch_size(disks, cores) == size
+
+
+INTERFACES = """auto lo
+iface lo inet loopback
+
+auto enp0s3
+iface enp0s3 inet static
+\taddress 10.0.0.5/24
+\tgateway 10.0.0.1
+\thwaddress ether 52:54:00:12:34:56
+
+auto enp0s4
+iface enp0s4 inet dhcp
+"""
+
+
+def test_a_clone_takes_its_address_on_its_nic_and_keeps_the_rest() -> None:
+    inside = personalize.with_address(INTERFACES, "enp0s3", "10.0.0.7/24")
+    assert inside == INTERFACES.replace(
+        "\taddress 10.0.0.5/24\n\tgateway 10.0.0.1\n", "\taddress 10.0.0.7/24\n\tgateway 10.0.0.1\n"
+    ), "its gateway is in the new network: kept"
+    moved = personalize.with_address(INTERFACES, "enp0s3", "10.9.0.7/16")
+    assert moved is not None and "\taddress 10.9.0.7/16\n\tgateway 10.9.0.1\n" in moved
+    assert "10.0.0.1" not in moved and "\thwaddress ether 52:54:00:12:34:56\n" in moved
+    dhcp = personalize.with_address(INTERFACES, "enp0s4", "10.9.0.8/16")
+    assert dhcp is not None and dhcp.endswith(
+        "iface enp0s4 inet static\n\taddress 10.9.0.8/16\n\tgateway 10.9.0.1\n"
+    )
+    assert "\taddress 10.0.0.5/24\n" in dhcp, "another NIC's stanza is left alone"
+    assert personalize.with_address(INTERFACES, "eth9", "10.9.0.9/16") is None
