@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import os
 import re
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from p2v.errors import ComponentError
 from p2v.host import virt
 from p2v.host.virt import storage
 from p2v.host.virt.domainxml import DomainXml
+from p2v.qemu import rebase_unsafe
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT
 
 _DUID = re.compile(r'default-duid\s+"([^"]+)"')
@@ -136,16 +136,9 @@ def local_copies(
             backed = storage.backing(vol) is not None
             storage.download_file(conn, vol, local)
             if backed:
-                _rebase(local, golden_path)
+                rebase_unsafe(local, golden_path)
             out[clone["name"]] = local
         yield out
-
-
-def _rebase(overlay: str, base: str) -> None:
-    done = subprocess.run(["qemu-img", "rebase", "-u", "-F", "qcow2", "-b", base, overlay],
-                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
-    if done.returncode != 0:
-        raise ComponentError(f"qemu-img rebase of {overlay}: {done.stderr.strip()}")
 
 
 def check(

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from p2v import accel
+from p2v import accel, qemu
 from p2v.clone import batch, personalize
 from p2v.clone import golden as goldens
 from p2v.clone import plan as planning
@@ -337,7 +337,7 @@ def _personalize(
     written = personalize.write(disks, clones, list(golden.get("nic_names") or []),
                                 golden.get("root"), rng)  # fmt: skip
     for name, path in disks.items():
-        personalize.rebase(path, bases[clones[name].uri]["path"])
+        qemu.rebase_unsafe(path, bases[clones[name].uri]["path"])  # its copy there
     job.say(f"{len(disks)} clones personalized in {time.monotonic() - started:.1f} s")
     return {"scratch": scratch, "overlays": disks,
             "machine_ids": {n: w["machine_id"] for n, w in written.items()},

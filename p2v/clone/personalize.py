@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from p2v import qemu
 from p2v.clone import batch, seal
 from p2v.clone.inventory import fingerprint
 from p2v.clone.plan import Identity
@@ -38,23 +39,9 @@ def overlays(golden: str, names: Iterable[str], scratch: str) -> dict[str, str]:
     """Name -> a new qcow2 overlay over the local golden, in `scratch`."""
     out = {}
     for name in names:
-        path = os.path.join(scratch, f"{name}.qcow2")
-        qemu_img(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", golden, path])
-        out[name] = path
+        out[name] = os.path.join(scratch, f"{name}.qcow2")
+        qemu.create_overlay(out[name], golden)
     return out
-
-
-def rebase(overlay: str, base: str) -> None:
-    """Point `overlay` at `base`, which holds the same bytes as its backing file now
-    (the golden's copy on a host): the data is not looked at."""
-    qemu_img(["rebase", "-u", "-F", "qcow2", "-b", base, overlay])
-
-
-def qemu_img(argv: list[str]) -> None:
-    done = subprocess.run(["qemu-img", *argv], capture_output=True, text=True, timeout=120,
-                          check=False)  # fmt: skip
-    if done.returncode != 0:
-        raise ComponentError(f"qemu-img {argv[0]}: {done.stderr.strip()}")
 
 
 INTERFACES = "/etc/network/interfaces"
