@@ -29,7 +29,6 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import output
 from p2v import accel
 from p2v.host import virt
 from p2v.host.virt import backups
@@ -106,10 +106,11 @@ def main() -> int:
 def _guest(work: Path) -> str:
     """The test guest's system disk and a 4 GiB data disk with 1 GiB of data."""
     system, data = work / "system.qcow2", work / "data.qcow2"
-    _run("qemu-img", "convert", "-O", "qcow2", str(builder.build("vmguest")), str(system))
-    _run("qemu-img", "create", "-q", "-f", "qcow2", str(data), str(DATA_DISK))
+    output("qemu-img", "convert", "-O", "qcow2", str(builder.build("vmguest")), str(system))
+    output("qemu-img", "create", "-q", "-f", "qcow2", str(data), str(DATA_DISK))
     for n in range(DATA // (256 * MiB)):  # distinct bytes in each quarter
-        _run("qemu-io", "-f", "qcow2", "-c", f"write -P {0x40 + n} {n * 256 * MiB} 256M", str(data))
+        write = f"write -P {0x40 + n} {n * 256 * MiB} 256M"
+        output("qemu-io", "-f", "qcow2", "-c", write, str(data))
     spec = GuestSpec(NAME, Settings("idle", None, None), 256, str(system),
                      accel.detect().libvirt_domain_type)  # fmt: skip
     root = ET.fromstring(spec.to_xml())
@@ -129,7 +130,7 @@ def _write(n: int) -> None:
     # The device's own block backend, as the guest's writes reach the disk.
     device = "/machine/peripheral/ua-data/virtio-backend"
     command = f'qemu-io -d {device} "write -P {0x80 + n} {offset} {WRITE}"'
-    said = _run("virsh", "-c", URI, "qemu-monitor-command", "--hmp", NAME, command)
+    said = output("virsh", "-c", URI, "qemu-monitor-command", "--hmp", NAME, command)
     if "error" in said.lower():
         raise SystemExit(f"{command}: {said}")
 
@@ -144,16 +145,16 @@ def _chain(tool: str, domain: object, where: Path, env: dict[str, str]) -> Chain
             _write(n)
         began = time.monotonic()
         if tool == "p2v backup":
-            done = _run(sys.executable, "-m", "p2v.cli", "backup", NAME, "--to", str(backup_dir),
-                        "-c", URI, "--json", env=env)  # fmt: skip
+            done = output(sys.executable, "-m", "p2v.cli", "backup", NAME, "--to",
+                          str(backup_dir), "-c", URI, "--json", env=env)  # fmt: skip
             record = json.loads(done.splitlines()[-1])
             chain.walls.append(time.monotonic() - began)
             chain.read.append(sum(d["read"] for d in record["disks"].values()))
             chain.stored.append(sum(d["stored"] for d in record["disks"].values()))
         else:
             before = _files(backup_dir)
-            _run("virtnbdbackup", "-U", URI, "-d", NAME, "-l", "full" if n == 0 else "inc",
-                 "-o", str(backup_dir), env=env)  # fmt: skip
+            output("virtnbdbackup", "-U", URI, "-d", NAME, "-l", "full" if n == 0 else "inc",
+                   "-o", str(backup_dir), env=env)  # fmt: skip
             chain.walls.append(time.monotonic() - began)
             new = {p: s for p, s in _files(backup_dir).items() if p not in before}
             data = sum(s for p, s in new.items() if p.endswith(".data"))
@@ -163,13 +164,14 @@ def _chain(tool: str, domain: object, where: Path, env: dict[str, str]) -> Chain
     out.mkdir()
     began = time.monotonic()
     if tool == "p2v backup":
-        _run(sys.executable, "-m", "p2v.cli", "restore", str(backup_dir), "--to", str(out), env=env)
+        output(sys.executable, "-m", "p2v.cli", "restore", str(backup_dir), "--to", str(out),
+               env=env)  # fmt: skip
         restored = out / "vdb.qcow2"
     else:
-        _run("virtnbdrestore", "-i", str(backup_dir), "-o", str(out), env=env)
+        output("virtnbdrestore", "-i", str(backup_dir), "-o", str(out), env=env)
         restored = next(p for p in out.iterdir() if p.name.startswith("vdb") or "data" in p.name)
     chain.restore = time.monotonic() - began
-    digest = _run(sys.executable, "-m", "p2v.cli", "checksum", str(restored), "--json", env=env)
+    digest = output(sys.executable, "-m", "p2v.cli", "checksum", str(restored), "--json", env=env)
     chain.restored_digest = json.loads(digest)["digest"]
     shutil.rmtree(where)
     return chain
@@ -178,8 +180,8 @@ def _chain(tool: str, domain: object, where: Path, env: dict[str, str]) -> Chain
 def _clear_checkpoints(domain: object, metadata_only: bool = False) -> None:
     """Every checkpoint of the guest gone (newest first, so that none merges)."""
     for checkpoint in reversed(backups.checkpoints(domain)):
-        _run("virsh", "-c", URI, "checkpoint-delete", NAME, checkpoint.name,
-             *(["--metadata"] if metadata_only else []))  # fmt: skip
+        output("virsh", "-c", URI, "checkpoint-delete", NAME, checkpoint.name,
+               *(["--metadata"] if metadata_only else []))  # fmt: skip
 
 
 def _files(directory: Path) -> dict[str, int]:
@@ -191,13 +193,6 @@ def _files(directory: Path) -> dict[str, int]:
 
 def _allocated(path: Path) -> int:
     return path.stat().st_blocks * 512
-
-
-def _run(*cmd: str, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return done.stdout
 
 
 def _line(chain: Chain) -> str:

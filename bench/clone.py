@@ -33,13 +33,13 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import output
 from p2v import accel, appliance
 from p2v.clone.domain import Shape, clone_xml
 from p2v.clone.plan import Identity
@@ -135,8 +135,8 @@ def main() -> int:
 def _golden(work: Path, env: dict[str, str]) -> dict[str, object]:
     disk = work / "server.qcow2"  # converted, with an installed machine's identity (cached)
     shutil.copyfile(converted.build("bios-ext4")[0], disk)
-    sealed = _run(sys.executable, "-m", "p2v.cli", "golden", "seal", str(disk), "--to",
-                  str(work / "web.qcow2"), "--json", env=env)  # fmt: skip
+    sealed = output(sys.executable, "-m", "p2v.cli", "golden", "seal", str(disk), "--to",
+                    str(work / "web.qcow2"), "--json", env=env)  # fmt: skip
     return dict(json.loads(sealed))
 
 
@@ -182,7 +182,7 @@ def _timed(tool: str, count: int, argv: list, env: dict[str, str], many: bool = 
     cpu_before = _children_cpu()
     start = time.monotonic()
     for command in commands:
-        _run(*command, env=env)
+        output(*command, env=env, timeout=7200)  # a thousand clones in one command
     wall = time.monotonic() - start
     return Run(tool, count, wall, _children_cpu() - cpu_before)
 
@@ -202,13 +202,6 @@ def _clear(prefix: str) -> None:
         for vol in pool.listAllVolumes(0):
             if vol.name().startswith(f"{prefix}-"):
                 storage.delete_volume(vol)
-
-
-def _run(*cmd: str, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=7200, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return done.stdout
 
 
 def _line(run: Run) -> str:
