@@ -23,14 +23,10 @@ import dataclasses
 import os
 import shutil
 import subprocess
-import tempfile
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import nbd
 
 from p2v.backup import catalog as cat
 from p2v.backup import retention
@@ -43,15 +39,14 @@ from p2v.host.virt.domainxml import DomainXml
 from p2v.jobs.journal import Journal, Lock, vm_lock
 from p2v.jobs.runner import Kind, Run, Step
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT, blockhash
+from p2v.transfer.endpoints import export as export_nbd
 from p2v.transfer.endpoints import open_target
-from p2v.transfer.endpoints.handshake import connect_within
-from p2v.transfer.endpoints.nbd import NbdEndpoint
+from p2v.transfer.endpoints.export import DEFAULT_NBD_PORT
 from p2v.transfer.engine import Settings, Transfer
 from p2v.transfer.progress import Reporter
 from p2v.transfer.worker import Completion
 
 Say = Callable[[str], None]
-DEFAULT_NBD_PORT = 10809
 
 
 @dataclass(frozen=True)
@@ -232,7 +227,7 @@ def _steps(job: Run, request: Request, directory: Path, reporter: Reporter) -> d
 
             def end() -> dict[str, Any]:
                 backups.end(domain)
-                _drop_socket_dir(export)
+                export_nbd.drop(export)
                 return {}
 
             job(Step("end", end, needs=("begin",)))
@@ -292,7 +287,7 @@ def _begin(job: Run, request: Request, catalog: Catalog, conn: Any, domain: Any)
         why=choice.why, domain_xml=domains.definition(domain), job=job.job_id,
         disks=sizes.items(),
     )  # fmt: skip
-    export = _export(request, conn)
+    export = export_nbd.listen_at(request.uri, conn, request.nbd_port)
     job.remember(backup=backup.id, export=export.__dict__)
     xml = backups.backup_xml(export, list(sizes), choice.since)
     state = virt.state(domain)  # paused: started so for the backup, or by its user
@@ -339,46 +334,6 @@ def _clear_partial(catalog: Catalog, domain: Any, say: Say) -> None:
         say(f"removed the unfinished backup {backup.folder()}")
 
 
-def _export(request: Request, conn: Any) -> backups.Export:
-    """Where libvirt's export listens: for a VM on this machine a unix socket in a
-    directory only QEMU's user (which makes the socket) and root can enter; for another
-    host its address, with TLS."""
-    if request.uri in virt.LOCAL_URIS:
-        directory = tempfile.mkdtemp(prefix="p2v-backup-")
-        owner = backups.qemu_owner(conn)
-        if owner is not None and os.geteuid() == 0:
-            os.chown(directory, *owner)
-        return backups.Export(socket=os.path.join(directory, "nbd.sock"))
-    host = urllib.parse.urlsplit(request.uri).hostname
-    if not host:
-        raise InputError(f"{request.uri} names no host to read the backup from")
-    return backups.Export(address=host, port=request.nbd_port)
-
-
-def _drop_socket_dir(export: backups.Export) -> None:
-    if export.socket:
-        shutil.rmtree(os.path.dirname(export.socket), ignore_errors=True)
-
-
-def _source(
-    export: backups.Export, target: str, request: Request, bitmap: str | None
-) -> NbdEndpoint:
-    def connect(h: Any) -> None:
-        h.set_export_name(target)
-        if export.socket:
-            connect_within(h, lambda h: h.aio_connect_unix(export.socket), request.connect_timeout)
-            return
-        h.set_tls(nbd.TLS_REQUIRE)
-        h.set_tls_certificates(request.tls_certs)
-        h.set_tls_verify_peer(True)
-        connect_within(h, lambda h: h.aio_connect_tcp(export.address, str(export.port)),
-                       request.connect_timeout)  # fmt: skip
-
-    where = export.socket or f"{export.address}:{export.port}"
-    return NbdEndpoint(f"{request.vm}'s {target} (backup export {where})", connect,
-                       writable=False, bitmap=bitmap)  # fmt: skip
-
-
 def _copy_disk(
     catalog: Catalog,
     chain: list[Backup],
@@ -400,7 +355,9 @@ def _copy_disk(
         base = directory / _parent_file(parent, disk.target) if parent else None
         _make_image(path, disk.size, base)
     bitmap = backups.bitmap_of(disk.target) if incremental else None
-    source = _source(export, disk.target, request, bitmap)
+    source = export_nbd.reader(
+        export, disk.target, request.vm, request.tls_certs, request.connect_timeout, bitmap
+    )
     try:
         target = open_target(str(path), disk.size, output_format="qcow2", existing=True)
     except BaseException:
