@@ -88,7 +88,7 @@ def run(
         locks = _locks(conn, request, domain.UUIDString(), directory)
         for lock in locks:
             journal.refuse_held(lock)
-        _check_reach(request)
+        export_nbd.check_reach(request.uri, request.tls_certs, "a backup")
         disks = _disks(domain)
         with Catalog(directory, create=True) as catalog:
             choice = choose(request.mode, catalog.backups(), domain.UUIDString(), disks,
@@ -159,23 +159,6 @@ def _disks(domain: Any) -> dict[str, int]:
     if not disks:
         raise InputError(f"{domain.name()} has no writable disk to back up")
     return disks
-
-
-def _check_reach(request: Request) -> None:
-    """A remote host's export is read over TCP with TLS, both sides certified."""
-    if request.uri in virt.LOCAL_URIS:
-        return
-    certs = request.tls_certs
-    if not certs:
-        raise InputError(
-            f"a backup from {request.uri} is read over the network with TLS: give "
-            "--tls-certs DIR (ca-cert.pem, client-cert.pem, client-key.pem; the host's "
-            "qemu.conf names its own in backup_tls_x509_cert_dir)"
-        )
-    missing = [f for f in ("ca-cert.pem", "client-cert.pem", "client-key.pem")
-               if not os.path.isfile(os.path.join(certs, f))]  # fmt: skip
-    if missing:
-        raise InputError(f"--tls-certs {certs} lacks {', '.join(missing)}")
 
 
 def _steps(job: Run, request: Request, directory: Path, reporter: Reporter) -> dict[str, Any]:

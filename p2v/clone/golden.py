@@ -71,8 +71,15 @@ KIND = Kind("golden", _describe, _outcome)
 
 
 def run(
-    request: Request, journal: Journal, say: Say, reporter: Reporter
+    request: Request,
+    journal: Journal,
+    say: Say,
+    reporter: Reporter,
+    parent: str | None = None,
+    on_job: Callable[[str], None] | None = None,
 ) -> tuple[str, dict[str, Any]]:
+    """Seal as asked; `parent`: the job this seal is part of (a clone of a VM), told
+    the seal's id by `on_job` before anything is made."""
     to = os.path.abspath(request.to)
     request = Request(**{**request.to_json(), "to": to})
     source, fmt = _source(request)
@@ -86,8 +93,11 @@ def run(
     journal.refuse_held(lock)
     params = {"request": request.to_json(), "name": name, "version": version,
               "source": source, "format": fmt}  # fmt: skip
-    job = Run.start(KIND, params, journal, say)
-    say(f"job {job.job_id} (`p2v show {job.job_id}` shows its steps)")
+    job = Run.start(KIND, params, journal, say, parent)
+    if on_job:
+        on_job(job.job_id)
+    else:
+        say(f"job {job.job_id} (`p2v show {job.job_id}` shows its steps)")
     return job.job_id, job.execute(lambda: _steps(job, lock, reporter))
 
 

@@ -23,6 +23,7 @@ made; so there are exactly N, none twice.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import glob
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2v import accel, qemu
-from p2v.clone import batch, personalize
+from p2v.clone import batch, capture, personalize
 from p2v.clone import golden as goldens
 from p2v.clone import plan as planning
 from p2v.clone.domain import Shape, clone_xml
@@ -46,6 +47,8 @@ from p2v.host.virt import domains, storage
 from p2v.jobs.journal import Journal, Lock
 from p2v.jobs.runner import Kind, Run, Step
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT, jobs
+from p2v.transfer.endpoints import export as export_nbd
+from p2v.transfer.endpoints.export import DEFAULT_NBD_PORT
 from p2v.transfer.endpoints.volume import VolumeSpec
 from p2v.transfer.progress import Reporter
 from p2v.units import format_size
@@ -60,7 +63,7 @@ SCRATCH_ROOT = "/var/tmp"
 
 @dataclass(frozen=True)
 class Request:
-    source: str  # a golden's name (its newest version) or image path
+    source: str  # a golden's name (its newest version), an image path, or a VM's name
     pattern: str  # web-{n}
     count: int
     uris: list[str]
@@ -68,14 +71,17 @@ class Request:
     personalize: str = "first-boot"  # first-boot, offline or none
     policy: str = "round-robin"  # or memory
     ip_pool: str | None = None
-    memory_mib: int = 1024
-    vcpus: int = 1
+    memory_mib: int | None = None  # None: the source VM's, else 1024
+    vcpus: int | None = None  # None: the source VM's, else 1
     network: str = "network:default"
     pool: str = "default"
     start: bool = False
     wave: int = 10
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     seed: int | None = None  # the identities' random source (tests); None: the system's
+    live: bool = False  # a running VM's disk taken at one instant (capture.py)
+    tls_certs: str | None = None  # to read a running VM's disk from another host
+    nbd_port: int = DEFAULT_NBD_PORT
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -84,7 +90,7 @@ class Request:
 def _describe(params: dict[str, Any], result: dict[str, Any]) -> str:
     r = params.get("request", {})
     kind = "full" if r.get("full") else "linked"
-    name = params.get("golden", {}).get("name")
+    name = (params.get("golden") or params.get("vm") or {}).get("name")
     return (f"{r.get('count')} {kind} clones {r.get('pattern')} of {name} on "
             f"{', '.join(r.get('uris', []))}")  # fmt: skip
 
@@ -124,24 +130,47 @@ def run(
         raise InputError("--personalize offline writes linked clones' overlays: with --full "
                          "use first-boot")  # fmt: skip
     golden = _golden(request, journal)
-    check_offline(request, golden)
+    vm = None
+    if golden is None:  # a VM: its golden is made by the job (capture.py)
+        vm = capture.find(request.source, request.uris, request.live, request.connect_timeout)
+        if vm is None:
+            raise InputError(f"{request.source}: no golden of that name (`p2v golden list`), "
+                             "no such image file, and no VM of that name on "
+                             f"{', '.join(request.uris)}")  # fmt: skip
+        capture.check_room(vm)
+        if vm.running:
+            export_nbd.check_reach(vm.uri, request.tls_certs, f"a live clone of {vm.name}")
+        golden_bytes, nics = vm.allocation, vm.nics
+        request = dataclasses.replace(request, memory_mib=request.memory_mib or vm.memory_mib,
+                                      vcpus=request.vcpus or vm.vcpus)  # fmt: skip
+    else:
+        if request.live:
+            raise InputError(f"{request.source} is a golden or an image: --live clones a "
+                             "running VM")  # fmt: skip
+        check_offline(request, golden)
+        golden_bytes = os.path.getsize(golden["path"])
+        nics = len(golden.get("nic_names") or [])
+    request = dataclasses.replace(request, memory_mib=request.memory_mib or 1024,
+                                  vcpus=request.vcpus or 1)  # fmt: skip
     names = planning.names(request.pattern, request.count)
-    targets = _targets(request, golden)
+    targets = _targets(request, base_name(golden) if golden else None)
     hosts = [t.plan_host for t in targets]
     problems = [f"a domain named {c} exists already" for c in planning.collisions(names, hosts)]
     if problems:
         raise InputError("; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""))
-    uris = planning.spread(names, hosts, request.memory_mib << 20 if request.start else 0,
-                           request.policy)  # fmt: skip
-    _check_room(request, golden, targets, uris)
+    memory = (request.memory_mib or 0) << 20 if request.start else 0
+    uris = planning.spread(names, hosts, memory, request.policy)
+    _check_room(request, golden_bytes, targets, uris)
     ips = planning.addresses(request.ip_pool, request.count, set())
     rng = random.Random(request.seed) if request.seed is not None else random.SystemRandom()
-    nics = max(1, len(golden.get("nic_names") or []))
-    made = planning.make(names, uris, hosts, nics, ips, rng)
+    made = planning.make(names, uris, hosts, max(1, nics), ips, rng)
     locks = [_names_lock(t.identity, t.uri, request.pattern) for t in targets]
+    if vm:
+        locks.append(vm.lock())
     for lock in locks:
         journal.refuse_held(lock)
-    params = {"request": request.to_json(), "golden": golden, "plan": made.to_json(),
+    params = {"request": request.to_json(), "golden": golden,
+              "vm": vm.to_json() if vm else None, "plan": made.to_json(),
               "domain_type": accel.detect().libvirt_domain_type}  # fmt: skip
     job = Run.start(KIND, params, journal, say)
     say(f"job {job.job_id} (`p2v show {job.job_id}` shows its steps)")
@@ -160,6 +189,8 @@ def resume(
             with virt.connection(uri, request.connect_timeout) as conn:
                 host = virt.identity(conn).uuid
             locks.append(_names_lock(host, uri, request.pattern))
+        if job.params.get("vm"):
+            locks.append(capture.Vm(**job.params["vm"]).lock())
         return _steps(job, locks, reporter)
 
     return job_id, job.execute(drive)
@@ -170,9 +201,10 @@ def _names_lock(host: str, uri: str, pattern: str) -> Lock:
     return Lock(f"clone-names:{host}/{pattern}", f"clone names {pattern} on {uri}")
 
 
-def _golden(request: Request, journal: Journal) -> dict[str, Any]:
+def _golden(request: Request, journal: Journal) -> dict[str, Any] | None:
     """The golden cloned: the newest sealed version of a name or of an image path. An
-    image never sealed only with --personalize none (it would pass on its identity)."""
+    image never sealed only with --personalize none (it would pass on its identity).
+    None: neither, so perhaps a VM."""
     sealed = [g for g in goldens.goldens(journal)
               if request.source in (g["name"], g["path"])
               or os.path.abspath(request.source) == g["path"]]  # fmt: skip
@@ -183,8 +215,7 @@ def _golden(request: Request, journal: Journal) -> dict[str, Any]:
                              f"{found['path']}")  # fmt: skip
         return found
     if not os.path.isfile(request.source):
-        raise InputError(f"{request.source}: no golden of that name (`p2v golden list`) and "
-                         "no such image file")  # fmt: skip
+        return None
     if request.personalize != "none":
         raise InputError(f"{request.source} is not a sealed golden: its clones would all "
                          "carry its identity (machine-id, SSH host keys); seal it with "
@@ -213,7 +244,8 @@ def base_name(golden: dict[str, Any]) -> str:
     return f"{golden['name']}-v{golden['version']}-{digest}.qcow2"
 
 
-def _targets(request: Request, golden: dict[str, Any]) -> list[Target]:
+def _targets(request: Request, base: str | None) -> list[Target]:
+    """Each host's part; `base`: the base's volume name, None when it is made new."""
     out = []
     seen: dict[str, str] = {}
     for uri in request.uris:
@@ -226,16 +258,15 @@ def _targets(request: Request, golden: dict[str, Any]) -> list[Target]:
             storage.refresh(pool)
             names, macs = domains.names_and_macs(conn)
             memory = domains.free_memory(conn)
-            base_needed = virt.volume(pool, base_name(golden)) is None
+            base_needed = base is None or virt.volume(pool, base) is None
             there = planning.Host(uri, memory, frozenset(names), frozenset(macs))
             out.append(Target(uri, host, base_needed, virt.free_bytes(pool), there))
     return out
 
 
 def _check_room(
-    request: Request, golden: dict[str, Any], targets: list[Target], uris: list[str]
+    request: Request, golden_bytes: int, targets: list[Target], uris: list[str]
 ) -> None:
-    golden_bytes = os.path.getsize(golden["path"])
     short = []
     for target in targets:
         share = uris.count(target.uri)
@@ -252,11 +283,12 @@ def _steps(job: Run, locks: list[Lock], reporter: Reporter) -> dict[str, Any]:
     for lock in locks:
         job.lock(lock)
     request = Request(**job.params["request"])
-    golden = job.params["golden"]
+    golden = job.params["golden"] or _from_vm(job, request, reporter)
     made = planning.Plan.from_json(job.params["plan"])
     shape = Shape(
-        firmware=golden.get("firmware") or "bios", memory_mib=request.memory_mib,
-        vcpus=request.vcpus, network=request.network, domain_type=job.params["domain_type"],
+        firmware=golden.get("firmware") or "bios", memory_mib=request.memory_mib or 1024,
+        vcpus=request.vcpus or 1, network=request.network,
+        domain_type=job.params["domain_type"],
         nic_names=tuple(golden.get("nic_names") or ()),
         identity=request.personalize != "none",
     )  # fmt: skip
@@ -285,6 +317,61 @@ def _steps(job: Run, locks: list[Lock], reporter: Reporter) -> dict[str, Any]:
     kept = ("name", "version", "path", "digest", "macs", "root")
     return {"golden": {k: golden.get(k) for k in kept}, "clones": clones,
             "bases": {u: b["path"] for u, b in bases.items()}}  # fmt: skip
+
+
+def _from_vm(job: Run, request: Request, reporter: Reporter) -> dict[str, Any]:
+    """Steps `capture` (the VM's disk taken at one instant, into an image here) and,
+    unless --personalize none, `seal` (a child golden job seals a copy of it, and the
+    image taken is removed): the golden this job clones."""
+    vm = capture.Vm(**job.params["vm"])
+    stem = os.path.join(capture.directory(), f"{vm.name}-{job.job_id}")
+    sealing = request.personalize != "none"
+    golden_path = f"{stem}.qcow2"
+    taken = f"{stem}.taken.qcow2" if sealing else golden_path
+
+    def take() -> dict[str, Any]:
+        return capture.capture(job, vm, taken, reporter, request.tls_certs, request.nbd_port,
+                               request.connect_timeout)  # fmt: skip
+
+    captured = job(Step("capture", take, still=lambda _: os.path.exists(taken)
+                        or (sealing and os.path.exists(golden_path))))  # fmt: skip
+    if not sealing:
+        os.chmod(taken, 0o444)  # clones build on it: nothing may write it
+        return {"name": vm.name, "version": job.job_id.rpartition("-")[2], "path": taken,
+                "digest": captured.get("digest"), "size": vm.size, "firmware": vm.firmware,
+                "nic_names": [], "first_boot": "none", "root": None}  # fmt: skip
+
+    def seal() -> dict[str, Any]:
+        sealed = _seal(job, vm, taken, golden_path, request, reporter)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(taken)  # the golden holds it now
+        return {"golden": sealed}
+
+    golden = job(Step("seal", seal, needs=("capture",),
+                      still=lambda _: os.path.exists(golden_path)))["golden"]  # fmt: skip
+    check_offline(request, golden)
+    return dict(golden)
+
+
+def _seal(
+    job: Run, vm: capture.Vm, taken: str, to: str, request: Request, reporter: Reporter
+) -> dict[str, Any]:
+    """The seal's child job: made, gone on with, or found done."""
+    earlier = job.child()
+    if earlier and (record := job.journal.get(earlier)).state == "done" and record.result:
+        return dict(record.result)
+    try:
+        if earlier:
+            return goldens.resume(earlier, job.journal, job.say, reporter)[1]
+        seal = goldens.Request(source=taken, to=to, name=vm.name,
+                               connect_timeout=request.connect_timeout)  # fmt: skip
+        return goldens.run(seal, job.journal, job.say, reporter, parent=job.job_id,
+                           on_job=job.adopt)[1]  # fmt: skip
+    except InputError as error:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(taken)  # taken again by a new job: no image left here meanwhile
+        raise InputError(f"{vm.name}'s disk cannot be sealed ({error}); clone it as it is "
+                         "with --personalize none") from None  # fmt: skip
 
 
 def _base(

@@ -1,5 +1,5 @@
-"""`p2v clone GOLDEN --name web-{n} --count N -c URI...`: clones from a golden image,
-each with its own identity, spread over hosts."""
+"""`p2v clone SOURCE --name web-{n} --count N -c URI...`: clones from a golden image
+or a VM, each with its own identity, spread over hosts."""
 
 from __future__ import annotations
 
@@ -12,37 +12,42 @@ from p2v.commands.options import (
     add_connect_timeout_option,
     count,
     job_reporter,
+    port,
     say,
 )
 from p2v.errors import EXIT_CODES, InputError
 from p2v.host.virt import DEFAULT_URI
 from p2v.transfer import DEFAULT_CONNECT_TIMEOUT
+from p2v.transfer.endpoints.export import DEFAULT_NBD_PORT
 
 
 def register(verbs: Any) -> None:
     p = verbs.add_parser(
         "clone",
         help="make clones of a golden image, each with its own identity, on one or more hosts",
-        description="Makes --count clones of GOLDEN (a golden's name from `p2v golden list`, "
-        "its newest version, or its image) named after --name (web-{n}: web-1, web-2, ...; "
-        "{n:03d} pads). Linked clones (the default) are qcow2 overlays over one read-only "
-        "copy of the golden per host, made once and reused by later clones; --full makes "
-        "independent copies (by each host, from that copy). -c/--connect, given more than "
-        "once, spreads the clones over the hosts (--spread round-robin, or memory: each to "
-        "the host with the most free memory). Each clone has its own UUID and MAC "
-        "addresses, and its hostname and NIC names travel in its domain's SMBIOS table: "
-        "the golden's first-boot unit (or cloud-init's NoCloud) gives it its own "
-        "hostname, SSH host keys and machine-id at its first boot, with no appliance "
-        "(or --personalize offline writes them before). "
+        description="Makes --count clones of SOURCE (a golden's name from `p2v golden list`, its "
+        "newest version, or its image; or a VM on one of the hosts: shut off, or running "
+        "with --live, its disk then taken at one instant while it runs on; its golden is "
+        "sealed from that disk first, unless --personalize none) named after --name "
+        "(web-{n}: web-1, web-2, ...; {n:03d} pads). Linked clones (the default) are "
+        "qcow2 overlays over one read-only copy of the golden per host, made once and "
+        "reused by later clones; --full makes independent copies (by each host, from that"
+        " copy). -c/--connect, given more than once, spreads the clones over the hosts "
+        "(--spread round-robin, or memory: each to the host with the most free memory). "
+        "Each clone has its own UUID and MAC addresses, and its hostname and NIC names "
+        "travel in its domain's SMBIOS table: the golden's first-boot unit (or cloud-"
+        "init's NoCloud) gives it its own hostname, SSH host keys and machine-id at its "
+        "first boot, with no appliance (or --personalize offline writes them before). "
         "Everything that would be refused is refused before anything is made: a name a "
         "host has already, an address pool too small, a host without room, a golden not "
-        "sealed (unless --personalize none). The bulk clone is one job with one child job "
-        "per clone: after a crash, `clone --resume JOB` finishes it with exactly N "
+        "sealed (unless --personalize none). The bulk clone is one job with one child job"
+        " per clone: after a crash, `clone --resume JOB` finishes it with exactly N "
         "clones, none twice, none half-made.",
         epilog=EXIT_CODES,
         formatter_class=HelpLayout,
     )
-    p.add_argument("source", nargs="?", metavar="GOLDEN", help="a golden's name or image")
+    p.add_argument("source", nargs="?", metavar="SOURCE",
+                   help="a golden's name, an image, or a VM on one of the hosts")  # fmt: skip
     p.add_argument("--name", dest="pattern", metavar="PATTERN",
                    help="the clones' names and hostnames: web-{n}, db-{n:02d}")  # fmt: skip
     p.add_argument("--count", type=count, default=1, metavar="N", help="how many (default 1)")
@@ -68,9 +73,20 @@ def register(verbs: Any) -> None:
                    help="give each clone an address from this network (in its SMBIOS "
                    "table; written into ifupdown's configuration with --personalize "
                    "offline)")  # fmt: skip
-    p.add_argument("--memory", type=count, default=1024, metavar="MiB",
-                   help="each clone's memory (default 1024)")  # fmt: skip
-    p.add_argument("--vcpus", type=count, default=1, metavar="N", help="each clone's vCPUs")
+    p.add_argument("--memory", type=count, metavar="MiB",
+                   help="each clone's memory (default: the source VM's, else 1024)")  # fmt: skip
+    p.add_argument("--vcpus", type=count, metavar="N",
+                   help="each clone's vCPUs (default: the source VM's, else 1)")  # fmt: skip
+    p.add_argument("--live", action="store_true",
+                   help="SOURCE is a running VM: its disk is taken as it is at one instant "
+                   "(its filesystems frozen for it when it has a guest agent) while it "
+                   "runs on; the clones boot from it")  # fmt: skip
+    p.add_argument("--tls-certs", metavar="DIR",
+                   help="--live from another host: ca-cert.pem, client-cert.pem and "
+                   "client-key.pem to read the VM's disk over TLS")  # fmt: skip
+    p.add_argument("--nbd-port", type=port, default=DEFAULT_NBD_PORT, metavar="PORT",
+                   help="--live from another host: its export listens on this port of the "
+                   "host's address (default 10809)")  # fmt: skip
     p.add_argument("--network", default="network:default", metavar="NET",
                    help="how the clones' NICs connect: network:NAME, bridge:NAME or user "
                    "(default network:default)")  # fmt: skip
@@ -95,7 +111,7 @@ def _cmd_clone(args: argparse.Namespace) -> int:
         if args.source or args.pattern:
             raise InputError("--resume JOB takes the job's own golden, names and hosts")
     elif not args.source or not args.pattern:
-        raise InputError("clone needs GOLDEN and --name PATTERN (or --resume JOB)")
+        raise InputError("clone needs SOURCE and --name PATTERN (or --resume JOB)")
     if args.network != "user" and args.network.partition(":")[0] not in ("network", "bridge"):
         raise InputError(f"--network {args.network}: use network:NAME, bridge:NAME or user")
     journal = Journal()
@@ -109,7 +125,8 @@ def _cmd_clone(args: argparse.Namespace) -> int:
                 personalize=args.personalize, policy=args.spread, ip_pool=args.ip_pool,
                 memory_mib=args.memory, vcpus=args.vcpus, network=args.network,
                 pool=args.pool, start=args.start, wave=args.wave,
-                connect_timeout=args.connect_timeout, seed=args.seed,
+                connect_timeout=args.connect_timeout, seed=args.seed, live=args.live,
+                tls_certs=args.tls_certs, nbd_port=args.nbd_port,
             )  # fmt: skip
             job_id, record = job.run(request, journal, say, job_reporter(args))
     finally:

@@ -6,7 +6,8 @@ other, one of each kind) print their own hostname, which only the first-boot uni
 the offline writing can have given them; `p2v clones check` reads every clone's disk
 and finds nothing shared but the machine-id planted by hand in two clones; the
 golden's digest is unchanged; a bulk clone killed half-way and resumed ends with
-exactly its N clones."""
+exactly its N clones; a running test guest cloned live boots on the other host
+while the source counts on."""
 
 from __future__ import annotations
 
@@ -25,11 +26,13 @@ import pytest
 
 from p2v import appliance
 from p2v.host import virt
-from p2v.host.virt import storage
+from p2v.host.virt import backups, domains, storage
 from p2v.host.virt.console import read_console_until
-from tests import hosts
+from p2v.host.virt.domainxml import DomainXml
+from tests import guests, hosts
 from tests.conftest import require_root
 from tests.fixtures import converted as fixtures_converted
+from tests.fixtures.vmguest import console
 from tests.integration.transfer.disks import p2v
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -255,3 +258,57 @@ def _plant_machine_id(
         with virt.connection(uri) as conn:
             storage.upload_file(conn, storage.volume_at(conn, f"{hosts.POOL_DIR}/{name}.qcow2"),
                                 local)  # fmt: skip
+
+
+LIVE_SOURCE, LIVE_IP = "p2vt-live-src", "10.253.0.218"
+
+
+def test_a_live_clone_of_a_running_guest_boots_from_its_disk_while_the_source_counts_on(
+    pair: tuple[hosts.TestHost, hosts.TestHost],
+) -> None:
+    """The test guest (its counter served on TCP, a record appended to its disk each
+    second, its agent answering) cloned running onto both hosts: a client of its
+    counter loses nothing and stays connected; the clone booted on the other host
+    starts its own counter at 1 and goes on from the records the source's disk held
+    at that instant."""
+    a, b = pair
+    started = subprocess.run(
+        [sys.executable, "-m", "tests.guests", "start", "--host", a.uri, "--name",
+         LIVE_SOURCE, "--ip", LIVE_IP, "--agent"], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    try:
+        refused = p2v("clone", LIVE_SOURCE, "--name", "live-{n}", "-c", a.uri, check=False)
+        assert refused.returncode == 2 and "clone it with --live" in refused.stderr
+        with guests.CounterWatch(LIVE_IP) as watch:
+            assert watch.wait_for_more(10, 30), "the source's counter does not come"
+            before = watch.values[-1]
+            done = p2v("clone", LIVE_SOURCE, "--live", "--name", "live-{n}", "--count", "2",
+                       "-c", a.uri, "-c", b.uri, "--personalize", "none", "--network", "user",
+                       "--tls-certs", str(a.client_certs), "--json", timeout=600)  # fmt: skip
+            assert watch.wait_for_more(10, 30), "the source stopped counting"
+            assert not watch.closed and watch.lost == [], watch.lost
+            assert watch.values[-1] > before
+        record = json.loads(done.stdout)
+        assert "at one instant (frozen)" in done.stderr, done.stderr  # through its agent, for that instant
+        assert [(c["name"], c["uri"]) for c in record["clones"]] == [
+            ("live-1", a.uri), ("live-2", b.uri)]  # fmt: skip
+        with virt.connection(a.uri) as conn:
+            source = virt.find(conn, LIVE_SOURCE)
+            assert virt.state(source) == "running"
+            assert not backups.running(source), "the backup job was left"
+            [disk] = DomainXml.parse(domains.definition(source)).writable_disks()
+            assert storage.backing(storage.volume_at(conn, disk.source)) is None
+        with virt.connection(b.uri) as conn:
+            clone = virt.find(conn, "live-2")
+            virt.start(clone)
+            text = read_console_until(conn, clone, lambda t: len(console.counters(t)) >= 3
+                                      or console.failure(t) is not None, BOOT_TIMEOUT)  # fmt: skip
+            virt.destroy(clone)
+        ready = console.ready(text)
+        assert ready is not None, text[-2000:]
+        assert int(ready["first_record"]) > 1, "the source's records are not on its disk"
+        assert console.counters(text)[0] == 1, "the clone did not boot afresh"
+    finally:
+        subprocess.run([sys.executable, "-m", "tests.guests", "stop", "--host", a.uri,
+                        "--name", LIVE_SOURCE], capture_output=True, timeout=120)  # fmt: skip

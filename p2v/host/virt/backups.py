@@ -98,9 +98,9 @@ class Begun:
     why_not_frozen: str | None
 
 
-def begin(domain: Any, backup: str, checkpoint: str, quiesce: bool = True) -> Begun:
-    """Begin the backup `backup` with its checkpoint; the guest frozen meanwhile when
-    its agent answers."""
+def begin(domain: Any, backup: str, checkpoint: str | None, quiesce: bool = True) -> Begun:
+    """Begin the backup `backup` with its checkpoint (None: none, a one-off read); the
+    guest frozen meanwhile when its agent answers."""
     libvirt = libvirt_module()
     frozen, why = False, None
     if quiesce:

@@ -37,6 +37,23 @@ def listen_at(uri: str, conn: Any, nbd_port: int = DEFAULT_NBD_PORT) -> backups.
     return backups.Export(address=host, port=nbd_port)
 
 
+def check_reach(uri: str, tls_certs: str | None, what: str) -> None:
+    """A remote host's export is read over TCP with TLS, both sides certified: the
+    certificates are there."""
+    if uri in virt.LOCAL_URIS:
+        return
+    if not tls_certs:
+        raise InputError(
+            f"{what} from {uri} is read over the network with TLS: give --tls-certs DIR "
+            "(ca-cert.pem, client-cert.pem, client-key.pem; the host's qemu.conf names its "
+            "own in backup_tls_x509_cert_dir)"
+        )
+    missing = [f for f in ("ca-cert.pem", "client-cert.pem", "client-key.pem")
+               if not os.path.isfile(os.path.join(tls_certs, f))]  # fmt: skip
+    if missing:
+        raise InputError(f"--tls-certs {tls_certs} lacks {', '.join(missing)}")
+
+
 def drop(export: backups.Export) -> None:
     """The socket's directory, once the export is ended."""
     if export.socket:
