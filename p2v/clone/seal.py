@@ -128,13 +128,42 @@ def _netplan_without_empty_match(text: str) -> str:
     return "".join(out)
 
 
+# ifupdown's stanza of a NIC given a static address (awk, run on the file twice):
+# its other settings kept, its gateway too when inside the new network, else the
+# network's first address. What personalize.with_address does offline.
+IFUPDOWN_ADDRESS_AWK = r"""
+function n(s,  p) { split(s, p, "."); return ((p[1] * 256 + p[2]) * 256 + p[3]) * 256 + p[4] }
+function q(x) {
+	return int(x / 16777216) "." int(x / 65536) % 256 "." int(x / 256) % 256 "." x % 256
+}
+function stanza() {
+	return $0 ~ /^(iface|auto|allow-[^ \t]+|mapping|source|source-directory)([ \t]|$)/
+}
+BEGIN { split(addr, a, "/"); size = 2 ^ (32 - a[2]); net = int(n(a[1]) / size) * size }
+FNR == NR {
+	if (stanza()) inside = ($1 == "iface" && $2 == nic && $3 == "inet")
+	else if (inside && $1 == "gateway" && gw == "" && int(n($2) / size) * size == net) gw = $2
+	next
+}
+FNR == 1 { if (gw == "") gw = q(net + 1); inside = 0 }
+stanza() {
+	inside = ($1 == "iface" && $2 == nic && $3 == "inet")
+	if (inside) { printf "iface %s inet static\n\taddress %s\n\tgateway %s\n", nic, addr, gw; next }
+}
+inside && ($1 == "address" || $1 == "netmask" || $1 == "gateway") { next }
+{ print }
+"""
+
+
 def firstboot_script() -> str:
     """The script the first-boot unit runs once, in each clone: its identity from the
-    domain's SMBIOS OEM strings `p2v.identity.KEY=VALUE` (hostname, nic.NAME=MAC)."""
+    domain's SMBIOS OEM strings `p2v.identity.KEY=VALUE` (hostname, nic.NAME=MAC,
+    ip=ADDRESS/PREFIX)."""
     return f"""#!/bin/sh
 # p2v: gives this clone its own identity at its first boot (hostname, SSH host keys,
-# NIC names pinned to its own MACs), from its domain's SMBIOS OEM strings
-# {OEM_PREFIX}KEY=VALUE. systemd makes its machine-id: the golden's was emptied.
+# NIC names pinned to its own MACs, its address on its first NIC), from its domain's
+# SMBIOS OEM strings {OEM_PREFIX}KEY=VALUE. systemd makes its machine-id: the
+# golden's was emptied.
 set -eu
 oem_strings() {{
 	for entry in /sys/firmware/dmi/entries/11-*/raw; do
@@ -163,6 +192,14 @@ printf '%s\\n' "$strings" | sed -n 's/^nic\\.\\([^=]*\\)=\\(.*\\)$/\\1 \\2/p' |
 		printf '[Match]\\nMACAddress=%s\\n\\n[Link]\\nName=%s\\n' "$mac" "$nic" \\
 			>"{LINK_DIR}/{PINNED_PREFIX}$nic.link"
 	done
+
+address=$(value ip)
+first=$(printf '%s\\n' "$strings" | sed -n 's/^nic\\.\\([^=]*\\)=.*$/\\1/p' | head -n 1)
+if [ -n "$address" ] && [ -n "$first" ] && [ -f /etc/network/interfaces ]; then
+	awk -v nic="$first" -v addr="$address" '{IFUPDOWN_ADDRESS_AWK}' \\
+		/etc/network/interfaces /etc/network/interfaces >/etc/network/interfaces.p2v
+	mv /etc/network/interfaces.p2v /etc/network/interfaces
+fi
 
 if command -v ssh-keygen >/dev/null; then
 	ssh-keygen -A

@@ -3,7 +3,9 @@ keys made for it, and the goldens it refuses."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,26 @@ def test_a_clone_takes_its_address_on_its_nic_and_keeps_the_rest() -> None:
     )
     assert "\taddress 10.0.0.5/24\n" in dhcp, "another NIC's stanza is left alone"
     assert personalize.with_address(INTERFACES, "eth9", "10.9.0.9/16") is None
+
+
+@pytest.mark.parametrize("awk", ["mawk", "gawk"])
+@pytest.mark.parametrize(
+    ("nic", "address"),
+    [("enp0s3", "10.0.0.7/24"), ("enp0s3", "10.9.0.7/16"), ("enp0s4", "10.9.0.8/16"),
+     ("enp0s3", "192.168.7.130/25"), ("eth9", "10.9.0.9/16")],
+)  # fmt: skip
+def test_the_first_boot_unit_writes_the_address_as_offline_personalization_does(
+    awk: str, nic: str, address: str
+) -> None:
+    """The clone's first boot (awk in the guest: Debian's is mawk) and the offline
+    writing (Python) give a NIC its address alike."""
+    if shutil.which(awk) is None:
+        pytest.skip(f"no {awk} here")
+    with tempfile.NamedTemporaryFile("w", suffix=".interfaces") as f:
+        f.write(INTERFACES)
+        f.flush()
+        done = subprocess.run([awk, "-v", f"nic={nic}", "-v", f"addr={address}",
+                               seal.IFUPDOWN_ADDRESS_AWK, f.name, f.name],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+    offline = personalize.with_address(INTERFACES, nic, address)
+    assert done.stdout == (INTERFACES if offline is None else offline)
