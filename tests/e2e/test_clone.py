@@ -142,8 +142,10 @@ def test_twenty_linked_clones_over_two_hosts_each_with_its_own_identity(
     pair: tuple[hosts.TestHost, hosts.TestHost], golden: dict[str, Any], tmp_path: Path
 ) -> None:
     before = json.loads(p2v("checksum", golden["path"], "--json").stdout)["digest"]
-    made = _clone(pair, "--name", "web-{n}", "--count", "20", "--seed", "1")
+    made = _clone(pair, "--name", "web-{n}", "--count", "20", "--seed", "1", "--ip-pool",
+                  "10.98.0.0/24")  # fmt: skip
     clones = made["clones"]
+    assert [c["ip"] for c in clones] == [f"10.98.0.{n}/24" for n in range(2, 22)]
     assert [c["name"] for c in clones] == [f"web-{n}" for n in range(1, 21)]
     assert [c["uri"] for c in clones] == [pair[0].uri, pair[1].uri] * 10
     macs = [m for c in clones for m in c["macs"]]
@@ -161,13 +163,13 @@ def test_twenty_linked_clones_over_two_hosts_each_with_its_own_identity(
 
     # One of each boots as itself: the first-boot unit's work from the SMBIOS strings
     # alone, and the offline one's from its disk. Each has its hostname, and the NIC
-    # name the golden had, pinned to the clone's own MAC; the offline one its address.
+    # name the golden had, pinned to the clone's own MAC, and its address.
     nic = golden["nic"]
     for clone in (clones[0], offline["clones"][1]):
         line = _boots_as_itself(clone["uri"], clone["name"])
         assert f"host={clone['name']} " in line, line
         assert f"{nic}={clone['macs'][0]}" in line, line
-    assert f"net={nic}:10.99.0.3/24" in line, line
+        assert f"net={nic}:{clone['ip']}" in line, line
 
     # A duplicate planted by hand: web-3 and web-4 given one machine-id (and their
     # hostnames and the first-boot mark, as if they had booted). The check must find
@@ -189,6 +191,9 @@ def test_twenty_linked_clones_over_two_hosts_each_with_its_own_identity(
     assert len(set(ids)) == 5 and planted not in ids
     assert all(seen[f"web-{n}"]["pending"] for n in range(5, 21))
     assert len({s["hostname"] for s in group["clones"]}) == 24
+    # SSH host keys of the three types: made at the first boot, or written offline.
+    keys = [k for n in ("web-1", *written) for k in seen[n]["ssh_keys"]]
+    assert len(keys) == 15 and len(set(keys)) == 15, keys
 
     [listed] = json.loads(p2v("golden", "list", "--json").stdout)
     assert sorted(c["name"] for c in listed["clones"]) == sorted(seen)
@@ -290,7 +295,8 @@ def test_a_live_clone_of_a_running_guest_boots_from_its_disk_while_the_source_co
             assert not watch.closed and watch.lost == [], watch.lost
             assert watch.values[-1] > before
         record = json.loads(done.stdout)
-        assert "at one instant (frozen)" in done.stderr, done.stderr  # through its agent, for that instant
+        # Its filesystems frozen through its agent for that instant.
+        assert "at one instant (frozen)" in done.stderr, done.stderr
         assert [(c["name"], c["uri"]) for c in record["clones"]] == [
             ("live-1", a.uri), ("live-2", b.uri)]  # fmt: skip
         with virt.connection(a.uri) as conn:
