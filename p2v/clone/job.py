@@ -80,6 +80,7 @@ class Request:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     seed: int | None = None  # the identities' random source (tests); None: the system's
     live: bool = False  # a running VM's disk taken at one instant (capture.py)
+    source_uri: str | None = None  # the VM's host; None: one of `uris`
     tls_certs: str | None = None  # to read a running VM's disk from another host
     nbd_port: int = DEFAULT_NBD_PORT
 
@@ -132,11 +133,12 @@ def run(
     golden = _golden(request, journal)
     vm = None
     if golden is None:  # a VM: its golden is made by the job (capture.py)
-        vm = capture.find(request.source, request.uris, request.live, request.connect_timeout)
+        where = [request.source_uri] if request.source_uri else request.uris
+        vm = capture.find(request.source, where, request.live, request.connect_timeout)
         if vm is None:
             raise InputError(f"{request.source}: no golden of that name (`p2v golden list`), "
-                             "no such image file, and no VM of that name on "
-                             f"{', '.join(request.uris)}")  # fmt: skip
+                             f"no such image file, and no VM of that name on "
+                             f"{', '.join(where)}")  # fmt: skip
         capture.check_room(vm)
         if vm.running:
             export_nbd.check_reach(vm.uri, request.tls_certs, f"a live clone of {vm.name}")
@@ -144,9 +146,9 @@ def run(
         request = dataclasses.replace(request, memory_mib=request.memory_mib or vm.memory_mib,
                                       vcpus=request.vcpus or vm.vcpus)  # fmt: skip
     else:
-        if request.live:
-            raise InputError(f"{request.source} is a golden or an image: --live clones a "
-                             "running VM")  # fmt: skip
+        if request.live or request.source_uri:
+            raise InputError(f"{request.source} is a golden or an image: --live and --from "
+                             "are for a VM")  # fmt: skip
         check_offline(request, golden)
         golden_bytes = os.path.getsize(golden["path"])
         nics = len(golden.get("nic_names") or [])

@@ -24,30 +24,32 @@ from p2v.transfer.endpoints.export import DEFAULT_NBD_PORT
 def register(verbs: Any) -> None:
     p = verbs.add_parser(
         "clone",
-        help="make clones of a golden image, each with its own identity, on one or more hosts",
+        help="make clones of a golden image or a VM, each with its own identity, on one or "
+        "more hosts",
         description="Makes --count clones of SOURCE (a golden's name from `p2v golden list`, its "
-        "newest version, or its image; or a VM on one of the hosts: shut off, or running "
-        "with --live, its disk then taken at one instant while it runs on; its golden is "
-        "sealed from that disk first, unless --personalize none) named after --name "
-        "(web-{n}: web-1, web-2, ...; {n:03d} pads). Linked clones (the default) are "
-        "qcow2 overlays over one read-only copy of the golden per host, made once and "
-        "reused by later clones; --full makes independent copies (by each host, from that"
-        " copy). -c/--connect, given more than once, spreads the clones over the hosts "
-        "(--spread round-robin, or memory: each to the host with the most free memory). "
-        "Each clone has its own UUID and MAC addresses, and its hostname and NIC names "
-        "travel in its domain's SMBIOS table: the golden's first-boot unit (or cloud-"
-        "init's NoCloud) gives it its own hostname, SSH host keys and machine-id at its "
-        "first boot, with no appliance (or --personalize offline writes them before). "
-        "Everything that would be refused is refused before anything is made: a name a "
-        "host has already, an address pool too small, a host without room, a golden not "
-        "sealed (unless --personalize none). The bulk clone is one job with one child job"
-        " per clone: after a crash, `clone --resume JOB` finishes it with exactly N "
-        "clones, none twice, none half-made.",
+        "newest version, or its image; or a VM on one of the hosts or on --from URI: shut"
+        " off, or running with --live, its disk then taken at one instant while it runs "
+        "on; its golden is sealed from that disk first, unless --personalize none) named "
+        "after --name (web-{n}: web-1, web-2, ...; {n:03d} pads). Linked clones (the "
+        "default) are qcow2 overlays over one read-only copy of the golden per host, made"
+        " once and reused by later clones; --full makes independent copies (by each host,"
+        " from that copy). -c/--connect, given more than once, spreads the clones over "
+        "the hosts (--spread round-robin, or memory: each to the host with the most free "
+        "memory). Each clone has its own UUID and MAC addresses, and its hostname and NIC"
+        " names travel in its domain's SMBIOS table: the golden's first-boot unit (or "
+        "cloud-init's NoCloud) gives it its own hostname, SSH host keys and machine-id at"
+        " its first boot, with no appliance (or --personalize offline writes them "
+        "before). Everything that would be refused is refused before anything is made: a "
+        "name a host has already, an address pool too small, a host without room, a "
+        "golden not sealed (unless --personalize none). The bulk clone is one job with "
+        "one child job per clone: after a crash, `clone --resume JOB` finishes it with "
+        "exactly N clones, none twice, none half-made.",
         epilog=EXIT_CODES,
         formatter_class=HelpLayout,
     )
     p.add_argument("source", nargs="?", metavar="SOURCE",
-                   help="a golden's name, an image, or a VM on one of the hosts")  # fmt: skip
+                   help="a golden's name, an image, or a VM (on one of the hosts, or "
+                   "--from)")  # fmt: skip
     p.add_argument("--name", dest="pattern", metavar="PATTERN",
                    help="the clones' names and hostnames: web-{n}, db-{n:02d}")  # fmt: skip
     p.add_argument("--count", type=count, default=1, metavar="N", help="how many (default 1)")
@@ -77,6 +79,9 @@ def register(verbs: Any) -> None:
                    help="each clone's memory (default: the source VM's, else 1024)")  # fmt: skip
     p.add_argument("--vcpus", type=count, metavar="N",
                    help="each clone's vCPUs (default: the source VM's, else 1)")  # fmt: skip
+    p.add_argument("--from", dest="source_uri", metavar="URI",
+                   help="the host of the VM SOURCE, when it is not one of the hosts the "
+                   "clones go to (default: found on those)")  # fmt: skip
     p.add_argument("--live", action="store_true",
                    help="SOURCE is a running VM: its disk is taken as it is at one instant "
                    "(its filesystems frozen for it when it has a guest agent) while it "
@@ -126,7 +131,7 @@ def _cmd_clone(args: argparse.Namespace) -> int:
                 memory_mib=args.memory, vcpus=args.vcpus, network=args.network,
                 pool=args.pool, start=args.start, wave=args.wave,
                 connect_timeout=args.connect_timeout, seed=args.seed, live=args.live,
-                tls_certs=args.tls_certs, nbd_port=args.nbd_port,
+                source_uri=args.source_uri, tls_certs=args.tls_certs, nbd_port=args.nbd_port,
             )  # fmt: skip
             job_id, record = job.run(request, journal, say, job_reporter(args))
     finally:

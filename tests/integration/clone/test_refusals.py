@@ -1,8 +1,10 @@
 """`p2v clone` refuses before anything is made or recorded: on libvirt's test driver
-(its one host has a domain `test`, 3 MiB of free memory and a 100 GiB pool)."""
+(its one host has a domain `test`, running, its disk in no pool, 3 MiB of free memory
+and a 100 GiB pool)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -36,6 +38,15 @@ def image(tmp_path: Path) -> str:
          "is not a sealed golden: its clones would all carry its identity"),
         ({"pattern": "web-{n}", "personalize": "offline", "full": True},
          "--personalize offline writes linked clones' overlays: with --full use first-boot"),
+        ({"source": "test", "pattern": "web-{n}"},
+         "test is running: clone it with --live (its disk as it is at one instant"),
+        ({"source": "test", "pattern": "web-{n}", "live": True},
+         "test's disk /guest/diskimage1 is in no storage pool of its host"),
+        ({"source": "nosuch", "pattern": "web-{n}"},
+         "nosuch: no golden of that name (`p2v golden list`), no such image file, and no VM "
+         "of that name on test:///default"),
+        ({"pattern": "web-{n}", "live": True}, "is a golden or an image: --live and --from are "
+         "for a VM"),
     ],
 )  # fmt: skip
 def test_refused_before_anything_is_made(
@@ -46,7 +57,7 @@ def test_refused_before_anything_is_made(
     journal = Journal()
     try:
         before = journal.jobs(limit=1000)
-        with pytest.raises(InputError, match=refused.replace("{", r"\{").replace("}", r"\}")):
+        with pytest.raises(InputError, match=re.escape(refused)):
             job.run(job.Request(**fields), journal, lambda _: None, QuietReporter())  # type: ignore[arg-type]
         assert journal.jobs(limit=1000) == before, "a refusal records nothing"
     finally:
