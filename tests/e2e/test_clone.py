@@ -68,9 +68,11 @@ def golden(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "nic": nic}  # fmt: skip
 
 
-def test_a_sealed_golden_keeps_no_identity_and_its_source_is_untouched(
+def test_a_sealed_golden_is_recorded_read_only_and_its_source_is_untouched(
     golden: dict[str, Any],
 ) -> None:
+    """What the seal recorded; that the golden keeps no identity is read from it in the
+    next test (in the appliance that plants a duplicate, not one more)."""
     mac, nic = golden["server_mac"], golden["nic"]
     assert golden["name"] == "web" and golden["version"] == "1"
     assert golden["first_boot"] == "p2v-firstboot" and golden["macs"] == [mac]
@@ -78,30 +80,6 @@ def test_a_sealed_golden_keeps_no_identity_and_its_source_is_untouched(
     source = json.loads(p2v("checksum", golden["source"], "--json").stdout)["digest"]
     assert source == golden["source_digest"], "the source was written"
     assert not stat.S_IMODE(os.stat(golden["path"]).st_mode) & 0o222, "the golden is writable"
-    g = appliance.new_handle()
-    try:
-        g.add_drive_opts(golden["path"], format="qcow2", readonly=1)
-        g.launch()
-        g.mount_ro(g.inspect_os()[0], "/")
-        assert g.cat("/etc/machine-id").strip() in ("", "uninitialized")
-        assert not [k for k in g.ls("/etc/ssh") if k.startswith("ssh_host_")]
-        for path in (
-            "/var/lib/systemd/random-seed",
-            "/var/lib/dhcp/dhclient.leases",
-            "/root/.bash_history",
-            f"/etc/systemd/network/10-p2v-{nic}.link",
-        ):
-            assert not g.exists(path), path  # fmt: skip
-        for path in [*fixtures_converted.planted(mac, nic), "/etc/network/interfaces"]:
-            if g.is_file(path):
-                assert mac not in g.cat(path).lower(), f"{path} still names the golden's MAC"
-        assert f"iface {nic} inet static\n\taddress" in g.cat("/etc/network/interfaces")
-        assert "dhcp4: true" in g.cat("/etc/netplan/50-net.yaml")
-        assert g.is_file("/usr/local/sbin/p2v-firstboot")
-        assert g.is_symlink("/etc/systemd/system/sysinit.target.wants/p2v-firstboot.service")
-        assert "version=1" in g.cat("/etc/p2v-golden")
-    finally:
-        g.close()
     listed = json.loads(p2v("golden", "list", "--json").stdout)
     assert [(r["name"], r["version"], r["digest"]) for r in listed] == [
         ("web", "1", golden["digest"])
@@ -176,7 +154,7 @@ def test_twenty_linked_clones_over_two_hosts_each_with_its_own_identity(
     # it, and nothing else.
     planted = "0123456789abcdef0123456789abcdef"
     _plant_machine_id([(pair[0].uri, "web-3"), (pair[1].uri, "web-4")], planted,
-                      golden["path"], tmp_path)  # fmt: skip
+                      golden, tmp_path)  # fmt: skip
     checked = p2v("clones", "check", "web", "--json", check=False)
     assert checked.returncode == 12, checked.stderr
     [group] = json.loads(checked.stdout)
@@ -228,12 +206,36 @@ def test_a_bulk_clone_killed_half_way_is_resumed_to_exactly_its_clones(
     assert "clone job, done" in shown and "30 clones defined" in shown
 
 
+def _keeps_no_identity(g: Any, mac: str, nic: str) -> None:
+    """The golden (mounted in `g`): no machine-id, host keys, seed, lease, history or
+    MAC binding of the server it was sealed from; its first-boot unit in."""
+    assert g.cat("/etc/machine-id").strip() in ("", "uninitialized")
+    assert not [k for k in g.ls("/etc/ssh") if k.startswith("ssh_host_")]
+    for path in (
+        "/var/lib/systemd/random-seed",
+        "/var/lib/dhcp/dhclient.leases",
+        "/root/.bash_history",
+        f"/etc/systemd/network/10-p2v-{nic}.link",
+    ):
+        assert not g.exists(path), path  # fmt: skip
+    for path in [*fixtures_converted.planted(mac, nic), "/etc/network/interfaces"]:
+        if g.is_file(path):
+            assert mac not in g.cat(path).lower(), f"{path} still names the golden's MAC"
+    assert f"iface {nic} inet static\n\taddress" in g.cat("/etc/network/interfaces")
+    assert "dhcp4: true" in g.cat("/etc/netplan/50-net.yaml")
+    assert g.is_file("/usr/local/sbin/p2v-firstboot")
+    assert g.is_symlink("/etc/systemd/system/sysinit.target.wants/p2v-firstboot.service")
+    assert "version=1" in g.cat("/etc/p2v-golden")
+
+
 def _plant_machine_id(
-    clones: list[tuple[str, str]], machine_id: str, golden: str, work: Path
+    clones: list[tuple[str, str]], machine_id: str, sealed: dict[str, Any], work: Path
 ) -> None:
     """By hand, through their hosts' libvirt: the clones' (URI, name) overlays
     downloaded, given the machine-id over the local golden (one appliance), put back
-    on their own base, uploaded."""
+    on their own base, uploaded. The same appliance reads the golden itself, which
+    must keep no identity."""
+    golden = sealed["path"]
     rebase = ["qemu-img", "rebase", "-u", "-F", "qcow2", "-b"]
     bases = {}
     for uri, name in clones:
@@ -246,8 +248,13 @@ def _plant_machine_id(
     try:
         for _, name in clones:
             g.add_drive_opts(str(work / f"{name}.qcow2"), format="qcow2")
+        g.add_drive_opts(golden, format="qcow2", readonly=1)
         g.launch()
-        for device, (_, name) in zip(g.list_devices(), clones, strict=True):
+        *devices, golden_device = g.list_devices()
+        g.mount_ro(f"{golden_device}1", "/")
+        _keeps_no_identity(g, sealed["server_mac"], sealed["nic"])
+        g.umount_all()
+        for device, (_, name) in zip(devices, clones, strict=True):
             g.mount(f"{device}1", "/")
             g.write("/etc/hostname", f"{name}\n".encode())
             g.write("/etc/machine-id", f"{machine_id}\n".encode())
