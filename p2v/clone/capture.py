@@ -19,12 +19,13 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from p2v.clone import golden as goldens
 from p2v.errors import InputError
 from p2v.host import virt
 from p2v.host.virt import backups, domains, storage
 from p2v.host.virt.domainxml import DomainXml
 from p2v.jobs.journal import Lock, vm_lock
-from p2v.jobs.runner import Run
+from p2v.jobs.runner import Run, Step
 from p2v.paths import state_dir
 from p2v.transfer import jobs
 from p2v.transfer.endpoints import export as export_nbd
@@ -175,3 +176,62 @@ def capture(
     return {"path": path, "live": True, "consistency": consistency, "unfrozen": why,
             "begin_s": round(held, 3), "read": outcome.snapshot.read,
             "digest": outcome.digest}  # fmt: skip
+
+
+def golden_of(
+    job: Run,
+    vm: Vm,
+    sealing: bool,
+    reporter: Reporter,
+    tls_certs: str | None,
+    nbd_port: int,
+    connect_timeout: float,
+) -> dict[str, Any]:
+    """Steps `capture` (the VM's disk taken at one instant, into an image here) and,
+    when `sealing`, `seal` (a child golden job seals a copy of it, and the image taken
+    is removed): the golden the clone job `job` clones."""
+    stem = os.path.join(directory(), f"{vm.name}-{job.job_id}")
+    golden_path = f"{stem}.qcow2"
+    taken = f"{stem}.taken.qcow2" if sealing else golden_path
+
+    def take() -> dict[str, Any]:
+        return capture(job, vm, taken, reporter, tls_certs, nbd_port, connect_timeout)
+
+    captured = job(Step("capture", take, still=lambda _: os.path.exists(taken)
+                        or (sealing and os.path.exists(golden_path))))  # fmt: skip
+    if not sealing:
+        os.chmod(taken, 0o444)  # clones build on it: nothing may write it
+        return {"name": vm.name, "version": job.job_id.rpartition("-")[2], "path": taken,
+                "digest": captured.get("digest"), "size": vm.size, "firmware": vm.firmware,
+                "nic_names": [], "first_boot": "none", "root": None}  # fmt: skip
+
+    def seal() -> dict[str, Any]:
+        sealed = _seal(job, vm, taken, golden_path, reporter, connect_timeout)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(taken)  # the golden holds it now
+        return {"golden": sealed}
+
+    golden = job(Step("seal", seal, needs=("capture",),
+                      still=lambda _: os.path.exists(golden_path)))["golden"]  # fmt: skip
+    return dict(golden)
+
+
+def _seal(
+    job: Run, vm: Vm, taken: str, to: str, reporter: Reporter, connect_timeout: float
+) -> dict[str, Any]:
+    """The seal's child job: made, gone on with, or found done."""
+    earlier = job.child()
+    if earlier and (record := job.journal.get(earlier)).state == "done" and record.result:
+        return dict(record.result)
+    try:
+        if earlier:
+            return goldens.resume(earlier, job.journal, job.say, reporter)[1]
+        seal = goldens.Request(source=taken, to=to, name=vm.name,
+                               connect_timeout=connect_timeout)  # fmt: skip
+        return goldens.run(seal, job.journal, job.say, reporter, parent=job.job_id,
+                           on_job=job.adopt)[1]  # fmt: skip
+    except InputError as error:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(taken)  # taken again by a new job: no image left here meanwhile
+        raise InputError(f"{vm.name}'s disk cannot be sealed ({error}); clone it as it is "
+                         "with --personalize none") from None  # fmt: skip

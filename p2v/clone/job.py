@@ -7,7 +7,9 @@ address pool too small, a host without room for its share. The plan (each clone'
 name, host, UUID, MACs and address) is recorded with the job, so a resume makes
 exactly these clones.
 
-Steps: `base URI` per host (linked clones: the golden copied once into the host's
+Steps: for a VM (capture.py), first `capture` (its disk taken at one instant, with
+--live while it runs on) and `seal` (a child golden job; not with --personalize
+none); then `base URI` per host (linked clones: the golden copied once into the host's
 pool by a child copy job, read back and checked, then made durable and read-only
 as GOLDEN-vVERSION-DIGEST.qcow2 by the host itself; a later clone job reuses it),
 with --personalize offline `personalize` (every clone's overlay made here, its
@@ -23,7 +25,6 @@ made; so there are exactly N, none twice.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import glob
@@ -285,7 +286,12 @@ def _steps(job: Run, locks: list[Lock], reporter: Reporter) -> dict[str, Any]:
     for lock in locks:
         job.lock(lock)
     request = Request(**job.params["request"])
-    golden = job.params["golden"] or _from_vm(job, request, reporter)
+    golden = job.params["golden"]
+    if golden is None:  # a VM's: taken, sealed unless --personalize none
+        golden = capture.golden_of(job, capture.Vm(**job.params["vm"]),
+                                   request.personalize != "none", reporter, request.tls_certs,
+                                   request.nbd_port, request.connect_timeout)  # fmt: skip
+        check_offline(request, golden)
     made = planning.Plan.from_json(job.params["plan"])
     shape = Shape(
         firmware=golden.get("firmware") or "bios", memory_mib=request.memory_mib or 1024,
@@ -319,61 +325,6 @@ def _steps(job: Run, locks: list[Lock], reporter: Reporter) -> dict[str, Any]:
     kept = ("name", "version", "path", "digest", "macs", "root")
     return {"golden": {k: golden.get(k) for k in kept}, "clones": clones,
             "bases": {u: b["path"] for u, b in bases.items()}}  # fmt: skip
-
-
-def _from_vm(job: Run, request: Request, reporter: Reporter) -> dict[str, Any]:
-    """Steps `capture` (the VM's disk taken at one instant, into an image here) and,
-    unless --personalize none, `seal` (a child golden job seals a copy of it, and the
-    image taken is removed): the golden this job clones."""
-    vm = capture.Vm(**job.params["vm"])
-    stem = os.path.join(capture.directory(), f"{vm.name}-{job.job_id}")
-    sealing = request.personalize != "none"
-    golden_path = f"{stem}.qcow2"
-    taken = f"{stem}.taken.qcow2" if sealing else golden_path
-
-    def take() -> dict[str, Any]:
-        return capture.capture(job, vm, taken, reporter, request.tls_certs, request.nbd_port,
-                               request.connect_timeout)  # fmt: skip
-
-    captured = job(Step("capture", take, still=lambda _: os.path.exists(taken)
-                        or (sealing and os.path.exists(golden_path))))  # fmt: skip
-    if not sealing:
-        os.chmod(taken, 0o444)  # clones build on it: nothing may write it
-        return {"name": vm.name, "version": job.job_id.rpartition("-")[2], "path": taken,
-                "digest": captured.get("digest"), "size": vm.size, "firmware": vm.firmware,
-                "nic_names": [], "first_boot": "none", "root": None}  # fmt: skip
-
-    def seal() -> dict[str, Any]:
-        sealed = _seal(job, vm, taken, golden_path, request, reporter)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(taken)  # the golden holds it now
-        return {"golden": sealed}
-
-    golden = job(Step("seal", seal, needs=("capture",),
-                      still=lambda _: os.path.exists(golden_path)))["golden"]  # fmt: skip
-    check_offline(request, golden)
-    return dict(golden)
-
-
-def _seal(
-    job: Run, vm: capture.Vm, taken: str, to: str, request: Request, reporter: Reporter
-) -> dict[str, Any]:
-    """The seal's child job: made, gone on with, or found done."""
-    earlier = job.child()
-    if earlier and (record := job.journal.get(earlier)).state == "done" and record.result:
-        return dict(record.result)
-    try:
-        if earlier:
-            return goldens.resume(earlier, job.journal, job.say, reporter)[1]
-        seal = goldens.Request(source=taken, to=to, name=vm.name,
-                               connect_timeout=request.connect_timeout)  # fmt: skip
-        return goldens.run(seal, job.journal, job.say, reporter, parent=job.job_id,
-                           on_job=job.adopt)[1]  # fmt: skip
-    except InputError as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(taken)  # taken again by a new job: no image left here meanwhile
-        raise InputError(f"{vm.name}'s disk cannot be sealed ({error}); clone it as it is "
-                         "with --personalize none") from None  # fmt: skip
 
 
 def _base(
