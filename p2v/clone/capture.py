@@ -30,7 +30,6 @@ from p2v.paths import state_dir
 from p2v.transfer import jobs
 from p2v.transfer.endpoints import export as export_nbd
 from p2v.transfer.endpoints import open_target
-from p2v.transfer.endpoints.volume import VolumeSpec
 from p2v.transfer.engine import Transfer
 from p2v.transfer.progress import Reporter
 
@@ -87,20 +86,13 @@ def _vm(conn: Any, domain: Any, uri: str, live: bool) -> Vm:
     if not running and state != "shut off":
         raise InputError(f"{name} is {state}: a VM is cloned running (--live) or shut off")
     xml = DomainXml.parse(domains.definition(domain))
-    disks = xml.writable_disks()
-    if len(disks) != 1:
-        raise InputError(f"{name} has {len(disks)} writable disks: its clones are made from "
-                         "one disk")  # fmt: skip
-    vol = storage.volume_at(conn, disks[0].source)
-    if vol is None:
-        raise InputError(f"{name}'s disk {disks[0].source} is in no storage pool of its host")
+    target, vol, spec = goldens.vm_volume(conn, xml, uri)
     if not running and storage.backing(vol):
         raise InputError(f"{name}'s disk has a backing file (a snapshot overlay or a linked "
                          "clone): clone it running with --live, which reads it whole")  # fmt: skip
-    spec = VolumeSpec(storage.pool_name(storage.pool_of(vol)), vol.name(), uri)
     return Vm(
         name=name, uri=uri, uuid=domain.UUIDString(), host=virt.identity(conn).uuid,
-        running=running, target=disks[0].target, volume=str(spec),
+        running=running, target=target, volume=str(spec),
         format=storage.format_of(vol), size=storage.capacity(vol),
         allocation=storage.allocation(vol), firmware=xml.firmware,
         memory_mib=xml.memory_kib // 1024, vcpus=xml.vcpus, nics=len(xml.nics),
@@ -139,7 +131,7 @@ def capture(
     if not vm.running:
         copy = jobs.CopyRequest(
             source=vm.volume, target=path, overwrite=True,
-            output_format="raw" if vm.format == "qcow2" else "qcow2",  # a qcow2 byte for byte
+            output_format=goldens.copy_format(vm.format),
             connect_timeout=connect_timeout,
         )  # fmt: skip
         copied = jobs.copy(copy, job.journal, reporter, on_job=job.adopt, parent=job.job_id)

@@ -115,8 +115,7 @@ def _lock(to: str) -> Lock:
 
 def _source(request: Request) -> tuple[str, str]:
     """What the copy reads (a file, or the VM's volume through its host's libvirt)
-    and in which format the golden gets it: `raw` copies a qcow2 volume byte for
-    byte (it is a qcow2 file), `qcow2` converts."""
+    and in which format the golden gets it (copy_format)."""
     if request.uri is None:
         if not os.path.isfile(request.source):
             raise InputError(f"{request.source}: no such image file")
@@ -133,20 +132,34 @@ def _source(request: Request) -> tuple[str, str]:
         if (state := virt.state(domain)) != "shut off":
             raise InputError(f"{request.source} is {state}: a golden is sealed from a "
                              "shut-off VM (its disk then holds all it wrote)")  # fmt: skip
-        disks = DomainXml.parse(domains.definition(domain)).writable_disks()
-        if len(disks) != 1:
-            raise InputError(f"{request.source} has {len(disks)} writable disks: a golden "
-                             "image is one disk")  # fmt: skip
-        vol = storage.volume_at(conn, disks[0].source)
-        if vol is None:
-            raise InputError(f"{request.source}'s disk {disks[0].source} is in no storage "
-                             "pool of its host")  # fmt: skip
+        xml = DomainXml.parse(domains.definition(domain))
+        _, vol, spec = vm_volume(conn, xml, request.uri)
         if storage.backing(vol):
             raise InputError(f"{request.source}'s disk has a backing file (a snapshot "
                              "overlay or a linked clone): seal a whole image")  # fmt: skip
-        fmt = storage.format_of(vol)
-        spec = VolumeSpec(storage.pool_name(storage.pool_of(vol)), vol.name(), request.uri)
-        return str(spec), "raw" if fmt == "qcow2" else "qcow2"
+        return str(spec), copy_format(storage.format_of(vol))
+
+
+def vm_volume(conn: Any, xml: DomainXml, uri: str) -> tuple[str, Any, VolumeSpec]:
+    """A VM's one writable disk: its target, its volume, and that volume as the
+    transfer engine reads it; refused when the VM has another number of disks, or its
+    disk is in no storage pool of its host."""
+    disks = xml.writable_disks()
+    if len(disks) != 1:
+        raise InputError(f"{xml.name} has {len(disks)} writable disks: a golden image is "
+                         "one disk")  # fmt: skip
+    vol = storage.volume_at(conn, disks[0].source)
+    if vol is None:
+        raise InputError(f"{xml.name}'s disk {disks[0].source} is in no storage pool of its "
+                         "host")  # fmt: skip
+    return disks[0].target, vol, VolumeSpec(storage.pool_name(storage.pool_of(vol)),
+                                            vol.name(), uri)  # fmt: skip
+
+
+def copy_format(volume_format: str) -> str:
+    """The copy's output format for a volume read whole: `raw` copies a qcow2 volume
+    byte for byte (it is a qcow2 file), `qcow2` converts another."""
+    return "raw" if volume_format == "qcow2" else "qcow2"
 
 
 def _last_version(journal: Journal, name: str) -> int:

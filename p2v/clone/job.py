@@ -144,8 +144,6 @@ def run(
         if vm.running:
             export_nbd.check_reach(vm.uri, request.tls_certs, f"a live clone of {vm.name}")
         golden_bytes, nics = vm.allocation, vm.nics
-        request = dataclasses.replace(request, memory_mib=request.memory_mib or vm.memory_mib,
-                                      vcpus=request.vcpus or vm.vcpus)  # fmt: skip
     else:
         if request.live or request.source_uri:
             raise InputError(f"{request.source} is a golden or an image: --live and --from "
@@ -153,8 +151,11 @@ def run(
         check_offline(request, golden)
         golden_bytes = os.path.getsize(golden["path"])
         nics = len(golden.get("nic_names") or [])
-    request = dataclasses.replace(request, memory_mib=request.memory_mib or 1024,
-                                  vcpus=request.vcpus or 1)  # fmt: skip
+    # Unless given: the VM's memory and vCPUs, or 1 GiB and one.
+    request = dataclasses.replace(
+        request, memory_mib=request.memory_mib or (vm.memory_mib if vm else 1024),
+        vcpus=request.vcpus or (vm.vcpus if vm else 1),
+    )  # fmt: skip
     names = planning.names(request.pattern, request.count)
     targets = _targets(request, base_name(golden) if golden else None)
     hosts = [t.plan_host for t in targets]
