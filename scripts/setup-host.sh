@@ -39,6 +39,8 @@ debian_pkgs=(
   # ISO pieces
   mmdebstrap xorriso mtools grub-pc-bin grub-efi-amd64-bin grub-common
   cpio zstd
+  # process migration reaches its servers over SSH (OpenSSH's client, ssh-keygen)
+  openssh-client
   # the test guest: its userland, its static program (libc6-dev), its boot loader
   busybox-static libc6-dev extlinux
   # the virtual environment and pyparted's build
