@@ -19,6 +19,7 @@ from p2v.commands import (
     history,
     inventory,
     migrate,
+    process,
     schedule,
     snapshot,
     transfer,
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     agents.register(verbs)
     convert.register(verbs)
     migrate.register(verbs)
+    process.register(verbs)
     snapshot.register(verbs)
     backup.register(verbs)
     golden.register(verbs)

@@ -1,0 +1,252 @@
+"""CRIU (checkpoint/restore in userspace) on a machine reached over SSH: checks,
+memory pre-dump passes, the final dump and the restore. We steer; CRIU freezes,
+writes and restores.
+
+The final dump holds the program frozen in CRIU's post-dump action script until p2v
+says `go` (it runs on the destination) or anything else: then the script returns
+non-zero and CRIU thaws the program where it was, with its connections. The script
+also moves the service address off the source, and back on an abort. p2v's answer
+comes over the SSH session that runs the dump, so a p2v that dies (its session
+closes) is an abort, as is no answer within DECISION_TIMEOUT_S.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import IO, Any
+
+from p2v.errors import ComponentError
+from p2v.host.ssh import Shell
+
+CHECK_TIMEOUT_S = 60.0
+DECISION_TIMEOUT_S = 300
+
+# $1 is the work directory; its `final.env` says what to move and release.
+HOOK = r"""#!/bin/sh
+[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] || exit 0
+cd "$(dirname "$0")" || exit 1
+. ./final.env
+[ -z "$ADDRESS" ] || ip addr del "$ADDRESS" dev "$SOURCE_DEV" || exit 1
+echo P2V-DUMPED >status
+decision=$(timeout "$DECISION_TIMEOUT" cat decision)
+if [ "$decision" = go ]; then
+	# A service's systemd must not start it again once CRIU ends it here.
+	[ -z "$UNIT" ] || systemctl stop --no-block "$UNIT"
+	exit 0
+fi
+[ -z "$ADDRESS" ] || ip addr add "$ADDRESS" dev "$SOURCE_DEV"
+exit 1
+"""
+
+# Runs the final dump with the hook; relays the hook's "dumped" to p2v and p2v's
+# decision (its first line; none at all is an abort) to the hook.
+FINAL = r"""#!/bin/sh
+cd "$1" || exit 1
+shift
+rm -f status decision
+mkfifo status decision || exit 1
+cat status &
+exec 3<&0
+( if read -r line <&3; then echo "$line"; else echo abort; fi >decision ) &
+criu dump "$@" --action-script "$PWD/hook" -o dump.log
+status=$?
+# A dump that failed before the hook ran: open the pipes once, so that the relays
+# blocked on them end.
+exec 5<>status 6<>decision
+exec 5>&- 6>&-
+echo "P2V-DUMP-EXIT $status"
+"""
+
+
+@dataclass(frozen=True)
+class PassStats:
+    pages: int  # written by this pass
+    frozen_ms: float
+    seconds: float
+    bytes: int  # of the pass's image directory
+
+
+def check(shell: Shell, live: bool) -> list[str]:
+    """What keeps CRIU from working on this machine, in words (none: it works)."""
+    features = " mem_dirty_track" if live else ""
+    script = (
+        "command -v criu >/dev/null || { echo 'P2V-MISSING criu'; exit 0; }; "
+        "command -v crit >/dev/null || echo 'P2V-MISSING crit'; "
+        "command -v python3 >/dev/null || echo 'P2V-MISSING python3'; "
+        "criu check 2>&1 | tail -n 3; "
+        f"for f in{features}; do criu check --feature $f 2>&1 | tail -n 1; done"
+    )
+    _, out, _ = shell.attempt(script, CHECK_TIMEOUT_S)
+    problems = []
+    for line in out.splitlines():
+        if line.startswith("P2V-MISSING "):
+            problems.append(f"{line.split()[1]} is not installed (Debian: apt install criu)")
+        elif line.startswith(("Error", "Warn")) or "not supported" in line:
+            problems.append(f"criu check: {line.strip()}")
+    if not any(line.strip() == "Looks good." for line in out.splitlines()) and not problems:
+        problems.append(f"criu check did not say 'Looks good.': {out.strip()[-200:]}")
+    return problems
+
+
+def install(shell: Shell, workdir: str, env: dict[str, str]) -> None:
+    """The work directory, the hook and the final dump's wrapper, and what the hook
+    is to move and release."""
+    env = {**env, "DECISION_TIMEOUT": str(DECISION_TIMEOUT_S)}
+    text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
+    script = (
+        f"mkdir -p {shlex.quote(workdir)} && cd {shlex.quote(workdir)} && "
+        f"cat >hook <<'P2V_EOF'\n{HOOK}P2V_EOF\n"
+        f"cat >final-dump <<'P2V_EOF'\n{FINAL}P2V_EOF\n"
+        f"cat >final.env <<'P2V_EOF'\n{text}P2V_EOF\n"
+        "chmod 0700 hook final-dump"
+    )
+    shell.run(script, CHECK_TIMEOUT_S)
+
+
+def pre_dump(shell: Shell, workdir: str, pid: int, name: str, prev: str | None,
+             timeout: float) -> PassStats:  # fmt: skip
+    """One pass: the memory written into WORKDIR/NAME while the program runs on,
+    only what changed since the pass `prev`."""
+    parent = f" --prev-images-dir ../{shlex.quote(prev)}" if prev else ""
+    q = shlex.quote
+    script = (
+        f"cd {q(workdir)} && rm -rf {q(name)} && mkdir {q(name)} && "
+        f"criu pre-dump -t {pid} -D {q(name)}{parent} --track-mem -o pre-dump.log "
+        f"|| {{ grep -E '^Error' {q(name)}/pre-dump.log | tail -n 3 >&2; exit 1; }}; "
+        f"crit show {q(name)}/stats-dump && du -sb {q(name)}"
+    )
+    started = time.monotonic()
+    out = shell.run(script, timeout)
+    stats, size = _stats_and_size(out)
+    dump = stats["entries"][0]["dump"]
+    return PassStats(int(dump.get("pages_written", 0)), dump.get("frozen_time", 0) / 1000,
+                     time.monotonic() - started, size)  # fmt: skip
+
+
+def _stats_and_size(out: str) -> tuple[dict[str, Any], int]:
+    text, _, du = out.rpartition("}")
+    return json.loads(text + "}"), int(du.split()[0])
+
+
+class FinalDump:
+    """The final dump, running until `decide` is answered."""
+
+    def __init__(self, shell: Shell, workdir: str, pid: int, prev: str | None,
+                 keep_tcp: bool) -> None:  # fmt: skip
+        args = ["-t", str(pid), "-D", "final", "--track-mem"]
+        if prev:
+            args += ["--prev-images-dir", f"../{prev}"]
+        if keep_tcp:
+            args.append("--tcp-established")
+        self.shell, self.workdir = shell, workdir
+        script = (
+            f"cd {shlex.quote(workdir)} && rm -rf final && mkdir final && "
+            f"exec ./final-dump {shlex.quote(workdir)} {shlex.join(args)}"
+        )
+        self.started = time.monotonic()
+        # Unbuffered: the lines are read as they come, with a time limit.
+        self.proc = shell.popen(script, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, bufsize=0)  # fmt: skip
+
+    def dumped(self, timeout: float) -> None:
+        """Returns once CRIU has written everything and waits for the decision; else
+        the dump failed (the program runs on where it was) and this says why."""
+        out: IO[bytes] = self.proc.stdout  # type: ignore[assignment]
+        line = _readline(out, self.proc, timeout).decode(errors="replace").strip()
+        if line == "P2V-DUMPED":
+            return
+        self.proc.kill()
+        why = self._log_errors()
+        raise ComponentError(f"{self.shell.peer}: CRIU's dump failed ({line or 'no answer'}); "
+                             f"the program runs on there{': ' + why if why else ''}")  # fmt: skip
+
+    def decide(self, go: bool, timeout: float) -> int:
+        """Tell the hook; CRIU's exit status once it has ended (go) or thawed the
+        program (anything else)."""
+        stdin: IO[bytes] = self.proc.stdin  # type: ignore[assignment]
+        try:
+            stdin.write(b"go\n" if go else b"abort\n")
+            stdin.close()
+        except OSError:
+            pass
+        out: IO[bytes] = self.proc.stdout  # type: ignore[assignment]
+        rest = _readline(out, self.proc, timeout).decode(errors="replace").strip()
+        self.proc.wait(timeout=10)
+        return int(rest.split()[-1]) if rest.startswith("P2V-DUMP-EXIT") else -1
+
+    def abandon(self) -> None:
+        """Close the session: the hook reads no decision and thaws the program."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def _log_errors(self) -> str:
+        code, out, _ = self.shell.attempt(
+            f"grep -E '^Error' {shlex.quote(self.workdir)}/final/dump.log | tail -n 3", 30
+        )
+        return "; ".join(out.split("\n")).strip("; ") if code == 0 else ""
+
+
+def _readline(out: IO[bytes], proc: subprocess.Popen[bytes], timeout: float) -> bytes:
+    """One line, or b"" once `timeout` passes or the session ends."""
+    import selectors
+
+    deadline = time.monotonic() + timeout
+    line = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(out, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not sel.select(max(0.0, deadline - time.monotonic())):
+                break
+            byte = out.read(1)
+            if not byte:
+                break
+            if byte == b"\n":
+                return line
+            line += byte
+    return line
+
+
+def restore_script(workdir: str, keep_tcp: bool, address: str | None, dev: str | None) -> str:
+    """On the destination: check the images against the manifest on stdin, take the
+    address, restore the program left stopped (p2v continues it once the source has
+    released it). Prints P2V-RESTORED; a failure gives the address back."""
+    q = shlex.quote
+    tcp = " --tcp-established" if keep_tcp else ""
+    take = f"ip addr add {q(address)} dev {q(dev or '')} && " if address else ""
+    give = f"ip addr del {q(address)} dev {q(dev or '')}; " if address else ""
+    return (
+        f"cd {q(workdir)} && sha256sum --quiet --strict -c - >&2 && {take}"
+        f"{{ criu restore -D final --restore-detached --leave-stopped{tcp} -o restore.log "
+        f"|| {{ {give}grep -E '^Error' final/restore.log | tail -n 3 >&2; exit 1; }}; }} && "
+        "echo P2V-RESTORED"
+    )
+
+
+def continue_script(pids: list[int], address: str | None, dev: str | None) -> str:
+    """On the destination: the restored program continues; neighbours learn where its
+    address is now (gratuitous ARP, in the background)."""
+    script = f"kill -CONT {' '.join(str(p) for p in pids)}"
+    if address and ":" not in address:
+        ip = address.split("/")[0]
+        # Only arping itself in the background, its output nowhere: the session
+        # ends without waiting for it.
+        script += (f"; if command -v arping >/dev/null; then setsid arping -U -c 2 -I "
+                   f"{shlex.quote(dev or '')} {ip} </dev/null >/dev/null 2>&1 & fi")  # fmt: skip
+    return script
+
+
+def stats(shell: Shell, path: str) -> dict[str, Any]:
+    """CRIU's statistics file (stats-dump, stats-restore) as a dict; {} if unreadable."""
+    code, out, _ = shell.attempt(f"crit show {shlex.quote(path)}", 30)
+    if code != 0:
+        return {}
+    try:
+        entry = json.loads(out)["entries"][0]
+    except (ValueError, KeyError, IndexError):
+        return {}
+    return dict(entry.get("dump") or entry.get("restore") or {})

@@ -1,0 +1,1 @@
+"""Work migration: one running program moved to another machine with CRIU."""
