@@ -24,22 +24,40 @@ from p2v.host.ssh import Shell
 
 CHECK_TIMEOUT_S = 60.0
 DECISION_TIMEOUT_S = 300
+# A restore that has not ended by then is stopped (CRIU then removes what it made):
+# the source's hook is still waiting, well within DECISION_TIMEOUT_S, and thaws it.
+RESTORE_TIMEOUT_S = 120
 
-# $1 is the work directory; its `final.env` says what to move and release.
+# Runs in the work directory; its `final.env` says what to move and release, and
+# `final.files` which open files (relative to /) go along. Once CRIU has written the
+# images, the hook sends them and those files, with their digests, as one tar on the
+# status pipe: "P2V-DUMPED SIZE", then SIZE bytes. p2v streams it straight into the
+# restore on the destination: the frozen program waits for no other round trip.
 HOOK = r"""#!/bin/sh
 [ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] || exit 0
 cd "$(dirname "$0")" || exit 1
 . ./final.env
+here=${PWD#/}
 [ -z "$ADDRESS" ] || ip addr del "$ADDRESS" dev "$SOURCE_DEV" || exit 1
-echo P2V-DUMPED >status
+back() {
+	[ -z "$ADDRESS" ] || ip addr add "$ADDRESS" dev "$SOURCE_DEV"
+	exit 1
+}
+# The images whole (their `parent` link to the last pass too), not CRIU's log, which
+# it still writes.
+{ find "/$here/final" -type f ! -name dump.log | sed 's|^/||'; cat final.files; } >final.list ||
+	back
+(cd / && tr '\n' '\0' <"/$here/final.list" | xargs -0 sha256sum) >final.sha256 || back
+tar -C / -cf final.tar --exclude "$here/final/dump.log" "$here/final" "$here/final.sha256" \
+	-T final.files || back
+{ echo "P2V-DUMPED $(stat -c %s final.tar)"; cat final.tar; } >status || back
 decision=$(timeout "$DECISION_TIMEOUT" cat decision)
 if [ "$decision" = go ]; then
 	# A service's systemd must not start it again once CRIU ends it here.
 	[ -z "$UNIT" ] || systemctl stop --no-block "$UNIT"
 	exit 0
 fi
-[ -z "$ADDRESS" ] || ip addr add "$ADDRESS" dev "$SOURCE_DEV"
-exit 1
+back
 """
 
 # Runs the final dump with the hook; relays the hook's "dumped" to p2v and p2v's
@@ -92,16 +110,18 @@ def check(shell: Shell, live: bool) -> list[str]:
     return problems
 
 
-def install(shell: Shell, workdir: str, env: dict[str, str]) -> None:
+def install(shell: Shell, workdir: str, env: dict[str, str], files: list[str]) -> None:
     """The work directory, the hook and the final dump's wrapper, and what the hook
-    is to move and release."""
+    is to move (`files`: absolute paths) and release."""
     env = {**env, "DECISION_TIMEOUT": str(DECISION_TIMEOUT_S)}
     text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
+    listed = "".join(f"{path.lstrip('/')}\n" for path in files)
     script = (
         f"mkdir -p {shlex.quote(workdir)} && cd {shlex.quote(workdir)} && "
         f"cat >hook <<'P2V_EOF'\n{HOOK}P2V_EOF\n"
         f"cat >final-dump <<'P2V_EOF'\n{FINAL}P2V_EOF\n"
         f"cat >final.env <<'P2V_EOF'\n{text}P2V_EOF\n"
+        f"cat >final.files <<'P2V_EOF'\n{listed}P2V_EOF\n"
         "chmod 0700 hook final-dump"
     )
     shell.run(script, CHECK_TIMEOUT_S)
@@ -152,13 +172,19 @@ class FinalDump:
         self.proc = shell.popen(script, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, bufsize=0)  # fmt: skip
 
-    def dumped(self, timeout: float) -> None:
-        """Returns once CRIU has written everything and waits for the decision; else
-        the dump failed (the program runs on where it was) and this says why."""
+    def dumped(self, timeout: float) -> bytes:
+        """Once CRIU has written everything and waits for the decision: the tar of the
+        images and the files that go along. Else the dump failed (the program runs on
+        where it was), and this says why."""
         out: IO[bytes] = self.proc.stdout  # type: ignore[assignment]
+        deadline = time.monotonic() + timeout
         line = _readline(out, self.proc, timeout).decode(errors="replace").strip()
-        if line == "P2V-DUMPED":
-            return
+        if line.startswith("P2V-DUMPED "):
+            size = int(line.split()[1])
+            data = _read(out, size, deadline)
+            if len(data) == size:
+                return data
+            line = f"{len(data)} of {size} bytes of its images came"
         self.proc.kill()
         why = self._log_errors()
         raise ComponentError(f"{self.shell.peer}: CRIU's dump failed ({line or 'no answer'}); "
@@ -191,6 +217,21 @@ class FinalDump:
         return "; ".join(out.split("\n")).strip("; ") if code == 0 else ""
 
 
+def _read(out: IO[bytes], size: int, deadline: float) -> bytes:
+    """`size` bytes, or fewer once `deadline` passes or the session ends."""
+    import selectors
+
+    data = bytearray()
+    with selectors.DefaultSelector() as sel:
+        sel.register(out, selectors.EVENT_READ)
+        while len(data) < size and sel.select(max(0.0, deadline - time.monotonic())):
+            chunk = out.read(min(size - len(data), 1 << 20))
+            if not chunk:
+                break
+            data += chunk
+    return bytes(data)
+
+
 def _readline(out: IO[bytes], proc: subprocess.Popen[bytes], timeout: float) -> bytes:
     """One line, or b"" once `timeout` passes or the session ends."""
     import selectors
@@ -212,16 +253,19 @@ def _readline(out: IO[bytes], proc: subprocess.Popen[bytes], timeout: float) -> 
 
 
 def restore_script(workdir: str, keep_tcp: bool, address: str | None, dev: str | None) -> str:
-    """On the destination: check the images against the manifest on stdin, take the
-    address, restore the program left stopped (p2v continues it once the source has
-    released it). Prints P2V-RESTORED; a failure gives the address back."""
+    """On the destination: unpack the hook's tar (stdin), check it against its
+    digests, take the address, restore the program left stopped (p2v continues it
+    once the source has released it). Prints P2V-RESTORED; a failure gives the
+    address back."""
     q = shlex.quote
     tcp = " --tcp-established" if keep_tcp else ""
     take = f"ip addr add {q(address)} dev {q(dev or '')} && " if address else ""
     give = f"ip addr del {q(address)} dev {q(dev or '')}; " if address else ""
     return (
-        f"cd {q(workdir)} && sha256sum --quiet --strict -c - >&2 && {take}"
-        f"{{ criu restore -D final --restore-detached --leave-stopped{tcp} -o restore.log "
+        f"tar -C / -xf - && cd / && sha256sum --quiet --strict -c {q(workdir.lstrip('/'))}"
+        f"/final.sha256 >&2 && cd {q(workdir)} && {take}"
+        f"{{ timeout -k 5 {RESTORE_TIMEOUT_S} criu restore -D final --restore-detached "
+        f"--leave-stopped{tcp} -o restore.log "
         f"|| {{ {give}grep -E '^Error' final/restore.log | tail -n 3 >&2; exit 1; }}; }} && "
         "echo P2V-RESTORED"
     )
@@ -238,6 +282,11 @@ def continue_script(pids: list[int], address: str | None, dev: str | None) -> st
         script += (f"; if command -v arping >/dev/null; then setsid arping -U -c 2 -I "
                    f"{shlex.quote(dev or '')} {ip} </dev/null >/dev/null 2>&1 & fi")  # fmt: skip
     return script
+
+
+def discard_script(pids: list[int]) -> str:
+    """On the destination, after a failed restore: end what CRIU left of the tree."""
+    return f"kill -KILL {' '.join(str(p) for p in pids)} 2>/dev/null; true"
 
 
 def stats(shell: Shell, path: str) -> dict[str, Any]:

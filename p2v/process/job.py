@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -199,7 +200,7 @@ def _steps(job: Run, a: Shell, b: Shell, request: Request, checked: Checked) -> 
         env = {"ADDRESS": address.address if address else "",
                "SOURCE_DEV": address.source_dev if address else "",
                "UNIT": source.unit or ""}  # fmt: skip
-        criu.install(a, workdir, env)
+        criu.install(a, workdir, env, moving)
         b.run(f"rm -rf {shlex.quote(workdir)} && mkdir -p {shlex.quote(workdir)}", 60)
         return {"workdir": workdir}
 
@@ -260,19 +261,20 @@ def _move(job: Run, a: Shell, b: Shell, workdir: str, request: Request, checked:
         marks[name] = round(time.monotonic() - dump.started, 3)
 
     try:
-        dump.dumped(request.timeout)
+        images = dump.dumped(request.timeout)
         mark("dumped_s")
-        images = files.move(a, b, workdir, ["final"], request.timeout, verify=False)
-        opened = files.move(a, b, "/", [p.lstrip("/") for p in moving], request.timeout,
-                            verify=False)  # fmt: skip
-        manifest = _absolute(images.manifest, workdir) + _absolute(opened.manifest, "")
-        mark("copied_s")
         restore = criu.restore_script(workdir, request.keep_tcp,
                                       address.address if address else None,
                                       address.target_dev if address else None)  # fmt: skip
         code = b.popen(restore, stdin=-1, stdout=-1, stderr=-1)
-        out, err = code.communicate(manifest.encode(), timeout=request.timeout)
+        try:
+            out, err = code.communicate(images, timeout=criu.RESTORE_TIMEOUT_S + 30)
+        except subprocess.TimeoutExpired:
+            code.kill()
+            out, err = b"", f"no answer in {criu.RESTORE_TIMEOUT_S + 30} s".encode()
         if code.returncode != 0 or b"P2V-RESTORED" not in out:
+            # Whatever CRIU made of it there: those PIDs were free before it began.
+            b.attempt(criu.discard_script(checked.source.pids), 60)
             dump.decide(False, request.timeout)
             why = err.decode(errors="replace").strip().splitlines()
             raise MigrationError(f"{b.peer}: the restore failed ({why[-1] if why else 'no reason'}"
@@ -304,20 +306,11 @@ def _move(job: Run, a: Shell, b: Shell, workdir: str, request: Request, checked:
         "freeze_ms": freeze_ms,
         "criu_frozen_ms": round(frozen.get("frozen_time", 0) / 1000) if frozen else None,
         "restore_ms": round(restored.get("restore_time", 0) / 1000) if restored else None,
-        "bytes": images.bytes + opened.bytes,
+        "bytes": len(images),
         "files": moving,
         "address": address.to_json() if address else None,
         "marks": marks,
     }
-
-
-def _absolute(manifest: str, root: str) -> str:
-    """sha256sum's lines with their paths under `root`."""
-    lines = []
-    for line in manifest.splitlines():
-        digest, _, path = line.partition("  ")
-        lines.append(f"{digest}  {root.rstrip('/')}/{path}\n")
-    return "".join(lines)
 
 
 def _finish_released(

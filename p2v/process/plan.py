@@ -31,6 +31,7 @@ class Source:
     binaries: dict[str, dict[str, Any]]  # mapped files: size, sha256
     files: dict[str, dict[str, Any]]  # open regular files: size, sha256
     established: list[str]  # established TCP connections, in words
+    listening: list[list[Any]]  # [port, what] of its listening TCP sockets
     problems: list[str]  # what cannot move, in words
     free: int  # bytes free where the images go
     hostname: str
@@ -50,6 +51,7 @@ class Target:
     paths: dict[str, dict[str, Any]]  # of the source's binaries and files: size, sha256
     free: int
     pids: list[int]
+    listening: list[int]  # TCP ports something listens on
     hostname: str
 
     @classmethod
@@ -96,6 +98,9 @@ def refusals(
     busy = sorted(set(source.pids) & set(target.pids))
     problems += [f"PID {pid} ({source.comm(pid)}) is in use on {dst_name}: CRIU gives each "
                  "process its own PID back" for pid in busy]  # fmt: skip
+    taken = set(target.listening)
+    problems += [f"{what} listens on TCP port {port}, which {dst_name} has in use"
+                 for port, what in source.listening if port in taken]  # fmt: skip
     need = images_size(source)
     for name, free in ((src_name, source.free), (dst_name, target.free)):
         if free < need:

@@ -155,8 +155,10 @@ def source(spec: str, workdir: str) -> dict[str, Any]:
                     continue
                 if os.path.isfile(target):
                     files[target] = {"size": st.st_size, "sha256": digest(target)}
-    established = []
+    established, listening = [], []
     for inode, what in inodes.items():
+        if inode in tcp and tcp[inode][0] == 10:
+            listening.append([int(tcp[inode][1].split(":")[1], 16), what])
         if inode in tcp and tcp[inode][0] == 1:
             established.append(f"{what} ({_addr(tcp[inode][1])} <-> {_addr(tcp[inode][2])})")
         elif inode in unix and unix[inode][0] not in inodes:
@@ -174,6 +176,7 @@ def source(spec: str, workdir: str) -> dict[str, Any]:
         "unit": unit_of(pid),
         "rss": rss,
         "binaries": binaries,
+        "listening": listening,
         "files": files,
         "established": established,
         "problems": problems,
@@ -199,6 +202,13 @@ def target(workdir: str, paths: list[str]) -> dict[str, Any]:
         "paths": found,
         "free": shutil.disk_usage(workdir).free,
         "pids": sorted(int(e) for e in os.listdir("/proc") if e.isdigit()),
+        "listening": sorted(
+            {
+                int(local.split(":")[1], 16)
+                for state, local, _ in tcp_states().values()
+                if state == 10
+            }
+        ),
         "hostname": os.uname().nodename,
     }
 

@@ -1,12 +1,10 @@
-"""Files from one machine to another over SSH, digests checked: a process move's CRIU
-images and the files the program has open that the destination lacks.
+"""Files from one machine to another over SSH, digests checked: the CRIU images of a
+process move's pre-dump passes (its final images travel inside the move itself:
+p2v/host/criu.py).
 
 The source's tar streams through this process into the destination's tar (the two
 machines need no way to each other, nor keys for each other); meanwhile the source
 lists each file's SHA-256, and the destination checks its copies against that list.
-The final pass of a move leaves the check to the command that follows on the
-destination (`manifest` is for it), so that the frozen program waits for one round
-trip less.
 """
 
 from __future__ import annotations
@@ -29,10 +27,9 @@ class Moved:
     manifest: str  # sha256sum's lines, paths relative to the root
 
 
-def move(src: Shell, dst: Shell, root: str, paths: list[str], timeout: float,
-         verify: bool = True) -> Moved:  # fmt: skip
+def move(src: Shell, dst: Shell, root: str, paths: list[str], timeout: float) -> Moved:
     """`paths` (relative to `root` on both sides; directories whole) from `src` to
-    `dst`; with `verify`, the copies are checked there against the source's digests."""
+    `dst`, the copies checked there against the source's digests."""
     if not paths:
         return Moved(0, 0.0, "")
     q = shlex.quote
@@ -73,8 +70,7 @@ def move(src: Shell, dst: Shell, root: str, paths: list[str], timeout: float,
                 proc.kill()
                 proc.wait()
     text = manifest.decode()
-    if verify:
-        check(dst, root, text, timeout)
+    check(dst, root, text, timeout)
     return Moved(total, time.monotonic() - started, text)
 
 

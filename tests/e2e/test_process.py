@@ -125,6 +125,31 @@ def test_killing_p2v_during_the_passes_leaves_the_program_running_on_the_source(
     assert "p2v-counterd" not in _ssh(nodes_up, IP_B, "ps -eo comm")
 
 
+def test_a_restore_that_fails_leaves_the_program_thawed_on_the_source(nodes_up: Path) -> None:
+    """A cold move whose unpacking on B fails (the service's log there is immutable):
+    the program was frozen for the whole copy, and carries on at A with its client's
+    connection, count and address; nothing of it is left on B."""
+    pid = _ssh(nodes_up, IP_A, "systemctl show -p MainPID --value p2v-counter").strip()
+    log = "/var/log/p2v-counterd.log"
+    _ssh(nodes_up, IP_B, f"echo stale >{log} && chattr +i {log}")
+    try:
+        with guests.CounterWatch(SERVICE) as watch:
+            assert watch.wait_for_more(5, 30)
+            failed = p2v(*_move(nodes_up, pid, "--from", f"ssh://{IP_A}", "--to",
+                                f"ssh://{IP_B}", "--keep-tcp", "--move-address", SERVICE),
+                         check=False, timeout=600)  # fmt: skip
+            assert failed.returncode == 10, failed.stderr
+            assert f"process {pid} runs on ssh://{IP_A} as before" in failed.stderr
+            assert watch.wait_for_more(20, 30), "the counter did not carry on at A"
+            assert not watch.lost and not watch.closed
+    finally:
+        _ssh(nodes_up, IP_B, f"chattr -i {log}; rm -f {log}")
+    assert _ssh(nodes_up, IP_A, "systemctl show -p MainPID --value p2v-counter").strip() == pid
+    assert SERVICE in _ssh(nodes_up, IP_A, "ip -br addr")
+    assert SERVICE not in _ssh(nodes_up, IP_B, "ip -br addr")
+    assert "p2v-counterd" not in _ssh(nodes_up, IP_B, "ps -eo comm")
+
+
 def test_a_live_move_with_its_connection_loses_nothing_and_the_count_goes_on(
     nodes_up: Path,
 ) -> None:
