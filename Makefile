@@ -33,6 +33,7 @@ fixtures: setup
 	$(PY) -m tests.fixtures bios-ext4 --converted
 	$(PY) -m tests.fixtures uefi-lvm
 	$(PY) -m tests.fixtures vmguest
+	$(PY) -m tests.fixtures procnode
 
 # Tests that boot no guest and launch no appliance run side by side, four at a time:
 # most of their time is spent waiting on time limits. The others, one at a time (two
