@@ -14,7 +14,8 @@ MiB = 1 << 20
 # Room for the images beside the memory they hold: CRIU's own files, page maps.
 IMAGE_OVERHEAD = 16 * MiB
 # Pre-dump passes: at most this many, and no more once a pass wrote this little
-# (its pages are what the final freeze has left to write) or no less than the last.
+# (its pages are what the final freeze has left to write) or did not halve what the
+# pass before it wrote: the program then dirties memory about as fast as a pass takes.
 MAX_PASSES = 4
 SMALL_PASS_PAGES = 256  # 1 MiB of 4 KiB pages
 
@@ -129,7 +130,7 @@ def another_pass(pages: list[int]) -> bool:
         return False
     if pages[-1] <= SMALL_PASS_PAGES:
         return False
-    return len(pages) < 2 or pages[-1] < pages[-2]
+    return len(pages) < 2 or pages[-1] * 2 <= pages[-2]
 
 
 def parse_address(text: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:

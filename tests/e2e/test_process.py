@@ -44,7 +44,7 @@ def nodes_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         gw = str(hosts.GATEWAY)
         settings = {
             NODE_A: (a.uri, procnode.NodeSettings("node-a", f"{IP_A}/24", gw, counter=True,
-                                                  service=f"{SERVICE}/24", memory_mib=64,
+                                                  service=f"{SERVICE}/24", memory_mib=16,
                                                   dirty_mib_s=1)),
             NODE_B: (b.uri, procnode.NodeSettings("node-b", f"{IP_B}/24", gw)),
         }  # fmt: skip
@@ -95,11 +95,17 @@ def test_a_move_refused_names_what_cannot_go_and_freezes_nothing(nodes_up: Path)
     assert _ssh(nodes_up, IP_A, "systemctl show -p MainPID --value p2v-counter").strip() == pid
 
 
-def test_killing_p2v_during_the_passes_leaves_the_program_running_on_the_source(
-    nodes_up: Path,
+@pytest.mark.parametrize(
+    ("when", "after"),
+    [("pre-dump 2 ...", 0.5), ("move ...", 1.0)],
+    ids=["in-a-pre-dump-pass", "while-frozen"],
+)
+def test_killing_p2v_leaves_the_program_running_on_the_source(
+    nodes_up: Path, when: str, after: float
 ) -> None:
-    """kill -9 of p2v while CRIU pre-dumps: the program runs on at A, its client
-    sees nothing, and nothing of it runs on B."""
+    """kill -9 of p2v while CRIU pre-dumps, and while the final dump holds the program
+    frozen: it runs on at A with its address, its client loses nothing and stays
+    connected, and nothing of it runs on B."""
     pid = _ssh(nodes_up, IP_A, "systemctl show -p MainPID --value p2v-counter").strip()
     with guests.CounterWatch(SERVICE) as watch:
         assert watch.wait_for_more(5, 30)
@@ -112,17 +118,19 @@ def test_killing_p2v_during_the_passes_leaves_the_program_running_on_the_source(
         said = []
         for line in proc.stderr:
             said.append(line)
-            if "pre-dump 2 ..." in line:
-                time.sleep(0.5)  # inside CRIU's second pass
+            if when in line:
+                time.sleep(after)
                 proc.send_signal(signal.SIGKILL)
                 break
         proc.wait(timeout=30)
         assert proc.returncode == -signal.SIGKILL, "".join(said)
-        assert watch.wait_for_more(30, 20), "the counter stopped after p2v was killed"
+        assert watch.wait_for_more(30, 30), "the counter stopped after p2v was killed"
         assert not watch.lost and not watch.closed
     assert _ssh(nodes_up, IP_A, "systemctl show -p MainPID --value p2v-counter").strip() == pid
+    assert SERVICE in _ssh(nodes_up, IP_A, "ip -br addr")
     assert "criu" not in _ssh(nodes_up, IP_A, "ps -eo comm")
     assert "p2v-counterd" not in _ssh(nodes_up, IP_B, "ps -eo comm")
+    assert SERVICE not in _ssh(nodes_up, IP_B, "ip -br addr")
 
 
 def test_a_restore_that_fails_leaves_the_program_thawed_on_the_source(nodes_up: Path) -> None:

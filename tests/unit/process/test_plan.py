@@ -84,11 +84,12 @@ def test_open_files_the_destination_lacks_or_has_otherwise_are_moved() -> None:
         ([16000], True),  # after the first, always a second
         ([16000, 3000], True),  # shrinking
         ([16000, 3000, 3500], False),  # no longer shrinking: the program dirties as fast
+        ([4000, 1600, 1200], False),  # not halved: another pass would gain little
         ([16000, 200], False),  # what is left is small
         ([16000, 8000, 4000, 2000], False),  # at most MAX_PASSES
     ],
 )
-def test_passes_stop_when_small_not_shrinking_or_enough(pages: list[int], again: bool) -> None:
+def test_passes_stop_when_small_not_halving_or_enough(pages: list[int], again: bool) -> None:
     assert plan.another_pass(pages) is again
 
 
