@@ -15,6 +15,7 @@ from p2v.commands.options import (
     count,
     job_reporter,
     port,
+    print_job,
     rate,
     say,
     seconds,
@@ -172,11 +173,7 @@ def _cmd_backup(args: argparse.Namespace) -> int:
             job_id, record = job.run(request, journal, say, reporter)
     finally:
         journal.close()
-    if args.json:
-        print(json.dumps({"job": job_id, **record}))
-    else:
-        print(f"job {job_id}: {job.summary(record)}")
-    return 0
+    return print_job(args, job_id, record, job.summary)
 
 
 def _tool(args: argparse.Namespace) -> int:

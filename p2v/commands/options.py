@@ -140,6 +140,20 @@ def say(message: str) -> None:
     print(f"p2v: {message}", file=sys.stderr, flush=True)
 
 
+def print_job(
+    args: argparse.Namespace, job_id: str, record: dict[str, Any], summary: Callable[..., str]
+) -> int:
+    """How a job that ended is printed: its record as JSON with --json, else `job ID:`
+    and its summary in words."""
+    if args.json:
+        import json
+
+        print(json.dumps({"job": job_id, **record}))
+    else:
+        print(f"job {job_id}: {summary(record)}")
+    return 0
+
+
 def job_reporter(args: argparse.Namespace) -> Any:
     """A progress bar for a person at a terminal; nothing for --json or a pipe."""
     from p2v.transfer.progress import BarReporter, QuietReporter

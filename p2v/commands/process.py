@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from p2v.commands.options import HelpLayout, add_schedule_options, say, seconds
+from p2v.commands.options import HelpLayout, add_schedule_options, print_job, say, seconds
 from p2v.errors import EXIT_CODES, InputError
 
 
@@ -109,8 +108,4 @@ def _cmd(args: argparse.Namespace) -> int:
             job_id, record = job.run(request, journal, say)
     finally:
         journal.close()
-    if args.json:
-        print(json.dumps({"job": job_id, **record}))
-    else:
-        print(f"job {job_id}: {job.summary(record)}")
-    return 0
+    return print_job(args, job_id, record, job.summary)

@@ -11,6 +11,7 @@ from p2v.commands.options import (
     add_connect_timeout_option,
     add_schedule_options,
     count,
+    print_job,
     say,
 )
 from p2v.errors import EXIT_CODES, InputError
@@ -119,11 +120,7 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
             job_id, record = job.run(request, journal, say)
     finally:
         journal.close()
-    if args.json:
-        print(json.dumps({"job": job_id, **record}))
-    else:
-        print(f"job {job_id}: {job.summary(record)}")
-    return 0
+    return print_job(args, job_id, record, job.summary)
 
 
 def _list(args: argparse.Namespace) -> int:
