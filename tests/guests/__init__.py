@@ -16,8 +16,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from p2v import accel
 from p2v.errors import ComponentError, InputError
@@ -30,6 +31,7 @@ from tests.fixtures import builder
 from tests.fixtures.vmguest import PORT, Settings, console, records
 from tests.guests.domain import GuestSpec
 
+T = TypeVar("T")
 POOL = "default"
 START_TIMEOUT = 120.0
 COUNTER_TIMEOUT = 5.0
@@ -72,6 +74,28 @@ def start(
     channel, so that its qemu-ga runs. A guest that does not get there is
     removed again, with its volume."""
     image = builder.build("vmguest")
+
+    def xml(disk: str, domain_type: str) -> str:
+        memory = memory_mib or settings.memory_for(uefi)
+        return GuestSpec(name, settings, memory, disk, domain_type, uefi, agent).to_xml()
+
+    def ready(conn: Any, domain: Any) -> None:
+        _wait_counting(conn, domain, uri, timeout)
+
+    upload_and_start(uri, name, image, xml, ready if boot else None)
+
+
+def upload_and_start(
+    uri: str,
+    name: str,
+    image: Path,
+    xml: Callable[[str, str], str],
+    ready: Callable[[Any, Any], T] | None,
+) -> T | None:
+    """Upload `image` as the volume NAME.qcow2 of the host's pool, define the domain
+    `xml(disk path, domain type)` describes, start it and return what `ready(conn,
+    domain)` returns once it is up (`ready` None: left defined and shut off). A guest
+    that does not get there is removed again, with its volume."""
     with virt.connection(uri) as conn:
         if virt.lookup(conn, name) is not None:
             raise InputError(f"{uri}: a domain named {name!r} exists; stop it first")
@@ -81,15 +105,12 @@ def start(
         vol = virt.create_volume(pool, volume_name(name), _virtual_size(image), "qcow2")
         try:
             storage.upload_file(conn, vol, str(image))
-            spec = GuestSpec(
-                name, settings, memory_mib or settings.memory_for(uefi), storage.path(vol),
-                accel.detect().libvirt_domain_type, uefi, agent,
-            )  # fmt: skip
-            domain = virt.define(conn, spec.to_xml())
+            domain = virt.define(conn, xml(storage.path(vol), accel.detect().libvirt_domain_type))
             try:
-                if boot:
-                    virt.start(domain)
-                    _wait_counting(conn, domain, uri, timeout)
+                if ready is None:
+                    return None
+                virt.start(domain)
+                return ready(conn, domain)
             except BaseException:
                 virt.destroy(domain)
                 virt.undefine(domain)
