@@ -107,8 +107,12 @@ def _restart(config: Path, src: str, dst: str, tool: str) -> Run:
         watch.wait_for_more(5, 30)
         started = time.monotonic()
         # A service CRIU restored runs outside its unit: pkill stops that one too.
-        _ssh(config, src, "systemctl stop p2v-counter; pkill -x p2v-counterd; "
-             f"ip addr del {SERVICE}/24 dev enp1s0")
+        _ssh(
+            config,
+            src,
+            "systemctl stop p2v-counter; pkill -x p2v-counterd; "
+            f"ip addr del {SERVICE}/24 dev enp1s0",
+        )
         _ssh(config, dst, f"ip addr add {SERVICE}/24 dev enp1s0; "
              "echo 29999 >/proc/sys/kernel/ns_last_pid; systemctl start p2v-counter; "
              f"setsid arping -U -c 2 -I enp1s0 {SERVICE} </dev/null >/dev/null 2>&1 &")  # fmt: skip
