@@ -50,7 +50,10 @@ back() {
 (cd / && tr '\n' '\0' <"/$here/final.list" | xargs -0 sha256sum) >final.sha256 || back
 tar -C / -cf final.tar --exclude "$here/final/dump.log" "$here/final" "$here/final.sha256" \
 	-T final.files || back
-{ echo "P2V-DUMPED $(stat -c %s final.tar)"; cat final.tar; } >status || back
+# A p2v that stopped reading must not hold the program frozen: the copy has the
+# decision's time limit too.
+{ echo "P2V-DUMPED $(stat -c %s final.tar)"; timeout "$DECISION_TIMEOUT" cat final.tar; } \
+	>status || back
 decision=$(timeout "$DECISION_TIMEOUT" cat decision)
 if [ "$decision" = go ]; then
 	# A service's systemd must not start it again once CRIU ends it here.
@@ -118,10 +121,10 @@ def install(shell: Shell, workdir: str, env: dict[str, str], files: list[str]) -
     listed = "".join(f"{path.lstrip('/')}\n" for path in files)
     script = (
         f"mkdir -p {shlex.quote(workdir)} && cd {shlex.quote(workdir)} && "
-        f"cat >hook <<'P2V_EOF'\n{HOOK}P2V_EOF\n"
-        f"cat >final-dump <<'P2V_EOF'\n{FINAL}P2V_EOF\n"
-        f"cat >final.env <<'P2V_EOF'\n{text}P2V_EOF\n"
-        f"cat >final.files <<'P2V_EOF'\n{listed}P2V_EOF\n"
+        f"cat >hook <<'P2V_EOF' &&\n{HOOK}P2V_EOF\n"
+        f"cat >final-dump <<'P2V_EOF' &&\n{FINAL}P2V_EOF\n"
+        f"cat >final.env <<'P2V_EOF' &&\n{text}P2V_EOF\n"
+        f"cat >final.files <<'P2V_EOF' &&\n{listed}P2V_EOF\n"
         "chmod 0700 hook final-dump"
     )
     shell.run(script, CHECK_TIMEOUT_S)
@@ -201,7 +204,7 @@ class FinalDump:
             pass
         out: IO[bytes] = self.proc.stdout  # type: ignore[assignment]
         rest = _readline(out, self.proc, timeout).decode(errors="replace").strip()
-        self.proc.wait(timeout=10)
+        self.abandon()
         return int(rest.split()[-1]) if rest.startswith("P2V-DUMP-EXIT") else -1
 
     def abandon(self) -> None:
@@ -252,22 +255,45 @@ def _readline(out: IO[bytes], proc: subprocess.Popen[bytes], timeout: float) -> 
     return line
 
 
-def restore_script(workdir: str, keep_tcp: bool, address: str | None, dev: str | None) -> str:
+def restore_script(workdir: str, keep_tcp: bool, address: str | None, dev: str | None,
+                   tids: list[int], files: list[str]) -> str:  # fmt: skip
     """On the destination: unpack the hook's tar (stdin), check it against its
     digests, take the address, restore the program left stopped (p2v continues it
-    once the source has released it). Prints P2V-RESTORED; a failure gives the
-    address back."""
+    once the source has released it). Prints P2V-RESTORED. The destination's own
+    copies of `files` (absolute paths) are kept aside first; a failure puts them
+    back and gives the address back."""
     q = shlex.quote
+    w = workdir.rstrip("/")
     tcp = " --tcp-established" if keep_tcp else ""
     take = f"ip addr add {q(address)} dev {q(dev or '')} && " if address else ""
-    give = f"ip addr del {q(address)} dev {q(dev or '')}; " if address else ""
+    give = f"ip addr del {q(address)} dev {q(dev or '')} 2>/dev/null; " if address else ""
+    # The IDs were free at the checks; one taken since then fails the restore here, so
+    # that whatever is at them after a failed restore is CRIU's (discard_script).
+    ids = " ".join(str(t) for t in tids)
+    keep = " ".join(q(f) for f in files)
     return (
-        f"tar -C / -xf - && cd / && sha256sum --quiet --strict -c {q(workdir.lstrip('/'))}"
-        f"/final.sha256 >&2 && cd {q(workdir)} && {take}"
+        f'{{ for t in {ids}; do [ ! -d /proc/$t ] || {{ echo "ID $t is in use here now" >&2; '
+        "exit 1; }; done && "
+        f"mkdir -p {q(w)}/kept && : >{q(w)}/kept.new && "
+        f'cd / && for f in {keep}; do if [ -e "$f" ]; then cp -a --parents "${{f#/}}" '
+        f'{q(w)}/kept/; else echo "$f" >>{q(w)}/kept.new; fi; done && '
+        f"tar -C / -xf - && cd / && sha256sum --quiet --strict -c {q(w.lstrip('/'))}"
+        f"/final.sha256 >&2 && cd {q(w)} && {take}"
         f"{{ timeout -k 5 {RESTORE_TIMEOUT_S} criu restore -D final --restore-detached "
         f"--leave-stopped{tcp} -o restore.log "
-        f"|| {{ {give}grep -E '^Error' final/restore.log | tail -n 3 >&2; exit 1; }}; }} && "
-        "echo P2V-RESTORED"
+        f"|| {{ grep -E '^Error' final/restore.log | tail -n 3 >&2; false; }}; }}; }} "
+        f"|| {{ {give}{_put_back(w)}; exit 1; }}; echo P2V-RESTORED"
+    )
+
+
+def _put_back(workdir: str) -> str:
+    """The destination's own copies of the files a failed move brought, back in place;
+    those it had not, removed."""
+    q = shlex.quote
+    return (
+        f"if [ -d {q(workdir)}/kept ]; then (cd {q(workdir)}/kept && find . ! -type d | "
+        'while read -r f; do mv -f "$f" "/${f#./}"; done); fi; '
+        f"[ ! -f {q(workdir)}/kept.new ] || xargs -r -d '\\n' rm -f <{q(workdir)}/kept.new"
     )
 
 
@@ -284,9 +310,23 @@ def continue_script(pids: list[int], address: str | None, dev: str | None) -> st
     return script
 
 
-def discard_script(pids: list[int]) -> str:
-    """On the destination, after a failed restore: end what CRIU left of the tree."""
-    return f"kill -KILL {' '.join(str(p) for p in pids)} 2>/dev/null; true"
+def discard_script(workdir: str, pids: list[int], address: str | None, dev: str | None) -> str:
+    """On the destination, after a failed or abandoned restore: end what CRIU made of
+    the tree there (those IDs were free just before it began), drop the address, put
+    its own files back."""
+    script = f"kill -KILL {' '.join(str(p) for p in pids)} 2>/dev/null"
+    if address:
+        script += f"; ip addr del {shlex.quote(address)} dev {shlex.quote(dev or '')} 2>/dev/null"
+    return f"{script}; {_put_back(workdir.rstrip('/'))}; true"
+
+
+def alive(shell: Shell, pid: int, start: int) -> bool:
+    """Whether the process `pid` that started at `start` still runs there (a PID is
+    used again; with its start time it names one process)."""
+    code, out, _ = shell.attempt(f"cat /proc/{pid}/stat", 30)
+    if code != 0:
+        return False
+    return int(out.rsplit(")", 1)[1].split()[19]) == start
 
 
 def stats(shell: Shell, path: str) -> dict[str, Any]:

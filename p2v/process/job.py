@@ -72,6 +72,9 @@ def _describe(params: dict[str, Any], result: dict[str, Any]) -> str:
 
 
 def summary(result: dict[str, Any]) -> str:
+    if result.get("continued_on_resume"):
+        return (f"{result.get('what')} continued on {result.get('target')} (the source "
+                "had released it)")  # fmt: skip
     passes = result.get("passes") or []
     return (
         f"{result.get('what')} moved {result.get('source')} -> {result.get('target')}: "
@@ -117,8 +120,14 @@ def resume(job_id: str, journal: Journal, say: Say) -> tuple[str, dict[str, Any]
     def drive() -> dict[str, Any]:
         with _shells(request) as (a, b):
             moving = job.earlier("move")
-            if moving.get("released") and not moving.get("continued"):
-                return _finish_released(job, b, request, moving)
+            workdir = f"{WORK_ROOT}/{job_id}"
+            done = {"what": request.what, "source": request.source, "target": request.target}
+            if moving.get("continued"):  # moved; only its images were left
+                job(Step("clean", lambda: _clean(a, b, workdir), again=True))
+                return {**done, **moving}
+            if moving.get("releasing") and _settle(job, a, b, request, moving):
+                job(Step("clean", lambda: _clean(a, b, workdir), again=True))
+                return {**done, "pids": moving["pids"], "continued_on_resume": True}
             return _steps(job, a, b, request, _check(a, b, request, say))
 
     return job_id, job.execute(drive)
@@ -172,6 +181,9 @@ def _address(a: Shell, b: Shell, text: str) -> tuple[plan.Address | None, list[s
     if len(held) < 4:
         return None, [f"{a.peer} does not hold the address {ip}"]
     dev, address = held[1], held[3]
+    reached = a.run("echo $SSH_CONNECTION", 30).split()
+    if len(reached) > 2 and reached[2] == ip:
+        return None, [f"{a.peer} is reached at {ip} itself: moving it would cut this session"]
     if b.run(f"ip -o addr show to {shlex.quote(ip)}", 30).strip():
         return None, [f"{b.peer} holds the address {ip} already"]
     route = b.run(f"ip -o route get {shlex.quote(ip)}", 30).split()
@@ -253,19 +265,20 @@ def _pass(a: Shell, b: Shell, workdir: str, pid: int, name: str, prev: str | Non
 
 def _move(job: Run, a: Shell, b: Shell, workdir: str, request: Request, checked: Checked,
           moving: list[str], prev: str | None) -> dict[str, Any]:  # fmt: skip
-    address = checked.address
-    dump = criu.FinalDump(a, workdir, checked.source.pid, prev, request.keep_tcp)
+    source, address = checked.source, checked.address
+    ip, dev = (address.address, address.target_dev) if address else (None, None)
+    dump = criu.FinalDump(a, workdir, source.pid, prev, request.keep_tcp)
     marks: dict[str, float] = {}
 
     def mark(name: str) -> None:
         marks[name] = round(time.monotonic() - dump.started, 3)
 
+    restoring = False
     try:
         images = dump.dumped(request.timeout)
         mark("dumped_s")
-        restore = criu.restore_script(workdir, request.keep_tcp,
-                                      address.address if address else None,
-                                      address.target_dev if address else None)  # fmt: skip
+        restore = criu.restore_script(workdir, request.keep_tcp, ip, dev, source.tids, moving)
+        restoring = True
         code = b.popen(restore, stdin=-1, stdout=-1, stderr=-1)
         try:
             out, err = code.communicate(images, timeout=criu.RESTORE_TIMEOUT_S + 30)
@@ -273,27 +286,30 @@ def _move(job: Run, a: Shell, b: Shell, workdir: str, request: Request, checked:
             code.kill()
             out, err = b"", f"no answer in {criu.RESTORE_TIMEOUT_S + 30} s".encode()
         if code.returncode != 0 or b"P2V-RESTORED" not in out:
-            # Whatever CRIU made of it there: those PIDs were free before it began.
-            b.attempt(criu.discard_script(checked.source.pids), 60)
-            dump.decide(False, request.timeout)
             why = err.decode(errors="replace").strip().splitlines()
             raise MigrationError(f"{b.peer}: the restore failed ({why[-1] if why else 'no reason'}"
                                  f"); {request.what} runs on {a.peer} as before")  # fmt: skip
         mark("restored_s")
+        # From here the source may end it: a resume finds out which side has it.
+        job.remember(releasing=True, pids=source.pids, start=source.start,
+                     address=address.to_json() if address else None)  # fmt: skip
         status = dump.decide(True, request.timeout)
         mark("released_s")
     except BaseException:
-        dump.abandon()  # the hook reads no `go`: CRIU thaws the program on the source
+        # Whatever the restore made there goes (its IDs were free just before it),
+        # then the session closes: the hook reads no `go` and CRIU thaws the program
+        # on the source, giving it its address back.
+        if restoring:
+            b.attempt(criu.discard_script(workdir, source.pids, ip, dev), 60)
+        dump.abandon()
         raise
-    # Released: CRIU has ended it on the source; from here a resume continues it.
-    job.remember(released=True, pids=checked.source.pids, address=address.to_json()
-                 if address else None)  # fmt: skip
-    if status != 0:
-        raise MigrationError(f"{a.peer}: CRIU ended with status {status} after the release; "
-                             f"{request.what} is stopped on {b.peer}: --resume continues "
-                             "it")  # fmt: skip
-    b.run(criu.continue_script(checked.source.pids, address.address if address else None,
-                               address.target_dev if address else None), 60)  # fmt: skip
+    if status != 0 and criu.alive(a, source.pid, source.start):
+        # The hook did not take the `go` (its time ran out): thawed on the source.
+        b.attempt(criu.discard_script(workdir, source.pids, ip, dev), 60)
+        raise MigrationError(f"{a.peer}: the release did not happen (CRIU's status {status}); "
+                             f"{request.what} runs on {a.peer} as before")  # fmt: skip
+    job.remember(released=True)
+    b.run(criu.continue_script(source.pids, ip, dev), 60)
     freeze_ms = round((time.monotonic() - dump.started) * 1000)
     mark("continued_s")
     job.remember(continued=True)
@@ -313,17 +329,19 @@ def _move(job: Run, a: Shell, b: Shell, workdir: str, request: Request, checked:
     }
 
 
-def _finish_released(
-    job: Run, b: Shell, request: Request, moving: dict[str, Any]
-) -> dict[str, Any]:
-    """The source had released the program, stopped on the destination: continue it."""
+def _settle(job: Run, a: Shell, b: Shell, request: Request, moving: dict[str, Any]) -> bool:
+    """After a run that stopped while the source was releasing the program: which
+    side has it. Still on the source (thawed there): the stopped copy on the
+    destination goes, and False. Ended there: it continues on the destination, True."""
     address = moving.get("address") or {}
-    b.run(
-        criu.continue_script(moving["pids"], address.get("address"), address.get("target_dev")), 60
-    )
+    ip, dev = address.get("address"), address.get("target_dev")
+    pid = moving["pids"][0]
+    if criu.alive(a, pid, moving["start"]):
+        b.attempt(criu.discard_script(f"{WORK_ROOT}/{job.job_id}", moving["pids"], ip, dev), 60)
+        return False
+    b.run(criu.continue_script(moving["pids"], ip, dev), 60)
     job.say(f"{request.what} continued on {b.peer}")
-    return {"what": request.what, "source": request.source, "target": request.target,
-            "pids": moving["pids"], "continued_on_resume": True}  # fmt: skip
+    return True
 
 
 def _clean(a: Shell, b: Shell, workdir: str) -> dict[str, Any]:

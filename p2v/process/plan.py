@@ -26,6 +26,8 @@ class Source:
 
     pid: int
     pids: list[int]
+    tids: list[int]  # every thread of the tree: CRIU gives each its own ID back
+    start: int  # the root's start time (clock ticks since boot): PID and this name it
     tasks: list[dict[str, Any]]
     unit: str | None
     rss: int
@@ -96,9 +98,10 @@ def refusals(
             problems.append(f"{dst_name} has no {path}, which the program has mapped")
         elif have["sha256"] != want["sha256"]:
             problems.append(f"{dst_name}'s {path} differs from {src_name}'s (sha256)")
-    busy = sorted(set(source.pids) & set(target.pids))
-    problems += [f"PID {pid} ({source.comm(pid)}) is in use on {dst_name}: CRIU gives each "
-                 "process its own PID back" for pid in busy]  # fmt: skip
+    busy = sorted(set(source.tids) & set(target.pids))
+    problems += [f"ID {tid} ({source.comm(tid) if tid in source.pids else 'a thread'} of the "
+                 f"tree) is in use on {dst_name}: CRIU gives each process and thread its own "
+                 "ID back" for tid in busy]  # fmt: skip
     taken = set(target.listening)
     problems += [f"{what} listens on TCP port {port}, which {dst_name} has in use"
                  for port, what in source.listening if port in taken]  # fmt: skip
@@ -111,9 +114,10 @@ def refusals(
 
 
 def images_size(source: Source) -> int:
-    """Room the images take on each side: the memory once more, and CRIU's own files.
-    (Live passes write it in parts; the parts add up to about the same.)"""
-    return source.rss + sum(f["size"] for f in source.files.values()) + IMAGE_OVERHEAD
+    """Room the images take on each side: the memory and the open files twice (the
+    passes and the final images may each hold all of it, and the source packs the
+    final ones once more to send them), and CRIU's own files."""
+    return 2 * (source.rss + sum(f["size"] for f in source.files.values())) + IMAGE_OVERHEAD
 
 
 def files_to_move(source: Source, target: Target) -> list[str]:

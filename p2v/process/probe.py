@@ -56,16 +56,35 @@ def tree(root: int) -> list[int]:
 
 
 def unit_of(pid: int) -> str | None:
+    """The system service whose main process `pid` is (None: any other process, one
+    of a service's others too: stopping the unit would end more than the tree)."""
     try:
         with open(f"/proc/{pid}/cgroup") as f:
-            for line in f:
-                path = line.strip().split(":", 2)[-1]
-                match = re.search(r"/([^/]+\.service)$", path)
-                if match:
-                    return match.group(1)
+            paths = [line.strip().split(":", 2)[-1] for line in f]
     except OSError:
-        pass
+        return None
+    for path in paths:
+        match = re.fullmatch(r"/system\.slice/([^/]+\.service)", path)
+        if match:
+            out = subprocess.run(
+                ["systemctl", "show", "--property", "MainPID", "--value", match.group(1)],
+                capture_output=True, text=True, timeout=20,
+            )  # fmt: skip
+            return match.group(1) if out.stdout.strip() == str(pid) else None
     return None
+
+
+def start_time(pid: int) -> int:
+    """When the process started (clock ticks since boot): with its PID, names it."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[19])
+
+
+def threads(pid: int) -> list[int]:
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return [pid]
 
 
 def tcp_states() -> dict[str, tuple[int, str, str]]:
@@ -147,8 +166,7 @@ def source(spec: str, workdir: str) -> dict[str, Any]:
                 problems.append(f"{what} is the terminal {target}")
             elif target.startswith("/") and not target.startswith(("/dev/", "/proc/", "/sys/")):
                 if target.endswith(" (deleted)"):
-                    problems.append(f"{what} is a deleted file ({target})")
-                    continue
+                    continue  # CRIU carries a deleted file's contents itself
                 try:
                     st = os.stat(target)
                 except OSError:
@@ -164,8 +182,9 @@ def source(spec: str, workdir: str) -> dict[str, Any]:
         elif inode in unix and unix[inode][0] not in inodes:
             problems.append(f"{what} is a UNIX socket connected to a process outside the tree")
     for path in list(mapped):
+        # Deleted files, shared anonymous memory (/dev/zero, SysV), memfd: CRIU dumps
+        # their contents; they are not looked for on the destination.
         if path.endswith(" (deleted)") or not os.path.isfile(path):
-            problems.append(f"{path} is mapped but no longer a file")
             del mapped[path]
     binaries = {path: {"size": os.path.getsize(path), "sha256": digest(path)} for path in mapped}
     os.makedirs(workdir, exist_ok=True)
@@ -174,6 +193,8 @@ def source(spec: str, workdir: str) -> dict[str, Any]:
         "pids": pids,
         "tasks": tasks,
         "unit": unit_of(pid),
+        "start": start_time(pid),
+        "tids": sorted(t for p in pids for t in threads(p)),
         "rss": rss,
         "binaries": binaries,
         "listening": listening,
@@ -201,7 +222,7 @@ def target(workdir: str, paths: list[str]) -> dict[str, Any]:
     return {
         "paths": found,
         "free": shutil.disk_usage(workdir).free,
-        "pids": sorted(int(e) for e in os.listdir("/proc") if e.isdigit()),
+        "pids": sorted(t for e in os.listdir("/proc") if e.isdigit() for t in threads(int(e))),
         "listening": sorted(
             {
                 int(local.split(":")[1], 16)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from p2v.errors import InputError
-from p2v.host.criu import continue_script, restore_script
+from p2v.host.criu import continue_script, discard_script, restore_script
 from p2v.host.ssh import Peer
 from p2v.process import plan
 
@@ -16,7 +16,7 @@ LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
 
 def _source(**changes: Any) -> plan.Source:
     data: dict[str, Any] = {
-        "pid": 30001, "pids": [30001, 30002],
+        "pid": 30001, "pids": [30001, 30002], "tids": [30001, 30002, 30003], "start": 4242,
         "tasks": [{"pid": 30001, "comm": "svc", "exe": "/usr/bin/svc"},
                   {"pid": 30002, "comm": "worker", "exe": "/usr/bin/svc"}],
         "unit": "svc.service", "rss": 64 * plan.MiB,
@@ -51,7 +51,7 @@ def test_every_refusal_is_named_at_once() -> None:
                      problems=["svc[30001] fd 0 is the terminal /dev/pts/0"])  # fmt: skip
     target = _target(
         paths={"/usr/bin/svc": {"size": 10, "sha256": "ff"}},
-        pids=[30002], free=1 << 20, listening=[22, 8080],
+        pids=[30003], free=1 << 20, listening=[22, 8080],
     )  # fmt: skip
     problems = plan.refusals(source, target, False, "A", "B")
     text = "\n".join(problems)
@@ -59,7 +59,7 @@ def test_every_refusal_is_named_at_once() -> None:
     assert "10.0.0.5:80 <-> 10.0.0.9:5000) is an established TCP connection: --keep-tcp" in text
     assert "B's /usr/bin/svc differs from A's" in text
     assert f"B has no {LIBC}" in text
-    assert "PID 30002 (worker) is in use on B" in text
+    assert "ID 30003 (a thread of the tree) is in use on B" in text
     assert "B has 1.0 MiB free for the images" in text
     assert "svc[30001] fd 3 listens on TCP port 8080, which B has in use" in text
     assert len(problems) == 7
@@ -102,12 +102,15 @@ def test_machines_are_ssh_urls() -> None:
 
 
 def test_the_restore_gives_the_address_back_when_it_fails() -> None:
-    script = restore_script("/w", True, "10.0.0.7/24", "eth0")
+    script = restore_script("/w", True, "10.0.0.7/24", "eth0", [5, 6], ["/etc/a b"])
     take, restore = script.index("ip addr add 10.0.0.7/24"), script.index("criu restore")
     check = script.index("sha256sum --quiet --strict -c w/final.sha256")
     assert check < take < restore
     assert "--tcp-established" in script and "--leave-stopped" in script
     assert script.index("ip addr del 10.0.0.7/24") > restore
-    assert "ip addr" not in restore_script("/w", False, None, None)
+    assert "ip addr" not in restore_script("/w", False, None, None, [5], [])
+    assert script.index("for t in 5 6; do [ ! -d /proc/$t ]") < script.index("tar -C / -xf -")
     assert continue_script([5, 6], None, None) == "kill -CONT 5 6"
+    dropped = discard_script("/w", [5, 6], "10.0.0.7/24", "eth0")
+    assert dropped.startswith("kill -KILL 5 6") and "ip addr del 10.0.0.7/24 dev eth0" in dropped
     assert "arping -U -c 2 -I eth0 10.0.0.7" in continue_script([5], "10.0.0.7/24", "eth0")

@@ -40,6 +40,8 @@ def test_it_describes_a_tree_its_files_and_its_connections(tmp_path: Path) -> No
         ).stdout  # fmt: skip
         found = json.loads(out)
         assert found["pid"] == proc.pid and len(found["pids"]) == 2
+        assert set(found["pids"]) <= set(found["tids"]) and found["start"] > 0
+        assert found["unit"] is None  # not a service's main process
         assert found["files"][str(log)]["size"] == 3
         assert any(f"127.0.0.1:{port}" in c for c in found["established"])
         assert any(path.endswith(Path(sys.executable).name) or "python" in path
