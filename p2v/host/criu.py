@@ -116,10 +116,14 @@ def check(shell: Shell, live: bool) -> list[str]:
 def install(shell: Shell, workdir: str, env: dict[str, str], files: list[str]) -> None:
     """The work directory, the hook and the final dump's wrapper, and what the hook
     is to move (`files`: absolute paths) and release."""
+    shell.run(install_script(workdir, env, files), CHECK_TIMEOUT_S)
+
+
+def install_script(workdir: str, env: dict[str, str], files: list[str]) -> str:
     env = {**env, "DECISION_TIMEOUT": str(DECISION_TIMEOUT_S)}
     text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
     listed = "".join(f"{path.lstrip('/')}\n" for path in files)
-    script = (
+    return (
         f"mkdir -p {shlex.quote(workdir)} && cd {shlex.quote(workdir)} && "
         f"cat >hook <<'P2V_EOF' &&\n{HOOK}P2V_EOF\n"
         f"cat >final-dump <<'P2V_EOF' &&\n{FINAL}P2V_EOF\n"
@@ -127,7 +131,6 @@ def install(shell: Shell, workdir: str, env: dict[str, str], files: list[str]) -
         f"cat >final.files <<'P2V_EOF' &&\n{listed}P2V_EOF\n"
         "chmod 0700 hook final-dump"
     )
-    shell.run(script, CHECK_TIMEOUT_S)
 
 
 def pre_dump(shell: Shell, workdir: str, pid: int, name: str, prev: str | None,
