@@ -140,6 +140,23 @@ def say(message: str) -> None:
     print(f"p2v: {message}", file=sys.stderr, flush=True)
 
 
+def run_or_resume(args: argparse.Namespace, job: Any, request: Any) -> int:
+    """A job kind whose module has `run(request, journal, say)`, `resume(job_id,
+    journal, say)` and `summary(record)`: the new job `request` (None: `--resume JOB`),
+    then how it ended."""
+    from p2v.jobs.journal import Journal
+
+    journal = Journal()
+    try:
+        if request is None:
+            job_id, record = job.resume(args.resume, journal, say)
+        else:
+            job_id, record = job.run(request, journal, say)
+    finally:
+        journal.close()
+    return print_job(args, job_id, record, job.summary)
+
+
 def print_job(
     args: argparse.Namespace, job_id: str, record: dict[str, Any], summary: Callable[..., str]
 ) -> int:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from p2v.commands.options import HelpLayout, add_schedule_options, print_job, say, seconds
+from p2v.commands.options import (
+    HelpLayout,
+    add_schedule_options,
+    run_or_resume,
+    seconds,
+)
 from p2v.errors import EXIT_CODES, InputError
 
 
@@ -94,18 +99,8 @@ def _request(args: argparse.Namespace) -> Any:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from p2v.jobs.journal import Journal
     from p2v.process import job
 
     if args.resume and (args.pid or args.unit or args.source or args.target):
         raise InputError("--resume JOB takes the job's own process and machines; give it alone")
-    request = None if args.resume else _request(args)
-    journal = Journal()
-    try:
-        if request is None:
-            job_id, record = job.resume(args.resume, journal, say)
-        else:
-            job_id, record = job.run(request, journal, say)
-    finally:
-        journal.close()
-    return print_job(args, job_id, record, job.summary)
+    return run_or_resume(args, job, None if args.resume else _request(args))

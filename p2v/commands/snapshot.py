@@ -11,8 +11,7 @@ from p2v.commands.options import (
     add_connect_timeout_option,
     add_schedule_options,
     count,
-    print_job,
-    say,
+    run_or_resume,
 )
 from p2v.errors import EXIT_CODES, InputError
 from p2v.host.virt import DEFAULT_URI
@@ -103,7 +102,6 @@ def _request(args: argparse.Namespace) -> Any:
 
 
 def _cmd_snapshot(args: argparse.Namespace) -> int:
-    from p2v.jobs.journal import Journal
     from p2v.snapshot import job
 
     if args.resume:
@@ -111,16 +109,7 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
             raise InputError("--resume JOB takes the job's own VM and snapshot; give it alone")
     elif args.action == "list":
         return _list(args)
-    request = None if args.resume else _request(args)
-    journal = Journal()
-    try:
-        if request is None:
-            job_id, record = job.resume(args.resume, journal, say)
-        else:
-            job_id, record = job.run(request, journal, say)
-    finally:
-        journal.close()
-    return print_job(args, job_id, record, job.summary)
+    return run_or_resume(args, job, None if args.resume else _request(args))
 
 
 def _list(args: argparse.Namespace) -> int:
