@@ -63,12 +63,7 @@ def main() -> int:
     procnode_build.build()
     with tempfile.TemporaryDirectory(prefix="p2v-bench-process-") as tmp, \
             hosts.running(HOSTS) as pair:  # fmt: skip
-        config = Path(tmp) / "ssh_config"
-        config.write_text(
-            f"Host *\n  User root\n  IdentityFile {procnode_build.key_path()}\n"
-            f"  UserKnownHostsFile {procnode_build.known_hosts()}\n"
-            "  StrictHostKeyChecking yes\n  IdentitiesOnly yes\n"
-        )
+        config = nodes.ssh_config(Path(tmp) / "ssh_config")
         uris = [h.uri for h in pair]
         names = list(NODES)
         try:

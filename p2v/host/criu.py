@@ -13,6 +13,7 @@ closes) is an abort, as is no answer within DECISION_TIMEOUT_S.
 from __future__ import annotations
 
 import json
+import selectors
 import shlex
 import subprocess
 import time
@@ -88,7 +89,6 @@ class PassStats:
     pages: int  # written by this pass
     frozen_ms: float
     seconds: float
-    bytes: int  # of the pass's image directory
 
 
 def check(shell: Shell, live: bool) -> list[str]:
@@ -143,19 +143,14 @@ def pre_dump(shell: Shell, workdir: str, pid: int, name: str, prev: str | None,
         f"cd {q(workdir)} && rm -rf {q(name)} && mkdir {q(name)} && "
         f"criu pre-dump -t {pid} -D {q(name)}{parent} --track-mem -o pre-dump.log "
         f"|| {{ grep -E '^Error' {q(name)}/pre-dump.log | tail -n 3 >&2; exit 1; }}; "
-        f"crit show {q(name)}/stats-dump && du -sb {q(name)}"
+        f"crit show {q(name)}/stats-dump"
     )
     started = time.monotonic()
-    out = shell.run(script, timeout)
-    stats, size = _stats_and_size(out)
-    dump = stats["entries"][0]["dump"]
+    dump = _entry(shell.run(script, timeout))
+    if not dump:
+        raise ComponentError(f"{shell.peer}: crit could not read the pass's statistics")
     return PassStats(int(dump.get("pages_written", 0)), dump.get("frozen_time", 0) / 1000,
-                     time.monotonic() - started, size)  # fmt: skip
-
-
-def _stats_and_size(out: str) -> tuple[dict[str, Any], int]:
-    text, _, du = out.rpartition("}")
-    return json.loads(text + "}"), int(du.split()[0])
+                     time.monotonic() - started)  # fmt: skip
 
 
 class FinalDump:
@@ -225,8 +220,6 @@ class FinalDump:
 
 def _read(out: IO[bytes], size: int, deadline: float) -> bytes:
     """`size` bytes, or fewer once `deadline` passes or the session ends."""
-    import selectors
-
     data = bytearray()
     with selectors.DefaultSelector() as sel:
         sel.register(out, selectors.EVENT_READ)
@@ -240,8 +233,6 @@ def _read(out: IO[bytes], size: int, deadline: float) -> bytes:
 
 def _readline(out: IO[bytes], proc: subprocess.Popen[bytes], timeout: float) -> bytes:
     """One line, or b"" once `timeout` passes or the session ends."""
-    import selectors
-
     deadline = time.monotonic() + timeout
     line = b""
     with selectors.DefaultSelector() as sel:
@@ -335,10 +326,13 @@ def alive(shell: Shell, pid: int, start: int) -> bool:
 def stats(shell: Shell, path: str) -> dict[str, Any]:
     """CRIU's statistics file (stats-dump, stats-restore) as a dict; {} if unreadable."""
     code, out, _ = shell.attempt(f"crit show {shlex.quote(path)}", 30)
-    if code != 0:
-        return {}
+    return _entry(out) if code == 0 else {}
+
+
+def _entry(text: str) -> dict[str, Any]:
+    """The dump or restore figures of `crit show`'s JSON of a stats file ({}: none)."""
     try:
-        entry = json.loads(out)["entries"][0]
+        entry = json.loads(text)["entries"][0]
     except (ValueError, KeyError, IndexError):
         return {}
     return dict(entry.get("dump") or entry.get("restore") or {})

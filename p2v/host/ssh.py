@@ -10,7 +10,6 @@ wait has a time limit: the connection (ConnectTimeout), a peer that stops answer
 from __future__ import annotations
 
 import contextlib
-import shlex
 import shutil
 import subprocess
 import tempfile
@@ -90,13 +89,7 @@ class Shell:
 
     def run(self, script: str, timeout: float, stdin: bytes | None = None) -> str:
         """The script's output; a non-zero exit is a ComponentError with its message."""
-        try:
-            done = subprocess.run(
-                self.argv(script), input=stdin if stdin is not None else b"",
-                capture_output=True, timeout=timeout, check=False,
-            )  # fmt: skip
-        except subprocess.TimeoutExpired:
-            raise ComponentError(f"{self.peer}: no answer within {timeout:g} s") from None
+        done = self._complete(script, timeout, stdin or b"")
         if done.returncode != 0:
             raise ComponentError(f"{self.peer}: {_last_line(done.stderr, done.returncode)}")
         return done.stdout.decode(errors="replace")
@@ -104,11 +97,7 @@ class Shell:
     def attempt(self, script: str, timeout: float) -> tuple[int, str, str]:
         """(exit status, output, errors) of the script, whatever its status: for
         checks that report what failed rather than fail."""
-        try:
-            done = subprocess.run(self.argv(script), stdin=subprocess.DEVNULL,
-                                  capture_output=True, timeout=timeout, check=False)  # fmt: skip
-        except subprocess.TimeoutExpired:
-            raise ComponentError(f"{self.peer}: no answer within {timeout:g} s") from None
+        done = self._complete(script, timeout, b"")
         if done.returncode == 255:  # ssh's own failure: the peer was not reached
             raise ComponentError(f"{self.peer}: {_last_line(done.stderr, 255)}")
         return (
@@ -116,6 +105,15 @@ class Shell:
             done.stdout.decode(errors="replace"),
             done.stderr.decode(errors="replace"),
         )
+
+    def _complete(
+        self, script: str, timeout: float, stdin: bytes
+    ) -> subprocess.CompletedProcess[bytes]:
+        try:
+            return subprocess.run(self.argv(script), input=stdin, capture_output=True,
+                                  timeout=timeout, check=False)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise ComponentError(f"{self.peer}: no answer within {timeout:g} s") from None
 
     def popen(self, script: str, **kwargs: object) -> subprocess.Popen[bytes]:
         return subprocess.Popen(self.argv(script), **kwargs)  # type: ignore[call-overload]
@@ -130,10 +128,6 @@ class Shell:
 
     def __exit__(self, *_: object) -> None:
         self.close()
-
-
-def quote(*words: str) -> str:
-    return shlex.join(words)
 
 
 def _last_line(stderr: bytes, status: int) -> str:

@@ -65,10 +65,13 @@ class Request:
 
 
 def _describe(params: dict[str, Any], result: dict[str, Any]) -> str:
-    r = params.get("request", {})
-    what = f"unit {r.get('unit')}" if r.get("unit") else f"process {r.get('pid')}"
-    mode = "live" if r.get("live") else "cold"
-    return f"{what} {r.get('source')} -> {r.get('target')} ({mode})"
+    r = Request(**params["request"])
+    return f"{r.what} {r.source} -> {r.target} ({'live' if r.live else 'cold'})"
+
+
+def workdir_of(job_id: str) -> str:
+    """Where a move keeps its images, on both machines."""
+    return f"{WORK_ROOT}/{job_id}"
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -120,7 +123,7 @@ def resume(job_id: str, journal: Journal, say: Say) -> tuple[str, dict[str, Any]
     def drive() -> dict[str, Any]:
         with _shells(request) as (a, b):
             moving = job.earlier("move")
-            workdir = f"{WORK_ROOT}/{job_id}"
+            workdir = workdir_of(job_id)
             done = {"what": request.what, "source": request.source, "target": request.target}
             if moving.get("continued"):  # moved; only its images were left
                 job(Step("clean", lambda: _clean(a, b, workdir), again=True))
@@ -194,7 +197,7 @@ def _address(a: Shell, b: Shell, text: str) -> tuple[plan.Address | None, list[s
 
 def _steps(job: Run, a: Shell, b: Shell, request: Request, checked: Checked) -> dict[str, Any]:
     source, target = checked.source, checked.target
-    workdir = f"{WORK_ROOT}/{job.job_id}"
+    workdir = workdir_of(job.job_id)
     moving = plan.files_to_move(source, target)
     address = checked.address
     job.record = {"what": request.what, "source": str(a.peer), "target": str(b.peer),
@@ -279,7 +282,8 @@ def _move(job: Run, a: Shell, b: Shell, workdir: str, request: Request, checked:
         mark("dumped_s")
         restore = criu.restore_script(workdir, request.keep_tcp, ip, dev, source.tids, moving)
         restoring = True
-        code = b.popen(restore, stdin=-1, stdout=-1, stderr=-1)
+        pipe = subprocess.PIPE
+        code = b.popen(restore, stdin=pipe, stdout=pipe, stderr=pipe)
         try:
             out, err = code.communicate(images, timeout=criu.RESTORE_TIMEOUT_S + 30)
         except subprocess.TimeoutExpired:
@@ -337,7 +341,7 @@ def _settle(job: Run, a: Shell, b: Shell, request: Request, moving: dict[str, An
     ip, dev = address.get("address"), address.get("target_dev")
     pid = moving["pids"][0]
     if criu.alive(a, pid, moving["start"]):
-        b.attempt(criu.discard_script(f"{WORK_ROOT}/{job.job_id}", moving["pids"], ip, dev), 60)
+        b.attempt(criu.discard_script(workdir_of(job.job_id), moving["pids"], ip, dev), 60)
         return False
     b.run(criu.continue_script(moving["pids"], ip, dev), 60)
     job.say(f"{request.what} continued on {b.peer}")

@@ -24,14 +24,13 @@ CHUNK = 1 << 20
 class Moved:
     bytes: int  # of the tar stream
     seconds: float
-    manifest: str  # sha256sum's lines, paths relative to the root
 
 
 def move(src: Shell, dst: Shell, root: str, paths: list[str], timeout: float) -> Moved:
     """`paths` (relative to `root` on both sides; directories whole) from `src` to
     `dst`, the copies checked there against the source's digests."""
     if not paths:
-        return Moved(0, 0.0, "")
+        return Moved(0, 0.0)
     q = shlex.quote
     names = " ".join(q(p) for p in paths)
     started = time.monotonic()
@@ -69,9 +68,8 @@ def move(src: Shell, dst: Shell, root: str, paths: list[str], timeout: float) ->
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    text = manifest.decode()
-    check(dst, root, text, timeout)
-    return Moved(total, time.monotonic() - started, text)
+    check(dst, root, manifest.decode(), timeout)
+    return Moved(total, time.monotonic() - started)
 
 
 def check(dst: Shell, root: str, manifest: str, timeout: float) -> None:

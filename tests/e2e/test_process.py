@@ -34,12 +34,7 @@ def nodes_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yields the ssh_config that reaches them."""
     require_root("test hosts are namespaces")
     procnode_build.build()
-    config = tmp_path_factory.mktemp("ssh") / "config"
-    config.write_text(
-        f"Host *\n  User root\n  IdentityFile {procnode_build.key_path()}\n"
-        f"  UserKnownHostsFile {procnode_build.known_hosts()}\n"
-        "  StrictHostKeyChecking yes\n  IdentitiesOnly yes\n"
-    )
+    config = nodes.ssh_config(tmp_path_factory.mktemp("ssh") / "config")
     with hosts.running(["p2vt-cln-a", "p2vt-cln-b"]) as [a, b]:
         gw = str(hosts.GATEWAY)
         settings = {

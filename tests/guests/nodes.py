@@ -10,6 +10,7 @@ limit, and what went wrong names the node with the end of its console.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 from p2v.host.virt import console as virt_console
@@ -20,6 +21,17 @@ from tests.guests import GuestError, _tail, upload_and_start
 from tests.guests.domain import GuestSpec
 
 START_TIMEOUT = 240.0
+
+
+def ssh_config(path: Path) -> Path:
+    """An ssh_config at `path` that logs in to any node as root with the key, checking
+    its host key as a user's SSH would."""
+    path.write_text(
+        f"Host *\n  User root\n  IdentityFile {procnode_build.key_path()}\n"
+        f"  UserKnownHostsFile {procnode_build.known_hosts()}\n"
+        "  StrictHostKeyChecking yes\n  IdentitiesOnly yes\n"
+    )
+    return path
 
 
 def domain_xml(name: str, settings: procnode.NodeSettings, disk: str, domain_type: str) -> str:
