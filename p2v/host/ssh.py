@@ -40,7 +40,9 @@ class Peer:
         try:
             port = parts.port
         except ValueError:
-            raise InputError(f"{url!r}: the port is not a number from 1 to 65535") from None
+            port = 0
+        if port == 0:
+            raise InputError(f"{url!r}: the port is not a number from 1 to 65535")
         return cls(parts.hostname, parts.username, port)
 
     def __str__(self) -> str:

@@ -96,7 +96,7 @@ def test_passes_stop_when_small_not_halving_or_enough(pages: list[int], again: b
 def test_machines_are_ssh_urls() -> None:
     assert Peer.parse("ssh://root@10.0.0.5:2222") == Peer("10.0.0.5", "root", 2222)
     assert str(Peer.parse("ssh://host")) == "ssh://host"
-    for bad in ("host", "http://host", "ssh://host/path", "ssh://host:99999"):
+    for bad in ("host", "http://host", "ssh://host/path", "ssh://host:99999", "ssh://host:0"):
         with pytest.raises(InputError):
             Peer.parse(bad)
 
